@@ -1,0 +1,2 @@
+//! Ring micro-benchmarks (being written).
+fn main() {}

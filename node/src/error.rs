@@ -1,0 +1,120 @@
+//! The crate's one error type. Each variant says what went wrong in words a
+//! user can act on; [`Error::code`] maps it to the gRPC status a server returns.
+
+use std::path::PathBuf;
+
+/// Everything that can fail in `flavio-node`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A ring size that is not a power of two between 8 and 1024.
+    #[error("invalid ring size {0}: it must be a power of two from 8 to 1024")]
+    InvalidRingSize(u64),
+    /// A string that is not the decimal index of a partition of this ring.
+    #[error("{0:?} is not a partition index of this ring")]
+    InvalidPartition(String),
+    /// A claim or preference list asked of a ring without members.
+    #[error("the ring has no members")]
+    NoMembers,
+    /// Replication parameters that cannot be satisfied.
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    /// `a + b` does not fit a signed 64-bit integer.
+    #[error("{a} + {b} overflows a signed 64-bit integer")]
+    Overflow {
+        /// Left operand.
+        a: i64,
+        /// Right operand.
+        b: i64,
+    },
+    /// A quorum request that did not gather W replies in time.
+    #[error("quorum not reached: {received} of {wanted} replies (N={n}) within {timeout_ms} ms")]
+    QuorumTimeout {
+        /// Replies that arrived.
+        received: usize,
+        /// Replies required (W).
+        wanted: usize,
+        /// Replicas asked (N).
+        n: usize,
+        /// The timeout that expired.
+        timeout_ms: u64,
+    },
+    /// A vnode refused a command it does not know.
+    #[error("vnode {partition} does not understand command {command:?}")]
+    UnknownCommand {
+        /// Partition index of the vnode.
+        partition: String,
+        /// What the command was.
+        command: String,
+    },
+    /// A vnode or the node is stopping or stopped.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// The data directory was made for another ring size.
+    #[error(
+        "data directory {dir} holds a ring of size {stored}, but this node was started with ring size {requested}; use the original size or another directory"
+    )]
+    RingSizeMismatch {
+        /// The data directory.
+        dir: PathBuf,
+        /// Ring size stored there.
+        stored: u64,
+        /// Ring size asked for.
+        requested: u64,
+    },
+    /// The embedded store failed.
+    #[error("storage error in {dir}: {message}")]
+    Storage {
+        /// The data directory.
+        dir: PathBuf,
+        /// What the store said.
+        message: String,
+    },
+    /// A stored value that cannot be decoded.
+    #[error("corrupt stored value for {what}: {message}")]
+    Corrupt {
+        /// Which value.
+        what: String,
+        /// Why it cannot be read.
+        message: String,
+    },
+    /// An I/O error with the path or address it concerns.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A remote call failed.
+    #[error("{0}")]
+    Rpc(String),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The gRPC status code a server answers with for this error.
+    pub fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Error::InvalidRingSize(_)
+            | Error::InvalidPartition(_)
+            | Error::InvalidArgument(_)
+            | Error::Overflow { .. } => Code::InvalidArgument,
+            Error::UnknownCommand { .. } => Code::Unimplemented,
+            Error::QuorumTimeout { .. } => Code::DeadlineExceeded,
+            Error::ShuttingDown | Error::NoMembers => Code::Unavailable,
+            Error::RingSizeMismatch { .. } => Code::FailedPrecondition,
+            Error::Storage { .. } | Error::Corrupt { .. } | Error::Io { .. } => Code::Internal,
+            Error::Rpc(_) => Code::Unavailable,
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        tonic::Status::new(e.code(), e.to_string())
+    }
+}

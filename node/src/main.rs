@@ -1,0 +1,5 @@
+//! The `flavio` binary: see [`flavio_node::cli`].
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

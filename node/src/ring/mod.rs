@@ -1,0 +1,10 @@
+//! The consistent-hash ring, as riak_core's `chash`, `claim` and `apl` define it.
+//!
+//! The keyspace is the 2^160 integers of SHA-1. A ring of `size` partitions (a
+//! power of two) cuts it into equal arcs; partition `p` starts at index
+//! `p * 2^160 / size`. A key belongs to the first partition whose index is
+//! strictly greater than its hash. Claim decides which member owns each
+//! partition; a preference list is a partition and its successors.
+//!
+//! Everything here is pure and synchronous: no I/O, no clocks, no tokio.
+//! Membership states, versions and gossip belong to the cluster layer.
