@@ -38,6 +38,20 @@ pub enum Error {
         /// The timeout that expired.
         timeout_ms: u64,
     },
+    /// A quorum request that failed because too many replicas answered with errors.
+    #[error(
+        "quorum not reached: {received} of {wanted} replies (N={n}); failed replicas: {errors}"
+    )]
+    QuorumFailed {
+        /// Successful replies.
+        received: usize,
+        /// Replies required (W).
+        wanted: usize,
+        /// Replicas asked (N).
+        n: usize,
+        /// What the failed replicas said.
+        errors: String,
+    },
     /// A vnode refused a command it does not know.
     #[error("vnode {partition} does not understand command {command:?}")]
     UnknownCommand {
@@ -69,6 +83,9 @@ pub enum Error {
         /// What the store said.
         message: String,
     },
+    /// A staged write could not be made durable; the command's reply is withheld.
+    #[error("could not persist the write: {0}")]
+    PersistFailed(String),
     /// A stored value that cannot be decoded.
     #[error("corrupt stored value for {what}: {message}")]
     Corrupt {
@@ -105,9 +122,14 @@ impl Error {
             | Error::Overflow { .. } => Code::InvalidArgument,
             Error::UnknownCommand { .. } => Code::Unimplemented,
             Error::QuorumTimeout { .. } => Code::DeadlineExceeded,
-            Error::ShuttingDown | Error::NoMembers => Code::Unavailable,
+            Error::ShuttingDown | Error::NoMembers | Error::QuorumFailed { .. } => {
+                Code::Unavailable
+            }
             Error::RingSizeMismatch { .. } => Code::FailedPrecondition,
-            Error::Storage { .. } | Error::Corrupt { .. } | Error::Io { .. } => Code::Internal,
+            Error::Storage { .. }
+            | Error::PersistFailed(_)
+            | Error::Corrupt { .. }
+            | Error::Io { .. } => Code::Internal,
             Error::Rpc(_) => Code::Unavailable,
         }
     }

@@ -8,3 +8,8 @@
 //!
 //! Everything here is pure and synchronous: no I/O, no clocks, no tokio.
 //! Membership states, versions and gossip belong to the cluster layer.
+
+pub mod apl;
+pub mod chash;
+
+pub use chash::{KeyHash, PartitionId, RingIndex, RingSize, hash_key};
