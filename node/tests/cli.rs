@@ -30,10 +30,7 @@ fn ping_add_stats_survive_sigkill_and_sigterm() {
     let node = NodeProc::start(&data, dir.path(), &[]);
 
     let pong = node.ok(&["ping"]);
-    let partition = pong
-        .strip_prefix("pong ")
-        .expect("pong <partition>")
-        .trim();
+    let partition = pong.strip_prefix("pong ").expect("pong <partition>").trim();
     assert!(
         !partition.is_empty() && partition.bytes().all(|b| b.is_ascii_digit()),
         "{pong}"
@@ -105,7 +102,11 @@ fn ping_add_stats_survive_sigkill_and_sigterm() {
 fn assert_fails(out: &std::process::Output, code: i32, fragment: &str) {
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err:?}"
+    );
     assert!(err.contains(fragment), "{err:?} lacks {fragment:?}");
     assert!(out.stdout.is_empty(), "nothing on stdout");
 }
@@ -116,7 +117,11 @@ fn bad_inputs_fail_clearly() {
     let node = NodeProc::start(&dir.path().join("data"), dir.path(), &[]);
 
     assert_fails(&node.cli(&["add", "2", "x"]), 2, "invalid value 'x'");
-    assert_fails(&node.cli(&["add", "2"]), 2, "required arguments were not provided: <B>");
+    assert_fails(
+        &node.cli(&["add", "2"]),
+        2,
+        "required arguments were not provided: <B>",
+    );
     assert_fails(&node.cli(&["add"]), 2, "<A> <B>");
     assert_fails(
         &node.cli(&["add", "9223372036854775807", "1"]),
@@ -128,8 +133,16 @@ fn bad_inputs_fail_clearly() {
         2,
         "invalid value '99999999999999999999'",
     );
-    assert_fails(&node.cli(&["add", "1", "2", "-n", "2", "-w", "3"]), 2, "need 1 <= W <= N");
-    assert_fails(&node.cli(&["add", "1", "2", "-n", "0"]), 2, "n must be at least 1");
+    assert_fails(
+        &node.cli(&["add", "1", "2", "-n", "2", "-w", "3"]),
+        2,
+        "need 1 <= W <= N",
+    );
+    assert_fails(
+        &node.cli(&["add", "1", "2", "-n", "0"]),
+        2,
+        "n must be at least 1",
+    );
     assert_fails(&node.cli(&["add", "1", "2", "-n", "65"]), 2, "ring size");
     assert_fails(&node.cli(&["frobnicate"]), 2, "unrecognized subcommand");
 
@@ -151,7 +164,13 @@ fn bad_inputs_fail_clearly() {
 
     // A cookie file that does not exist.
     let out = flavio(dir.path())
-        .args(["ping", "--cookie-file", "/nonexistent/cookie", "--node", &node.addr])
+        .args([
+            "ping",
+            "--cookie-file",
+            "/nonexistent/cookie",
+            "--node",
+            &node.addr,
+        ])
         .output()
         .expect("run");
     assert_fails(&out, 1, "reading cookie file /nonexistent/cookie");
@@ -173,7 +192,10 @@ fn bad_inputs_fail_clearly() {
     for (args, fragment) in [
         (vec!["--ring-size", "12"], "invalid ring size 12"),
         (vec!["--ring-size", "2048"], "invalid ring size 2048"),
-        (vec!["--n-val", "2", "--w-val", "3"], "need 1 <= --w-val <= --n-val"),
+        (
+            vec!["--n-val", "2", "--w-val", "3"],
+            "need 1 <= --w-val <= --n-val",
+        ),
         (vec!["--listen", "nowhere"], "invalid value 'nowhere'"),
     ] {
         let out = flavio(dir.path())
@@ -197,7 +219,11 @@ fn cookie_from_file_and_home() {
     let cookie_file = dir.path().join("cookie");
     std::fs::write(&cookie_file, "file-cookie\n").expect("write cookie");
     let cookie_arg = cookie_file.to_str().expect("utf-8 path");
-    let node = NodeProc::start(&dir.path().join("data"), dir.path(), &["--cookie-file", cookie_arg]);
+    let node = NodeProc::start(
+        &dir.path().join("data"),
+        dir.path(),
+        &["--cookie-file", cookie_arg],
+    );
     // The test cookie in FLAVIO_COOKIE is not this node's.
     assert_eq!(node.cli(&["ping"]).status.code(), Some(1));
     let out = node.cli(&["ping", "--cookie-file", cookie_arg]);
