@@ -157,7 +157,7 @@ impl Flavio {
         let p = size.partition_of(&ping_key(SystemTime::now()));
         match self.master.sync_command(p, Command::Ping).await? {
             Reply::Pong => Ok(Pong {
-                partition: Arc::clone(self.master.index(p)),
+                partition: Arc::clone(self.master.partition_name(p)),
                 node: Arc::clone(self.master.node()),
             }),
             other => Err(Error::Rpc(format!("unexpected reply to ping: {other:?}"))),
@@ -181,7 +181,7 @@ impl Flavio {
             match r {
                 Reply::Sum(s) => replicas.push(Replica {
                     sum: s,
-                    partition: Arc::clone(self.master.index(p)),
+                    partition: Arc::clone(self.master.partition_name(p)),
                     node: Arc::clone(self.master.node()),
                 }),
                 other => return Err(Error::Rpc(format!("unexpected reply to add: {other:?}"))),
@@ -200,7 +200,7 @@ impl Flavio {
             .replies
             .into_iter()
             .map(|(p, CoverageReply::OpsCount(ops_count))| VnodeStats {
-                partition: Arc::clone(self.master.index(p)),
+                partition: Arc::clone(self.master.partition_name(p)),
                 node: Arc::clone(self.master.node()),
                 ops_count,
             })

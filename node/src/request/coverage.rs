@@ -37,32 +37,43 @@ impl<R> Coverage<R> {
 pub struct CoverageState<R> {
     answers: Vec<Option<Result<R>>>,
     partitions: Vec<PartitionId>,
+    /// Position in `partitions` of each partition ordinal asked.
+    position: Vec<Option<usize>>,
     outstanding: usize,
 }
 
 impl<R> CoverageState<R> {
     /// Waits for an answer from each of `partitions`.
     pub fn new(partitions: Vec<PartitionId>) -> Self {
+        let max = partitions
+            .iter()
+            .map(|p| p.0 as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut position = vec![None; max];
+        for (i, p) in partitions.iter().enumerate() {
+            position[p.0 as usize] = Some(i);
+        }
         CoverageState {
             answers: partitions.iter().map(|_| None).collect(),
             outstanding: partitions.len(),
             partitions,
+            position,
         }
     }
 
     /// Records an answer; returns true once every partition has answered.
     /// An answer from a partition not asked, or a second answer, is ignored.
     pub fn record(&mut self, p: PartitionId, r: Result<R>) -> bool {
-        if let Some(slot) = self
-            .partitions
-            .iter()
-            .position(|q| *q == p)
-            .and_then(|i| self.answers.get_mut(i))
-        {
-            if slot.is_none() {
-                *slot = Some(r);
-                self.outstanding -= 1;
-            }
+        let slot = self
+            .position
+            .get(p.0 as usize)
+            .copied()
+            .flatten()
+            .and_then(|i| self.answers.get_mut(i));
+        if let Some(slot @ None) = slot {
+            *slot = Some(r);
+            self.outstanding -= 1;
         }
         self.is_complete()
     }

@@ -7,6 +7,9 @@ use tokio::sync::mpsc;
 
 use super::{Replier, Store, Vnode, VnodeCtx, Write};
 
+/// Framework work run on a vnode's task, in order with its commands.
+pub(crate) type WithFn<V> = Box<dyn FnOnce(&mut V, &mut VnodeCtx) + Send>;
+
 /// A message to a vnode.
 pub(crate) enum Msg<V: Vnode> {
     Command {
@@ -18,7 +21,7 @@ pub(crate) enum Msg<V: Vnode> {
         reply: Replier<V::CoverageReply>,
     },
     /// Runs `f` with the vnode, for framework work such as handoff folds.
-    With(Box<dyn FnOnce(&mut V, &mut VnodeCtx) + Send>),
+    With(WithFn<V>),
 }
 
 /// How many queued messages one wake-up handles; their writes share one

@@ -74,7 +74,7 @@ impl<V: Vnode> VnodeMaster<V> {
     }
 
     /// The decimal ring index of `p`.
-    pub fn index(&self, p: PartitionId) -> &Arc<str> {
+    pub fn partition_name(&self, p: PartitionId) -> &Arc<str> {
         // Partitions come from this ring, so the ordinal is in range.
         &self.inner.indexes[p.0 as usize % self.inner.indexes.len()]
     }
@@ -94,7 +94,11 @@ impl<V: Vnode> VnodeMaster<V> {
         if mailboxes[slot].is_some() {
             return Ok(());
         }
-        let ctx = VnodeCtx::new(p, Arc::clone(self.index(p)), Arc::clone(&self.inner.node));
+        let ctx = VnodeCtx::new(
+            p,
+            Arc::clone(self.partition_name(p)),
+            Arc::clone(&self.inner.node),
+        );
         let stored = self.inner.store.load(p)?;
         let vnode = V::init(&ctx, stored)?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -184,7 +188,7 @@ impl<V: Vnode> VnodeMaster<V> {
         } else {
             Error::Rpc(format!(
                 "vnode {} is not running on node {}",
-                self.index(p),
+                self.partition_name(p),
                 self.inner.node
             ))
         }
