@@ -91,7 +91,16 @@ impl VnodeCtx {
 
     /// Stages `key = value` in this vnode's persisted items.
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.writes.push(Write::Put(key.into(), value.into()));
+        let (key, value) = (key.into(), value.into());
+        // Commands handled in one wake-up share a store job; a key they all
+        // overwrite (a counter) needs only its last value written.
+        if let Some(Write::Put(k, v)) = self.writes.last_mut()
+            && *k == key
+        {
+            *v = value;
+            return;
+        }
+        self.writes.push(Write::Put(key, value));
     }
 
     /// Stages the removal of `key`.

@@ -89,16 +89,20 @@ impl Store {
             source,
         })?;
         let err = storage_err(dir);
-        // Small caches: a node's working set is a few counters per vnode, and an
-        // idle node should stay small.
+        // Small caches and memtables: a node's working set is a few counters
+        // per vnode, an idle node should stay small, and a short journal keeps
+        // recovery after a crash quick.
         let db = Database::builder(dir.join("store"))
             .cache_size(4 * 1024 * 1024)
+            .max_journaling_size(64 * 1024 * 1024)
             .worker_threads(1)
             .manual_journal_persist(true)
             .open()
             .map_err(&err)?;
         let vnodes = db
-            .keyspace("vnodes", KeyspaceCreateOptions::default)
+            .keyspace("vnodes", || {
+                KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024)
+            })
             .map_err(&err)?;
         let meta = db
             .keyspace("meta", KeyspaceCreateOptions::default)
