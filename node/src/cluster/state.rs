@@ -268,7 +268,10 @@ impl TryFrom<pb::RingState> for RingState {
             if t.partition >= size.get() {
                 return Err(Error::Corrupt {
                     what: "ring".into(),
-                    message: format!("pending transfer of partition {} beyond the ring", t.partition),
+                    message: format!(
+                        "pending transfer of partition {} beyond the ring",
+                        t.partition
+                    ),
                 });
             }
             pending.push(Transfer {
