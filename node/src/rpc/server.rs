@@ -49,6 +49,7 @@ pub struct ServeConfig {
 pub struct Node {
     config: ServeConfig,
     listener: TcpListener,
+    master: VnodeMaster<FlavioVnode>,
     app: Flavio,
 }
 
@@ -68,10 +69,11 @@ impl Node {
                 context: format!("listening on {}", config.listen),
                 source,
             })?;
-        let app = Flavio::new(master, config.defaults);
+        let app = Flavio::new(std::sync::Arc::new(master.clone()), config.defaults);
         Ok(Node {
             config,
             listener,
+            master,
             app,
         })
     }
@@ -90,6 +92,7 @@ impl Node {
         let Node {
             config,
             listener,
+            master,
             app,
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -126,7 +129,7 @@ impl Node {
             .map_err(|e| Error::Rpc(format!("server failed: {e}")));
         // Stop vnodes and flush even if serving failed, so nothing
         // acknowledged is left unwritten.
-        let stopped = app.master().shutdown().await;
+        let stopped = master.shutdown().await;
         tracing::info!("node stopped");
         served.and(stopped)
     }
