@@ -179,6 +179,7 @@ impl Forwarder for ArcForwarder {
                 partitions: Vec::new(),
                 handoff_session: f.session,
                 hops: 0,
+                cluster_id: String::new(),
             },
             Box::new(move |r| {
                 back.done(matches!(r, Ok(pb::peer_reply::Result::Reply(_))));
@@ -459,7 +460,12 @@ async fn flip<V: Vnode>(c: &Cluster<V>, t: &Transfer) -> Result<()> {
                 })
                 .await
             {
-                Ok(_) => Ok(()),
+                Ok(reply) => {
+                    if let Some(ring) = reply.into_inner().ring {
+                        c.adopt(crate::cluster::RingState::try_from(ring)?).await?;
+                    }
+                    Ok(())
+                }
                 Err(s) if s.code() == tonic::Code::FailedPrecondition => {
                     Err(Error::FailedPrecondition(s.message().to_string()))
                 }
@@ -468,8 +474,12 @@ async fn flip<V: Vnode>(c: &Cluster<V>, t: &Transfer) -> Result<()> {
         };
         match attempt {
             Ok(()) => {
-                // The claimant flipped; our view follows with its push, but
-                // we must not wait for gossip to stop applying locally.
+                // Our view has the flip now. Tell the receiver before any
+                // command is redirected to it, so it does not bounce them
+                // back while its own view lags.
+                if let Some(addr) = c.ring().addr(&t.to).map(str::to_string) {
+                    c.gossip_to(t.to.clone(), addr).await;
+                }
                 return Ok(());
             }
             Err(Error::FailedPrecondition(m)) => return Err(Error::FailedPrecondition(m)),

@@ -133,12 +133,12 @@ impl<V: Vnode> Cluster<V> {
             )));
         }
         let view = View::new(ring.clone());
-        let router = Arc::new(Router::new(
+        let router = Router::new(
             &config.name,
             view.clone(),
             master.clone(),
             Arc::clone(&peers),
-        ));
+        );
         let (changed, _) = watch::channel(ring.version);
         let conc = config.handoff_concurrency.max(1);
         let cluster = Cluster {
@@ -360,7 +360,7 @@ impl<V: Vnode> Cluster<V> {
         }
     }
 
-    async fn gossip_to(&self, node: String, addr: String) {
+    pub(super) async fn gossip_to(&self, node: String, addr: String) {
         let ring = self.ring();
         let req = pb::GossipRequest {
             from: self.inner.me.clone(),

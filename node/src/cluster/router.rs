@@ -5,7 +5,8 @@
 //! [`MAX_HOPS`] times.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use flavio_proto::v1 as pb;
 
@@ -32,7 +33,13 @@ pub struct Router<V: Vnode> {
     master: VnodeMaster<V>,
     peers: Arc<Peers>,
     names: Vec<Arc<str>>,
+    this: Weak<Router<V>>,
 }
+
+/// How often a request refused as [`Error::Moved`] is tried again, and how
+/// long to wait in between: the ring settles within a gossip push.
+const RETRIES: u32 = 40;
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
 fn error_from_pb(e: pb::Error) -> Error {
     match tonic::Code::from_i32(e.code) {
@@ -42,6 +49,7 @@ fn error_from_pb(e: pb::Error) -> Error {
         },
         tonic::Code::InvalidArgument => Error::InvalidArgument(e.message),
         tonic::Code::FailedPrecondition => Error::FailedPrecondition(e.message),
+        tonic::Code::Aborted => Error::Moved(e.message),
         _ => Error::Rpc(e.message),
     }
 }
@@ -56,19 +64,20 @@ pub fn error_to_pb(e: &Error) -> pb::Error {
 
 impl<V: Vnode> Router<V> {
     /// Routes for node `me`.
-    pub fn new(me: &str, view: View, master: VnodeMaster<V>, peers: Arc<Peers>) -> Self {
+    pub fn new(me: &str, view: View, master: VnodeMaster<V>, peers: Arc<Peers>) -> Arc<Self> {
         let size = master.ring_size();
         let names = size
             .partitions()
             .map(|p| Arc::clone(master.partition_name(p)))
             .collect();
-        Router {
+        Arc::new_cyclic(|this| Router {
             me: Arc::from(me),
             view,
             master,
             peers,
             names,
-        }
+            this: this.clone(),
+        })
     }
 
     /// The local vnode master.
@@ -77,8 +86,20 @@ impl<V: Vnode> Router<V> {
     }
 
     /// Runs an encoded command at the owner of `p`, forwarding at most
-    /// [`MAX_HOPS`] times.
+    /// [`MAX_HOPS`] times. A refusal because the partition moved is retried
+    /// here (nothing was applied) while the ring settles.
     pub fn command_encoded(&self, p: PartitionId, cmd: Vec<u8>, hops: u32, reply: EncodedReply) {
+        self.command_attempt(p, cmd, hops, reply, 0);
+    }
+
+    fn command_attempt(
+        &self,
+        p: PartitionId,
+        cmd: Vec<u8>,
+        hops: u32,
+        reply: EncodedReply,
+        attempt: u32,
+    ) {
         let snap = self.view.current();
         let owner = snap.owner(p);
         if *owner == *self.me {
@@ -86,17 +107,49 @@ impl<V: Vnode> Router<V> {
             return;
         }
         if hops >= MAX_HOPS {
-            reply(Err(Error::Rpc(format!(
-                "partition {p} was forwarded {hops} times without reaching its owner; the ring is converging, retry"
+            reply(Err(Error::Moved(format!(
+                "partition {p} was forwarded {hops} times without reaching its owner; the ring is converging"
             ))));
             return;
         }
-        let Some(addr) = snap.addr(&owner) else {
+        let Some(addr) = snap.addr(&owner).map(str::to_string) else {
             reply(Err(Error::Rpc(format!(
                 "owner {owner} of partition {p} has no address"
             ))));
             return;
         };
+        let retry = (hops == 0 && attempt < RETRIES).then(|| (self.this.clone(), cmd.clone()));
+        self.send_command(
+            &addr,
+            &snap.ring.cluster_id,
+            p,
+            cmd,
+            hops + 1,
+            Box::new(move |r| match (r, retry) {
+                (Err(Error::Moved(_)), Some((this, cmd))) => {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        match this.upgrade() {
+                            Some(router) => router.command_attempt(p, cmd, 0, reply, attempt + 1),
+                            None => reply(Err(Error::ShuttingDown)),
+                        }
+                    });
+                }
+                (r, _) => reply(r),
+            }),
+        );
+    }
+
+    /// Sends an encoded command to the node at `addr`.
+    pub fn send_command(
+        &self,
+        addr: &str,
+        cluster_id: &str,
+        p: PartitionId,
+        cmd: Vec<u8>,
+        hops: u32,
+        reply: EncodedReply,
+    ) {
         self.peers.send(
             addr,
             pb::PeerRequest {
@@ -105,7 +158,8 @@ impl<V: Vnode> Router<V> {
                 kind: Some(pb::peer_request::Kind::Command(cmd)),
                 partitions: Vec::new(),
                 handoff_session: 0,
-                hops: hops + 1,
+                hops,
+                cluster_id: cluster_id.to_string(),
             },
             Box::new(move |r| {
                 reply(match r {
@@ -129,6 +183,40 @@ impl<V: Vnode> Router<V> {
         hops: u32,
         sink: EncodedSink,
     ) {
+        self.coverage_attempt(partitions, req, hops, sink, 0);
+    }
+
+    fn coverage_attempt(
+        &self,
+        partitions: Vec<PartitionId>,
+        req: Vec<u8>,
+        hops: u32,
+        sink: EncodedSink,
+        attempt: u32,
+    ) {
+        // Partitions refused as moved are asked again once the ring settles.
+        let sink: EncodedSink = if hops == 0 && attempt < RETRIES {
+            let this = self.this.clone();
+            let req = req.clone();
+            let inner = sink;
+            Arc::new(move |p, r| match r {
+                Err(Error::Moved(_)) => {
+                    let (this, req, inner) = (this.clone(), req.clone(), Arc::clone(&inner));
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        match this.upgrade() {
+                            Some(router) => {
+                                router.coverage_attempt(vec![p], req, 0, inner, attempt + 1)
+                            }
+                            None => inner(p, Err(Error::ShuttingDown)),
+                        }
+                    });
+                }
+                r => inner(p, r),
+            })
+        } else {
+            sink
+        };
         let snap = self.view.current();
         let mut by_owner: BTreeMap<Arc<str>, Vec<PartitionId>> = BTreeMap::new();
         for p in partitions {
@@ -146,14 +234,23 @@ impl<V: Vnode> Router<V> {
             let addr = snap.addr(&owner).map(str::to_string);
             let fail_all = |parts: &[PartitionId], e: &Error, sink: &EncodedSink| {
                 for p in parts {
-                    sink(*p, Err(Error::Rpc(e.to_string())));
+                    let e = match e {
+                        Error::Moved(m) => Error::Moved(m.clone()),
+                        other => Error::Rpc(other.to_string()),
+                    };
+                    sink(*p, Err(e));
                 }
             };
-            let (Some(addr), true) = (addr, hops < MAX_HOPS) else {
-                let e = Error::Rpc(format!("cannot reach owner {owner}"));
+            let Some(addr) = addr else {
+                let e = Error::Rpc(format!("owner {owner} has no address"));
                 fail_all(&parts, &e, &sink);
                 continue;
             };
+            if hops >= MAX_HOPS {
+                let e = Error::Moved(format!("forwarded {hops} times; the ring is converging"));
+                fail_all(&parts, &e, &sink);
+                continue;
+            }
             let sink = Arc::clone(&sink);
             let asked = parts.clone();
             self.peers.send(
@@ -165,6 +262,7 @@ impl<V: Vnode> Router<V> {
                     partitions: parts.iter().map(|p| p.0).collect(),
                     handoff_session: 0,
                     hops: hops + 1,
+                    cluster_id: snap.ring.cluster_id.clone(),
                 },
                 Box::new(move |r| match r {
                     Ok(pb::peer_reply::Result::Coverage(c)) => {

@@ -40,7 +40,32 @@ fn answer(tx: &Tx, id: u64, r: crate::Result<Vec<u8>>) {
 
 fn handle<V: Vnode>(cluster: &Cluster<V>, tx: &Tx, req: pb::PeerRequest) {
     let id = req.id;
-    let size = cluster.ring().ring.size.get();
+    let snap = cluster.ring();
+    let size = snap.ring.size.get();
+    if !req.cluster_id.is_empty() && req.cluster_id != snap.ring.cluster_id {
+        // A node that left (or never joined) must not serve a cluster's
+        // partitions: the sender's ring is stale and it will look again.
+        let e = crate::Error::Moved(format!("{} is not a member of that cluster", cluster.me()));
+        return match req.kind {
+            Some(pb::peer_request::Kind::Coverage(_)) => {
+                let items = req
+                    .partitions
+                    .iter()
+                    .map(|p| pb::CoverageItem {
+                        partition: *p,
+                        result: Some(pb::coverage_item::Result::Error(error_to_pb(&e))),
+                    })
+                    .collect();
+                let _ = tx.send(Ok(pb::PeerReply {
+                    id,
+                    result: Some(pb::peer_reply::Result::Coverage(pb::CoverageReplies {
+                        items,
+                    })),
+                }));
+            }
+            _ => answer(tx, id, Err(e)),
+        };
+    }
     match req.kind {
         Some(pb::peer_request::Kind::Command(cmd)) => {
             if req.partition >= size {
@@ -144,7 +169,11 @@ impl<V: Vnode> ClusterApi for ClusterService<V> {
             .cluster
             .complete_transfer(PartitionId(r.partition), &r.from, &r.to)
             .await?;
-        Ok(Response::new(pb::HandoffCompleteReply { version }))
+        let ring = self.cluster.ring();
+        Ok(Response::new(pb::HandoffCompleteReply {
+            version,
+            ring: Some(pb::RingState::from(&ring.ring)),
+        }))
     }
 
     type ChannelStream = UnboundedReceiverStream<Result<pb::PeerReply, Status>>;
