@@ -331,3 +331,63 @@ async fn no_acknowledged_add_is_lost_while_growing_and_shrinking() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_killed_mid_transfer_loses_nothing_acknowledged() {
+    let mut dev = Devrel::start(2);
+    let mut a1 = admin(&dev.nodes[0].addr).await;
+    let mut a2 = admin(&dev.nodes[1].addr).await;
+    a2.stage_join(pb::StageJoinRequest {
+        target: dev.nodes[0].addr.clone(),
+    })
+    .await
+    .expect("join");
+    commit_plan(&mut a1).await;
+    wait_settled(&mut a1, 2, Duration::from_secs(30)).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addrs: Vec<String> = dev.nodes.iter().map(|n| n.addr.clone()).collect();
+    let loader = load(addrs, 4, std::sync::Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    dev.add_node(3);
+    let port: u16 = dev.nodes[2]
+        .addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let mut a3 = admin(&dev.nodes[2].addr).await;
+    a3.stage_join(pb::StageJoinRequest {
+        target: dev.nodes[0].addr.clone(),
+    })
+    .await
+    .expect("join");
+    commit_plan(&mut a1).await;
+    // Let some transfers to node 3 start, then kill it.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let node3 = dev.nodes.pop().expect("node 3");
+    let data3 = node3.data_dir.clone();
+    let home = node3.home.clone();
+    node3.kill9();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    dev.nodes.push(NodeProc::start_named(
+        &name(3),
+        Some(port),
+        &data3,
+        &home,
+        &[],
+    ));
+    wait_settled(&mut a1, 3, Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, tried, _errors) = loader.join().expect("loader");
+    assert!(ok > 100, "load ran: {ok} of {tried}");
+    let (total, by_node) = total_ops(&dev.nodes[0].addr).await;
+    assert!(
+        total >= 3 * ok && total <= 3 * tried,
+        "total {total} outside [3 x {ok} acknowledged, 3 x {tried} attempted]"
+    );
+    assert_eq!(by_node.len(), 3, "every member owns vnodes: {by_node:?}");
+}

@@ -31,7 +31,11 @@ pub fn flavio(home: &Path) -> Command {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)
         .env("FLAVIO_COOKIE", COOKIE)
-        .env("RUST_LOG", "warn");
+        // FLAVIO_TEST_LOG=info shows the nodes' logs when a test needs reading.
+        .env(
+            "RUST_LOG",
+            std::env::var("FLAVIO_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
     c
 }
 
