@@ -36,6 +36,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
+use super::handoff_fsm::{Action, Event, Phase, SenderFsm, VnodeMode};
 use super::manager::{Cluster, marker_key};
 use super::router::Router;
 use super::state::Transfer;
@@ -293,32 +294,79 @@ pub(super) fn spawn_sender<V: Vnode>(c: Cluster<V>, t: Transfer) {
     });
 }
 
-/// Puts the vnode back to normal after a failed attempt: held commands are
-/// applied locally; nothing of this attempt was acknowledged elsewhere.
-async fn abort<V: Vnode>(c: &Cluster<V>, p: PartitionId) {
-    let _ = c
-        .master()
-        .control(p, |_, _, mode| *mode = Mode::Normal)
-        .await;
+/// Carries out what the state machine decided, on the vnode of `p`.
+/// Returns the vnode's items when the actions included sending them.
+async fn exec<V: Vnode>(
+    c: &Cluster<V>,
+    p: PartitionId,
+    actions: Vec<Action>,
+    fwd: &Arc<SessionForwarder>,
+) -> Result<Option<Vec<Vec<u8>>>> {
+    let mut items = None;
+    for a in actions {
+        match a {
+            // Forwarding starts in the same step as the snapshot (SendItems):
+            // every command is either in the items or forwarded, never both.
+            Action::SetMode(VnodeMode::Forwarding) => {}
+            Action::SendItems => {
+                let forwarder: Arc<dyn Forwarder> = Arc::new(ArcForwarder(Arc::clone(fwd)));
+                let got = c
+                    .master()
+                    .control(p, move |v, _, mode| {
+                        *mode = Mode::Forwarding(forwarder);
+                        v.handoff_items()
+                    })
+                    .await??;
+                items = Some(got);
+            }
+            Action::SetMode(VnodeMode::Normal) => {
+                c.master()
+                    .control(p, |_, _, mode| *mode = Mode::Normal)
+                    .await?;
+            }
+            Action::SetMode(VnodeMode::Holding) => {
+                c.master()
+                    .control(p, |_, _, mode| *mode = Mode::Holding(Vec::new()))
+                    .await?;
+            }
+            Action::SetMode(VnodeMode::Redirect) => {
+                let redirect = redirector(c);
+                c.master()
+                    .control(p, move |_, _, mode| *mode = Mode::Redirect(redirect))
+                    .await?;
+            }
+            Action::DeleteLocal => {
+                c.master().with_vnode(p, |v, ctx| v.delete(ctx)).await??;
+            }
+            Action::AwaitForwards | Action::RequestFlip | Action::RetryLater => {}
+        }
+    }
+    Ok(items)
 }
 
-async fn send_once<V: Vnode>(c: &Cluster<V>, t: &Transfer, progress: &Progress) -> Result<()> {
-    let p = t.partition;
+type AckStream = Streaming<pb::HandoffAck>;
+
+/// Opens the handoff stream and has the receiver start a clean copy.
+async fn start<V: Vnode>(
+    c: &Cluster<V>,
+    t: &Transfer,
+    session: u64,
+) -> Result<(mpsc::Sender<pb::HandoffMessage>, AckStream)> {
     let snap = c.ring();
     let addr = snap
         .addr(&t.to)
         .ok_or_else(|| Error::Rpc(format!("no address for {}", t.to)))?
         .to_string();
-    let session = new_session();
     let (tx, rx) = mpsc::channel::<pb::HandoffMessage>(64);
-    let send = |m: pb::handoff_message::Msg| pb::HandoffMessage { msg: Some(m) };
-    tx.send(send(pb::handoff_message::Msg::Start(pb::HandoffStart {
-        partition: p.0,
-        from: c.me().to_string(),
-        to: t.to.clone(),
-        session,
-        ring_size: snap.ring.size.get(),
-    })))
+    tx.send(pb::HandoffMessage {
+        msg: Some(pb::handoff_message::Msg::Start(pb::HandoffStart {
+            partition: t.partition.0,
+            from: c.me().to_string(),
+            to: t.to.clone(),
+            session,
+            ring_size: snap.ring.size.get(),
+        })),
+    })
     .await
     .map_err(|_| Error::Rpc("handoff stream closed".into()))?;
     let mut acks = c
@@ -328,67 +376,75 @@ async fn send_once<V: Vnode>(c: &Cluster<V>, t: &Transfer, progress: &Progress) 
         .await
         .map_err(|s| Error::Rpc(format!("{}: {}", t.to, s.message())))?
         .into_inner();
-    let first = match acks.message().await {
-        Ok(Some(a)) => a.ack,
-        Ok(None) => return Err(Error::Rpc(format!("{} closed the handoff stream", t.to))),
-        Err(s) => return Err(Error::Rpc(format!("{}: {}", t.to, s.message()))),
-    };
-    match first {
-        Some(pb::handoff_ack::Ack::Started(true)) => {}
-        other => return Err(Error::Rpc(format!("unexpected handoff ack {other:?}"))),
+    match acks.message().await {
+        Ok(Some(pb::HandoffAck {
+            ack: Some(pb::handoff_ack::Ack::Started(true)),
+        })) => Ok((tx, acks)),
+        Ok(other) => Err(Error::Rpc(format!("unexpected handoff ack {other:?}"))),
+        Err(s) => Err(Error::Rpc(format!("{}: {}", t.to, s.message()))),
     }
+}
+
+async fn send_once<V: Vnode>(c: &Cluster<V>, t: &Transfer, progress: &Progress) -> Result<()> {
+    let p = t.partition;
+    let session = new_session();
+    let mut fsm = SenderFsm::new();
     let fwd = Arc::new(SessionForwarder {
         router: Arc::clone(c.peers()),
-        addr: addr.clone(),
+        addr: c.ring().addr(&t.to).unwrap_or_default().to_string(),
         session,
         outstanding: AtomicUsize::new(0),
         failed: AtomicBool::new(false),
         idle: Notify::new(),
     });
-    let forwarder: Arc<dyn Forwarder> = Arc::new(ArcForwarder(Arc::clone(&fwd)));
     c.master().ensure_started(p)?;
-    let items = c
-        .master()
-        .control(p, move |v, _, mode| {
-            *mode = Mode::Forwarding(forwarder);
-            v.handoff_items()
-        })
-        .await??;
-    let result = stream_items(c, t, &tx, &mut acks, items, progress, &fwd).await;
+    let (tx, mut acks) = match start(c, t, session).await {
+        Ok(s) => s,
+        Err(e) => {
+            exec(c, p, fsm.on(Event::Failed), &fwd).await?;
+            return Err(e);
+        }
+    };
+    let items = exec(c, p, fsm.on(Event::StartAcked), &fwd)
+        .await?
+        .unwrap_or_default();
+    let streamed = stream_items(t, &tx, &mut acks, items, progress).await;
     drop(tx);
-    if let Err(e) = result {
-        abort(c, p).await;
+    if let Err(e) = streamed {
+        exec(c, p, fsm.on(Event::Failed), &fwd).await?;
         return Err(e);
     }
-    // Everything the receiver needs is durable there, including every
-    // forwarded copy; holding keeps it that way until the flip.
-    let flipped = flip(c, t).await;
-    match flipped {
-        Ok(()) => {
-            let redirect = redirector(c);
-            c.master()
-                .control(p, move |v, ctx, mode| {
-                    *mode = Mode::Redirect(redirect);
-                    v.delete(ctx)
-                })
-                .await??;
-            Ok(())
-        }
-        Err(e) => {
-            abort(c, p).await;
-            Err(e)
+    exec(c, p, fsm.on(Event::Finished), &fwd).await?;
+    let ok = fwd.drained().await;
+    exec(c, p, fsm.on(Event::Drained { ok }), &fwd).await?;
+    if fsm.phase() == Phase::Aborted {
+        return Err(Error::Rpc(format!(
+            "a command forwarded to {} during handoff was not acknowledged",
+            t.to
+        )));
+    }
+    loop {
+        let (event, why) = flip(c, t).await;
+        exec(c, p, fsm.on(event), &fwd).await?;
+        match fsm.phase() {
+            Phase::Done => return Ok(()),
+            Phase::Aborted => return Err(why.unwrap_or_else(|| Error::Rpc("flip refused".into()))),
+            _ => {
+                if let Some(e) = why {
+                    tracing::debug!(error = %e, "flip not confirmed yet; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     }
 }
 
-async fn stream_items<V: Vnode>(
-    c: &Cluster<V>,
+async fn stream_items(
     t: &Transfer,
     tx: &mpsc::Sender<pb::HandoffMessage>,
-    acks: &mut Streaming<pb::HandoffAck>,
+    acks: &mut AckStream,
     items: Vec<Vec<u8>>,
     progress: &Progress,
-    fwd: &SessionForwarder,
 ) -> Result<()> {
     let closed = || Error::Rpc(format!("handoff stream to {} closed", t.to));
     let n = items.len() as u64;
@@ -412,84 +468,72 @@ async fn stream_items<V: Vnode>(
     match acks.message().await {
         Ok(Some(pb::HandoffAck {
             ack: Some(pb::handoff_ack::Ack::Finished(k)),
-        })) if k == n => {}
-        Ok(other) => return Err(Error::Rpc(format!("unexpected handoff ack {other:?}"))),
-        Err(s) => return Err(Error::Rpc(format!("{}: {}", t.to, s.message()))),
+        })) if k == n => Ok(()),
+        Ok(other) => Err(Error::Rpc(format!("unexpected handoff ack {other:?}"))),
+        Err(s) => Err(Error::Rpc(format!("{}: {}", t.to, s.message()))),
     }
-    let p = t.partition;
-    c.master()
-        .control(p, |_, _, mode| *mode = Mode::Holding(Vec::new()))
-        .await?;
-    if !fwd.drained().await {
-        return Err(Error::Rpc(format!(
-            "a command forwarded to {} during handoff was not acknowledged",
-            t.to
-        )));
-    }
-    Ok(())
 }
 
-/// Asks the claimant to flip ownership. Retries while the outcome is unknown
-/// (the claimant unreachable): giving up then could leave commands applied
-/// here after the flip, so the vnode keeps holding meanwhile.
-async fn flip<V: Vnode>(c: &Cluster<V>, t: &Transfer) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let snap = c.ring();
-        if snap.ring.owner(t.partition) == t.to {
-            return Ok(());
-        }
-        if !snap.ring.pending.iter().any(|x| x == t) {
-            return Err(Error::FailedPrecondition(
-                "the transfer is no longer pending".into(),
-            ));
-        }
-        let attempt = if c.is_claimant() {
-            c.complete_transfer(t.partition, &t.from, &t.to)
-                .await
-                .map(|_| ())
-        } else {
-            let addr = c.claimant_addr()?;
-            match c
-                .peers()
-                .cluster(&addr)?
-                .handoff_complete(pb::HandoffCompleteRequest {
-                    partition: t.partition.0,
-                    from: t.from.clone(),
-                    to: t.to.clone(),
-                })
-                .await
-            {
-                Ok(reply) => {
-                    if let Some(ring) = reply.into_inner().ring {
-                        c.adopt(crate::cluster::RingState::try_from(ring)?).await?;
-                    }
-                    Ok(())
-                }
-                Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                    Err(Error::FailedPrecondition(s.message().to_string()))
-                }
-                Err(s) => Err(Error::Rpc(s.message().to_string())),
-            }
-        };
-        match attempt {
-            Ok(()) => {
-                // Our view has the flip now. Tell the receiver before any
-                // command is redirected to it, so it does not bounce them
-                // back while its own view lags.
-                if let Some(addr) = c.ring().addr(&t.to).map(str::to_string) {
-                    c.gossip_to(t.to.clone(), addr).await;
-                }
-                return Ok(());
-            }
-            Err(Error::FailedPrecondition(m)) => return Err(Error::FailedPrecondition(m)),
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(e) => {
-                tracing::debug!(error = %e, "flip not confirmed yet; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+/// Asks the claimant to flip ownership once; says what came of it.
+async fn flip<V: Vnode>(c: &Cluster<V>, t: &Transfer) -> (Event, Option<Error>) {
+    let snap = c.ring();
+    if snap.ring.owner(t.partition) == t.to {
+        return (Event::FlipConfirmed, None);
     }
+    if !snap.ring.pending.iter().any(|x| x == t) {
+        return (
+            Event::FlipRefused,
+            Some(Error::FailedPrecondition(
+                "the transfer is no longer pending".into(),
+            )),
+        );
+    }
+    let attempt = if c.is_claimant() {
+        c.complete_transfer(t.partition, &t.from, &t.to)
+            .await
+            .map(|_| ())
+    } else {
+        remote_flip(c, t).await
+    };
+    match attempt {
+        Ok(()) => {
+            // Our view has the flip now. Tell the receiver before any
+            // command is redirected to it, so it does not bounce them
+            // back while its own view lags.
+            if let Some(addr) = c.ring().addr(&t.to).map(str::to_string) {
+                c.gossip_to(t.to.clone(), addr).await;
+            }
+            (Event::FlipConfirmed, None)
+        }
+        Err(Error::FailedPrecondition(m)) => {
+            (Event::FlipRefused, Some(Error::FailedPrecondition(m)))
+        }
+        Err(e) => (Event::FlipUnknown, Some(e)),
+    }
+}
+
+async fn remote_flip<V: Vnode>(c: &Cluster<V>, t: &Transfer) -> Result<()> {
+    let addr = c.claimant_addr()?;
+    let reply = c
+        .peers()
+        .cluster(&addr)?
+        .handoff_complete(pb::HandoffCompleteRequest {
+            partition: t.partition.0,
+            from: t.from.clone(),
+            to: t.to.clone(),
+        })
+        .await
+        .map_err(|s| {
+            if s.code() == tonic::Code::FailedPrecondition {
+                Error::FailedPrecondition(s.message().to_string())
+            } else {
+                Error::Rpc(s.message().to_string())
+            }
+        })?;
+    if let Some(ring) = reply.into_inner().ring {
+        c.adopt(crate::cluster::RingState::try_from(ring)?).await?;
+    }
+    Ok(())
 }
 
 /// The receiving side of one handoff stream.

@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, watch};
 use super::claimant::{self, Change, Plan, Staging};
 use super::handoff::Handoffs;
 use super::router::Router;
-use super::state::{MemberState, RingState};
+use super::state::{Merge, RingState};
 use super::view::{Snapshot, View};
 use crate::ring::PartitionId;
 use crate::rpc::peer::Peers;
@@ -299,34 +299,29 @@ impl<V: Vnode> Cluster<V> {
     pub async fn adopt(&self, ring: RingState) -> Result<bool> {
         let _w = self.inner.write.lock().await;
         let cur = self.ring();
-        if ring.cluster_id != cur.ring.cluster_id || ring.version <= cur.ring.version {
-            return Ok(false);
+        match super::state::merge(&cur.ring, &ring, &self.inner.me) {
+            Merge::Ignore => Ok(false),
+            Merge::Adopt => {
+                self.install(ring).await?;
+                Ok(true)
+            }
+            Merge::Reset => {
+                // Removed from the cluster: start over alone, as riak does.
+                tracing::info!(
+                    ring_version = ring.version,
+                    "removed from the cluster; now a one-member cluster"
+                );
+                let fresh = RingState::singleton(
+                    new_cluster_id(),
+                    ring.size,
+                    &self.inner.me,
+                    &self.inner.addr,
+                );
+                lock(&self.inner.seen).clear();
+                self.install(fresh).await?;
+                Ok(true)
+            }
         }
-        if ring.size != cur.ring.size {
-            return Err(Error::FailedPrecondition(
-                "gossip from a ring of another size".into(),
-            ));
-        }
-        if ring.state_of(&self.inner.me) == Some(MemberState::Removed)
-            || !ring.members.contains_key(&self.inner.me)
-        {
-            // Removed from the cluster: start over alone, as riak does.
-            tracing::info!(
-                ring_version = ring.version,
-                "removed from the cluster; now a one-member cluster"
-            );
-            let fresh = RingState::singleton(
-                new_cluster_id(),
-                ring.size,
-                &self.inner.me,
-                &self.inner.addr,
-            );
-            lock(&self.inner.seen).clear();
-            self.install(fresh).await?;
-            return Ok(true);
-        }
-        self.install(ring).await?;
-        Ok(true)
     }
 
     /// Applies a claimant change: `f` returns the new ring or `None`.

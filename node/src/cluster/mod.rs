@@ -7,11 +7,13 @@
 //! - [`manager`]: the node's part: ring persistence, gossip, join, the
 //!   claimant's operations, and keeping local vnodes in step with ownership.
 //! - [`router`]: sends vnode traffic to owners, here or over the peer stream.
-//! - [`handoff`]: moves a vnode to its next owner without losing a command.
+//! - [`handoff`]: moves a vnode to its next owner without losing a command;
+//!   [`handoff_fsm`] is its pure state machine.
 //! - [`view`]: the current ring, shared cheaply.
 
 pub mod claimant;
 pub mod handoff;
+pub mod handoff_fsm;
 pub mod manager;
 pub mod router;
 pub mod state;
