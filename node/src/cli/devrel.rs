@@ -499,10 +499,10 @@ pub(super) async fn run(args: DevrelArgs) -> Result<(), Failure> {
             _ = &mut stop => break,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
                 for p in &mut procs.0 {
-                    if let Ok(Some(status)) = p.child.try_wait() {
-                        if reported_dead.insert(p.name.clone()) {
-                            eprintln!("warning: {} exited with {status}", p.name);
-                        }
+                    if let Ok(Some(status)) = p.child.try_wait()
+                        && reported_dead.insert(p.name.clone())
+                    {
+                        eprintln!("warning: {} exited with {status}", p.name);
                     }
                 }
             }
