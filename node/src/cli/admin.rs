@@ -53,12 +53,15 @@ enum ClusterCommand {
     /// Stage the leave of NODE (default: the node at --node); it hands off its data first.
     Leave {
         /// The leaving node's name (e.g. flavio4@127.0.0.1).
-        node: Option<String>,
+        // Not `node`: that id belongs to the global --node.
+        #[arg(value_name = "NODE")]
+        leaving: Option<String>,
     },
     /// Stage the removal of NODE without handoff: its replicas are lost.
     ForceRemove {
         /// The node's name.
-        node: String,
+        #[arg(value_name = "NODE")]
+        removed: String,
     },
     /// Stage handing OLD's partitions to NEW (a joining node), then OLD leaves.
     Replace {
@@ -100,27 +103,44 @@ fn print(output: Output, text: impl FnOnce() -> String, json: impl FnOnce() -> s
     }
 }
 
-/// A node name given on the command line must not be empty; an address where
-/// a name belongs is a common slip, so say what is expected.
-fn node_name(what: &str, name: &str) -> Result<String, Failure> {
-    if name.trim().is_empty() {
-        return Err(Failure::usage(format!("{what} must not be empty")));
+/// Refuses bad arguments before connecting, so a usage error is reported
+/// as one (exit 2) even when the node is unreachable.
+fn check(command: &AdminCommand) -> Result<(), Failure> {
+    let AdminCommand::Cluster(c) = command else {
+        return Ok(());
+    };
+    let names: Vec<(&str, &str)> = match c {
+        ClusterCommand::Join { target } => {
+            // A riak-style node name here would otherwise surface as a
+            // confusing DNS or URI error.
+            if target.contains('@') || !target.contains(':') {
+                return Err(Failure::usage(format!(
+                    "cluster join takes a member's address (host:port, e.g. 127.0.0.1:10017), got {target:?}"
+                )));
+            }
+            vec![]
+        }
+        ClusterCommand::Leave {
+            leaving: Some(node),
+        }
+        | ClusterCommand::ForceRemove { removed: node } => vec![("NODE", node)],
+        ClusterCommand::Replace { old, new } | ClusterCommand::ForceReplace { old, new } => {
+            vec![("OLD", old), ("NEW", new)]
+        }
+        _ => vec![],
+    };
+    for (what, name) in names {
+        if name.trim().is_empty() {
+            return Err(Failure::usage(format!("{what} must not be empty")));
+        }
     }
-    Ok(name.to_string())
+    Ok(())
 }
 
 /// Runs `flavio admin ...`.
 pub(super) async fn run(args: AdminArgs) -> Result<(), Failure> {
     let out = args.client.output;
-    if let AdminCommand::Cluster(ClusterCommand::Join { target }) = &args.command {
-        // Check before connecting: a riak-style node name here would
-        // otherwise surface as a confusing DNS or URI error.
-        if target.contains('@') || !target.contains(':') {
-            return Err(Failure::usage(format!(
-                "cluster join takes a member's address (host:port, e.g. 127.0.0.1:10017), got {target:?}"
-            )));
-        }
-    }
+    check(&args.command)?;
     let mut admin = connect(&args.client).await?;
     match args.command {
         AdminCommand::MemberStatus => {
@@ -159,22 +179,18 @@ async fn cluster(admin: &mut Admin, c: ClusterCommand, out: Output) -> Result<()
         ClusterCommand::Join { target } => {
             admin.stage_join(pb::StageJoinRequest { target }).await?
         }
-        ClusterCommand::Leave { node } => {
-            let node = match node {
-                Some(n) => node_name("NODE", &n)?,
-                // Empty asks the node that receives the request to leave.
-                None => String::new(),
-            };
+        ClusterCommand::Leave { leaving } => {
+            // Empty asks the node that receives the request to leave.
+            let node = leaving.unwrap_or_default();
             admin.stage_leave(pb::StageLeaveRequest { node }).await?
         }
-        ClusterCommand::ForceRemove { node } => {
-            let node = node_name("NODE", &node)?;
+        ClusterCommand::ForceRemove { removed: node } => {
             admin.stage_remove(pb::StageRemoveRequest { node }).await?
         }
         ClusterCommand::Replace { old, new } | ClusterCommand::ForceReplace { old, new } => {
             let req = pb::StageReplaceRequest {
-                old_node: node_name("OLD", &old)?,
-                new_node: node_name("NEW", &new)?,
+                old_node: old,
+                new_node: new,
                 force,
             };
             admin.stage_replace(req).await?

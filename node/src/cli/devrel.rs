@@ -179,43 +179,65 @@ impl Procs {
         })
     }
 
-    /// SIGTERM to every node still running, then SIGKILL to those still
-    /// running after the grace period; reaps them all. Safe to call twice.
-    /// Blocks: it runs at the very end, when there is nothing else to do.
-    fn stop(&mut self, grace: Duration) {
-        let mut running: Vec<Proc> = Vec::new();
+    /// Sends SIGTERM to every node still running and hands them over for
+    /// reaping; `self` is empty afterwards, so stopping twice is harmless.
+    fn signal_all(&mut self) -> Vec<Proc> {
+        let mut running = Vec::new();
         for mut p in self.0.drain(..) {
             if let Ok(None) = p.child.try_wait() {
                 terminate(&p.child);
                 running.push(p);
             }
         }
+        running
+    }
+
+    /// Stops every node: SIGTERM, then SIGKILL to those still running after
+    /// the grace period; reaps them all.
+    ///
+    /// Async on purpose: a node finishes its graceful shutdown only when its
+    /// clients close their connections, and ours (the admin client's) are
+    /// closed by tasks on this same runtime, which must keep running.
+    async fn stop(&mut self, grace: Duration) {
+        let mut running = self.signal_all();
         let t0 = Instant::now();
-        while !running.is_empty() {
-            running.retain_mut(|p| match p.child.try_wait() {
-                Ok(None) => true,
-                _ => {
-                    eprintln!("stopped {}", p.name);
-                    false
-                }
-            });
-            if t0.elapsed() >= grace {
-                for p in &mut running {
-                    eprintln!("{} ignored SIGTERM for {grace:?}; killing it", p.name);
-                    // Only our own child, by its handle.
-                    let _ = p.child.kill();
-                    let _ = p.child.wait();
-                }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        while !reap(&mut running, t0, grace) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
 
+/// Reaps the nodes that have exited; past the grace period kills the rest.
+/// True once none is left.
+fn reap(running: &mut Vec<Proc>, t0: Instant, grace: Duration) -> bool {
+    running.retain_mut(|p| match p.child.try_wait() {
+        Ok(None) => true,
+        _ => {
+            eprintln!("stopped {}", p.name);
+            false
+        }
+    });
+    if !running.is_empty() && t0.elapsed() >= grace {
+        for p in running.iter_mut() {
+            eprintln!("{} ignored SIGTERM for {grace:?}; killing it", p.name);
+            // Only our own child, by its handle.
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        running.clear();
+    }
+    running.is_empty()
+}
+
 impl Drop for Procs {
+    /// The last resort (a panic, or an early return that skipped `stop`):
+    /// blocking, so a node may sit out the grace period, but none survives.
     fn drop(&mut self) {
-        self.stop(STOP_GRACE);
+        let mut running = self.signal_all();
+        let t0 = Instant::now();
+        while !reap(&mut running, t0, STOP_GRACE) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -481,22 +503,40 @@ pub(super) async fn run(args: DevrelArgs) -> Result<(), Failure> {
         .map_err(|e| failure(format!("cannot find the flavio executable: {e}")))?;
 
     let mut procs = Procs::default();
-    // One signal watcher for the whole run: Ctrl-C during start-up aborts it,
-    // and `procs` stops whatever was started.
+    let result = supervise(&mut procs, &exe, &nodes, &args, &dir, &cookie, cookie_file).await;
+    // Stop on every path, success or not, while the runtime still runs.
+    let count = procs.0.len();
+    if count > 0 {
+        eprintln!("stopping {count} nodes");
+    }
+    procs.stop(STOP_GRACE).await;
+    result
+}
+
+/// Starts the cluster and keeps it running until Ctrl-C or SIGTERM.
+async fn supervise(
+    procs: &mut Procs,
+    exe: &Path,
+    nodes: &[DevNode],
+    args: &DevrelArgs,
+    dir: &Path,
+    cookie: &Cookie,
+    cookie_file: Option<PathBuf>,
+) -> Result<(), Failure> {
+    // One signal watcher for the whole run: Ctrl-C during start-up aborts it.
     let mut stop = shutdown_signal();
-    let started = tokio::select! {
-        r = start(&mut procs, &exe, &nodes, &args, &cookie, cookie_file.as_deref()) => r,
-        _ = &mut stop => Err(failure("interrupted; stopping the nodes")),
-    };
-    started?;
-    print!("{}", usage(&nodes, &dir, cookie_file.as_deref()));
+    tokio::select! {
+        r = start(procs, exe, nodes, args, cookie, cookie_file.as_deref()) => r?,
+        _ = &mut stop => return Err(failure("interrupted during start-up")),
+    }
+    print!("{}", usage(nodes, dir, cookie_file.as_deref()));
 
     // Run until told to stop; say so if a node dies meanwhile, but keep the
     // others up: the user may be testing exactly that.
     let mut reported_dead = std::collections::BTreeSet::new();
     loop {
         tokio::select! {
-            _ = &mut stop => break,
+            _ = &mut stop => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
                 for p in &mut procs.0 {
                     if let Ok(Some(status)) = p.child.try_wait()
@@ -508,9 +548,6 @@ pub(super) async fn run(args: DevrelArgs) -> Result<(), Failure> {
             }
         }
     }
-    eprintln!("stopping {} nodes", procs.0.len());
-    procs.stop(STOP_GRACE);
-    Ok(())
 }
 
 /// Everything up to a settled cluster: spawn, health, join, plan, commit, wait.
@@ -542,19 +579,26 @@ async fn start(
         .split_first()
         .ok_or_else(|| failure("no nodes to start"))?;
     let mut admin = client::admin(&first.addr, cookie.clone()).await?;
-    if !rest.is_empty() {
-        // A restarted devrel: members of node 1's cluster stay; join the rest.
-        let members = admin
-            .member_status(pb::MemberStatusRequest {})
-            .await?
-            .into_inner();
-        let joiners: Vec<&DevNode> = rest
-            .iter()
-            .filter(|n| !members.members.iter().any(|m| m.name == n.name))
-            .collect();
-        if !joiners.is_empty() {
-            join_all(first, &joiners, cookie).await?;
+    if rest.is_empty() {
+        // One node is a cluster by itself: nothing to join or wait for, so
+        // member-status is only shown when the node can give it.
+        if let Ok(r) = admin.member_status(pb::MemberStatusRequest {}).await {
+            println!();
+            print!("{}", fmt::member_status(&r.into_inner()));
         }
+        return Ok(());
+    }
+    // A restarted devrel: members of node 1's cluster stay; join the rest.
+    let members = admin
+        .member_status(pb::MemberStatusRequest {})
+        .await?
+        .into_inner();
+    let joiners: Vec<&DevNode> = rest
+        .iter()
+        .filter(|n| !members.members.iter().any(|m| m.name == n.name))
+        .collect();
+    if !joiners.is_empty() {
+        join_all(first, &joiners, cookie).await?;
     }
     let limit = Duration::from_secs(args.settle_timeout);
     let members = wait_settled(&mut admin, nodes, limit).await?;
@@ -662,12 +706,16 @@ mod tests {
             .spawn()
             .expect("spawn sleep");
         procs.push("sleeper", child);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         let t0 = Instant::now();
-        procs.stop(Duration::from_secs(5));
+        rt.block_on(procs.stop(Duration::from_secs(5)));
         // SIGTERM ends `sleep` at once; the grace period is not waited out.
         assert!(t0.elapsed() < Duration::from_secs(4));
         assert!(procs.0.is_empty());
-        procs.stop(Duration::from_secs(5));
+        rt.block_on(procs.stop(Duration::from_secs(5)));
     }
 
     #[test]
