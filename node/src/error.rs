@@ -15,6 +15,9 @@ pub enum Error {
     /// A claim or preference list asked of a ring without members.
     #[error("the ring has no members")]
     NoMembers,
+    /// The request is valid but the cluster is not in a state to accept it.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// Replication parameters that cannot be satisfied.
     #[error("invalid request: {0}")]
     InvalidArgument(String),
@@ -125,7 +128,9 @@ impl Error {
             Error::ShuttingDown | Error::NoMembers | Error::QuorumFailed { .. } => {
                 Code::Unavailable
             }
-            Error::RingSizeMismatch { .. } => Code::FailedPrecondition,
+            Error::RingSizeMismatch { .. } | Error::FailedPrecondition(_) => {
+                Code::FailedPrecondition
+            }
             Error::Storage { .. }
             | Error::PersistFailed(_)
             | Error::Corrupt { .. }

@@ -101,7 +101,8 @@ async fn unknown_commands_get_an_error_reply() {
 #[tokio::test]
 async fn add_quorum_and_stats_coverage() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = Flavio::new(master(dir.path()), Defaults::default());
+    let m = master(dir.path());
+    let app = Flavio::new(std::sync::Arc::new(m.clone()), Defaults::default());
     let r = app.add(2, 5, AddOptions::default()).await.expect("add");
     assert_eq!(r.sum, 7);
     assert_eq!(r.replicas.len(), 3);
@@ -141,7 +142,7 @@ async fn add_quorum_and_stats_coverage() {
     assert!(!s.partial);
     assert_eq!(s.vnodes.len(), 8);
     assert_eq!(s.total_ops, 3 + 5);
-    app.master().shutdown().await.expect("shutdown");
+    m.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test]
@@ -156,6 +157,8 @@ async fn session_answers_many_requests_in_flight_by_id() {
         defaults: Defaults::default(),
         durability: Durability::Process,
         cookie: cookie.clone(),
+        advertise: None,
+        handoff_concurrency: 2,
     })
     .await
     .expect("node");

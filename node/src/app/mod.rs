@@ -18,9 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use vnode::{Command, CoverageReply, CoverageRequest, FlavioVnode, Reply};
 
-use crate::request::{coverage, quorum};
+use crate::request::{Dispatch, coverage, quorum};
 use crate::ring::{KeyHash, PartitionId, apl, hash_key};
-use crate::vnode::VnodeMaster;
 use crate::{Error, Result};
 
 /// Per-node defaults for requests that do not say otherwise.
@@ -112,7 +111,7 @@ pub struct Stats {
 /// The flavio application on one node.
 #[derive(Clone)]
 pub struct Flavio {
-    master: VnodeMaster<FlavioVnode>,
+    dispatch: Arc<dyn Dispatch<FlavioVnode>>,
     defaults: Defaults,
 }
 
@@ -135,30 +134,34 @@ fn ping_key(now: SystemTime) -> KeyHash {
 }
 
 impl Flavio {
-    /// The app over the vnodes of `master`.
-    pub fn new(master: VnodeMaster<FlavioVnode>, defaults: Defaults) -> Self {
-        Flavio { master, defaults }
-    }
-
-    /// The vnode master the app runs on.
-    pub fn master(&self) -> &VnodeMaster<FlavioVnode> {
-        &self.master
+    /// The app over the vnodes that `dispatch` reaches.
+    pub fn new(dispatch: Arc<dyn Dispatch<FlavioVnode>>, defaults: Defaults) -> Self {
+        Flavio { dispatch, defaults }
     }
 
     /// The preference list of `hash`: its partition and the `n - 1` after it.
     pub fn preflist(&self, hash: &KeyHash, n: usize) -> Result<Vec<PartitionId>> {
-        let size = self.master.ring_size();
+        let size = self.dispatch.ring_size();
         apl::primaries(size, size.partition_of(hash), n)
     }
 
     /// Pings the vnode that the current time hashes to.
     pub async fn ping(&self) -> Result<Pong> {
-        let size = self.master.ring_size();
+        let size = self.dispatch.ring_size();
         let p = size.partition_of(&ping_key(SystemTime::now()));
-        match self.master.sync_command(p, Command::Ping).await? {
+        let node = self.dispatch.owner(p);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.dispatch.command(
+            p,
+            Command::Ping,
+            Box::new(move |_, r| {
+                let _ = tx.send(r);
+            }),
+        );
+        match rx.await.map_err(|_| Error::ShuttingDown)?? {
             Reply::Pong => Ok(Pong {
-                partition: Arc::clone(self.master.partition_name(p)),
-                node: Arc::clone(self.master.node()),
+                partition: self.dispatch.partition_name(p),
+                node,
             }),
             other => Err(Error::Rpc(format!("unexpected reply to ping: {other:?}"))),
         }
@@ -171,9 +174,8 @@ impl Flavio {
         let w = opts.w.unwrap_or(self.defaults.w_val);
         let timeout = opts.timeout.unwrap_or(self.defaults.add_timeout);
         let preflist = self.preflist(&add_key(a, b), n)?;
-        let replies = quorum::run(&self.master, &preflist, w, timeout, |_| Command::Add {
-            a,
-            b,
+        let replies = quorum::run(self.dispatch.as_ref(), &preflist, w, timeout, |_| {
+            Command::Add { a, b }
         })
         .await?;
         let mut replicas = Vec::with_capacity(replies.len());
@@ -181,8 +183,8 @@ impl Flavio {
             match r {
                 Reply::Sum(s) => replicas.push(Replica {
                     sum: s,
-                    partition: Arc::clone(self.master.partition_name(p)),
-                    node: Arc::clone(self.master.node()),
+                    partition: self.dispatch.partition_name(p),
+                    node: self.dispatch.owner(p),
                 }),
                 other => return Err(Error::Rpc(format!("unexpected reply to add: {other:?}"))),
             }
@@ -193,15 +195,21 @@ impl Flavio {
     /// Asks every vnode for its operation count.
     pub async fn stats(&self, timeout: Option<Duration>) -> Stats {
         let timeout = timeout.unwrap_or(self.defaults.stats_timeout);
-        let partitions: Vec<PartitionId> = self.master.ring_size().partitions().collect();
-        let cov = coverage::run(&self.master, partitions, CoverageRequest::Stats, timeout).await;
+        let partitions: Vec<PartitionId> = self.dispatch.ring_size().partitions().collect();
+        let cov = coverage::run(
+            self.dispatch.as_ref(),
+            partitions,
+            CoverageRequest::Stats,
+            timeout,
+        )
+        .await;
         let partial = cov.partial();
         let vnodes: Vec<VnodeStats> = cov
             .replies
             .into_iter()
             .map(|(p, CoverageReply::OpsCount(ops_count))| VnodeStats {
-                partition: Arc::clone(self.master.partition_name(p)),
-                node: Arc::clone(self.master.node()),
+                partition: self.dispatch.partition_name(p),
+                node: self.dispatch.owner(p),
                 ops_count,
             })
             .collect();

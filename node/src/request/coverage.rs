@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::Dispatch;
 use crate::Result;
 use crate::ring::PartitionId;
-use crate::vnode::{Vnode, VnodeMaster};
+use crate::vnode::Vnode;
 
 /// The merged answers of a coverage request.
 #[derive(Debug)]
@@ -104,7 +105,7 @@ impl<R> CoverageState<R> {
 /// Sends `req` to the vnode of every partition in `partitions`, and merges
 /// what arrives before `timeout`.
 pub async fn run<V: Vnode>(
-    master: &VnodeMaster<V>,
+    dispatch: &dyn Dispatch<V>,
     partitions: Vec<PartitionId>,
     req: V::CoverageRequest,
     timeout: Duration,
@@ -112,17 +113,13 @@ pub async fn run<V: Vnode>(
     let req = Arc::new(req);
     let mut state = CoverageState::new(partitions.clone());
     let (tx, mut rx) = mpsc::unbounded_channel();
-    for p in partitions {
-        let tx = tx.clone();
-        master.coverage(
-            p,
-            Arc::clone(&req),
-            Box::new(move |p, r| {
-                let _ = tx.send((p, r));
-            }),
-        );
-    }
-    drop(tx);
+    dispatch.coverage(
+        partitions,
+        req,
+        Arc::new(move |p, r| {
+            let _ = tx.send((p, r));
+        }),
+    );
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     while !state.is_complete() {

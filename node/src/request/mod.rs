@@ -9,4 +9,7 @@
 //! (those need the cluster's view of which nodes are up).
 
 pub mod coverage;
+pub mod dispatch;
 pub mod quorum;
+
+pub use dispatch::{CoverageSink, Dispatch};

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::Dispatch;
 use crate::ring::PartitionId;
-use crate::vnode::{Vnode, VnodeMaster};
+use crate::vnode::Vnode;
 use crate::{Error, Result};
 
 /// Where a quorum request stands.
@@ -94,7 +95,7 @@ impl<R> Quorum<R> {
 /// Sends `make(p)` to the vnode of each partition in `preflist` and waits for
 /// `w` replies or `timeout`, whichever comes first.
 pub async fn run<V: Vnode>(
-    master: &VnodeMaster<V>,
+    dispatch: &dyn Dispatch<V>,
     preflist: &[PartitionId],
     w: usize,
     timeout: Duration,
@@ -104,7 +105,7 @@ pub async fn run<V: Vnode>(
     let (tx, mut rx) = mpsc::unbounded_channel();
     for &p in preflist {
         let tx = tx.clone();
-        master.command(
+        dispatch.command(
             p,
             make(p),
             Box::new(move |p, r| {

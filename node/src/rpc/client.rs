@@ -18,6 +18,13 @@ pub type Raw = FlavioClient<InterceptedService<Channel, CookieLayer>>;
 #[derive(Clone, Debug)]
 pub struct CookieLayer(Cookie);
 
+impl CookieLayer {
+    /// Attaches `cookie`.
+    pub fn new(cookie: Cookie) -> Self {
+        CookieLayer(cookie)
+    }
+}
+
 impl tonic::service::Interceptor for CookieLayer {
     fn call(&mut self, req: Request<()>) -> std::result::Result<Request<()>, tonic::Status> {
         self.0.attach(req)

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::actor::{self, Msg};
+use super::actor::{self, Mode, Msg};
 use super::{Replier, Store, Vnode, VnodeCtx, Wire};
+
 use crate::ring::{PartitionId, RingSize};
 use crate::{Error, Result};
 
@@ -165,21 +166,109 @@ impl<V: Vnode> VnodeMaster<V> {
         }
     }
 
-    /// Runs `f` on the vnode of `p`, in order with its commands, and returns
-    /// what it returns. For framework work (handoff folds, deletes).
-    pub async fn with_vnode<T: Send + 'static>(
+    /// Runs an encoded command and hands the encoded reply to `reply`; for
+    /// commands arriving from other nodes.
+    pub fn command_encoded(
         &self,
         p: PartitionId,
-        f: impl FnOnce(&mut V, &mut VnodeCtx) -> T + Send + 'static,
+        cmd: &[u8],
+        reply: Box<dyn FnOnce(Result<Vec<u8>>) + Send>,
+    ) {
+        match V::Command::decode(cmd) {
+            Ok(cmd) => self.command(
+                p,
+                cmd,
+                Box::new(move |_, r| {
+                    reply(r.map(|v| {
+                        let mut buf = Vec::new();
+                        v.encode(&mut buf);
+                        buf
+                    }))
+                }),
+            ),
+            Err(e) => reply(Err(e)),
+        }
+    }
+
+    /// Runs an encoded coverage request and hands the encoded answer to `reply`.
+    pub fn coverage_encoded(
+        &self,
+        p: PartitionId,
+        req: &[u8],
+        reply: Box<dyn FnOnce(Result<Vec<u8>>) + Send>,
+    ) {
+        match V::CoverageRequest::decode(req) {
+            Ok(req) => self.coverage(
+                p,
+                Arc::new(req),
+                Box::new(move |_, r| {
+                    reply(r.map(|v| {
+                        let mut buf = Vec::new();
+                        v.encode(&mut buf);
+                        buf
+                    }))
+                }),
+            ),
+            Err(e) => reply(Err(e)),
+        }
+    }
+
+    /// Runs `f` on the vnode of `p`, in order with its commands, and returns
+    /// what it returns. For framework work (handoff folds, mode changes).
+    pub async fn control<T: Send + 'static>(
+        &self,
+        p: PartitionId,
+        f: impl FnOnce(&mut V, &mut VnodeCtx, &mut Mode<V>) -> T + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        let msg = Msg::With(Box::new(move |v, ctx| {
-            let _ = tx.send(f(v, ctx));
+        let msg = Msg::Control(Box::new(move |v, ctx, mode| {
+            let _ = tx.send(f(v, ctx, mode));
         }));
         if self.send(p, msg).is_err() {
             return Err(self.not_running(p));
         }
         rx.await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Runs `f` on the vnode of `p`, in order with its commands.
+    pub async fn with_vnode<T: Send + 'static>(
+        &self,
+        p: PartitionId,
+        f: impl FnOnce(&mut V, &mut VnodeCtx) -> T + Send + 'static,
+    ) -> Result<T> {
+        self.control(p, move |v, ctx, _| f(v, ctx)).await
+    }
+
+    /// Waits until every write the vnode of `p` staged so far is durable.
+    pub async fn barrier(&self, p: PartitionId) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        if self.send(p, Msg::Barrier(tx)).is_err() {
+            return Err(self.not_running(p));
+        }
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Starts the vnode of `p` if needed, then empties it (state and stored
+    /// items) and puts it back in normal mode; durable when this returns.
+    /// Used before receiving a handoff, so a retried transfer starts clean.
+    pub async fn reset(&self, p: PartitionId) -> Result<()> {
+        self.ensure_started(p)?;
+        self.control(p, |v, ctx, mode| {
+            *mode = Mode::Normal;
+            v.delete(ctx)
+        })
+        .await??;
+        self.barrier(p).await
+    }
+
+    /// Whether the vnode of `p` runs here.
+    pub fn is_running(&self, p: PartitionId) -> bool {
+        self.inner
+            .mailboxes
+            .read()
+            .ok()
+            .and_then(|m| m.get(p.0 as usize).map(Option::is_some))
+            .unwrap_or(false)
     }
 
     fn not_running(&self, p: PartitionId) -> Error {

@@ -1,0 +1,23 @@
+//! The cluster: staged membership, ring agreement, routing between nodes and
+//! ownership handoff, as riak_core does them.
+//!
+//! - [`state`]: the versioned ring state the nodes agree on.
+//! - [`claimant`]: staging, plan and commit, and the ring's own next steps;
+//!   pure functions of a ring state.
+//! - [`manager`]: the node's part: ring persistence, gossip, join, the
+//!   claimant's operations, and keeping local vnodes in step with ownership.
+//! - [`router`]: sends vnode traffic to owners, here or over the peer stream.
+//! - [`handoff`]: moves a vnode to its next owner without losing a command.
+//! - [`view`]: the current ring, shared cheaply.
+
+pub mod claimant;
+pub mod handoff;
+pub mod manager;
+pub mod router;
+pub mod state;
+pub mod view;
+
+pub use manager::{Cluster, ClusterConfig};
+
+pub use claimant::{Change, Plan, Staging};
+pub use state::{Member, MemberState, RingState, Transfer};
