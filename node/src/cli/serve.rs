@@ -99,7 +99,7 @@ fn server_cookie(file: Option<&std::path::Path>) -> Result<Cookie> {
     Ok(cookie)
 }
 
-fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+pub(super) fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
