@@ -174,8 +174,6 @@ struct Work {
     spaced: bool,
     /// `floor(size / members)`: every member ends with `lo` or `lo + 1`.
     lo: usize,
-    /// Set when a step could not keep spacing by minimal moves.
-    degraded: bool,
 }
 
 impl Work {
@@ -192,7 +190,6 @@ impl Work {
             t: target_n_val.min(s),
             spaced: spacing_required(s, members, target_n_val),
             lo: s / members,
-            degraded: false,
             owners,
         }
     }
@@ -222,25 +219,47 @@ impl Work {
             return (self.owners, ClaimPath::Unchanged);
         }
         let before = self.owners.clone();
+        let least = self.least_moves();
         self.fill_vacated();
         self.feed_receivers();
         debug_assert!(self.balanced(), "balanced moves left the ring unbalanced");
-        if self.spacing_ok() {
-            let path = if self.degraded {
-                ClaimPath::Repaired
-            } else {
-                ClaimPath::Minimal
-            };
-            return (self.owners, path);
+        let moves = |owners: &[Slot]| before.iter().zip(owners).filter(|(a, b)| a != b).count();
+        if !self.spacing_ok() {
+            // Repair when it is cheaper than a re-stripe; a ring far from
+            // spaced (say, one that had fewer than target_n_val members) is
+            // often better re-striped.
+            let repaired = self.repair();
+            let striped = restripe(&before, self.m());
+            if !repaired || moves(&striped) < moves(&self.owners) {
+                return (striped, ClaimPath::Restriped);
+            }
         }
-        if self.repair() {
-            return (self.owners, ClaimPath::Repaired);
-        }
-        (restripe(&before, self.m()), ClaimPath::Restriped)
+        let moved = moves(&self.owners);
+        let path = match moved {
+            0 => ClaimPath::Unchanged,
+            m if m == least => ClaimPath::Minimal,
+            _ => ClaimPath::Repaired,
+        };
+        (self.owners, path)
+    }
+
+    /// The fewest partitions any balanced result can move: what members
+    /// below their share must gain, when the `r` members owning most keep
+    /// `lo + 1`.
+    fn least_moves(&self) -> usize {
+        let r = self.s() - self.lo * self.m();
+        let mut by_count: Vec<usize> = (0..self.m()).collect();
+        by_count.sort_by_key(|i| (Reverse(self.counts[*i]), *i));
+        by_count
+            .iter()
+            .enumerate()
+            .map(|(rank, i)| (self.lo + usize::from(rank < r)).saturating_sub(self.counts[*i]))
+            .sum()
     }
 
     /// Gives every vacated partition to a member, keeping each member at or
-    /// below `lo + 1` and, where the matching allows, meeting `lo`.
+    /// below `lo + 1` and meeting `lo` for members that own partitions, where
+    /// possible without breaking spacing.
     fn fill_vacated(&mut self) {
         let vacated: Vec<usize> = (0..self.s())
             .filter(|p| self.owners[*p] == VACANT)
@@ -253,26 +272,29 @@ impl Work {
             .iter()
             .map(|c| self.lo.saturating_sub(*c))
             .collect();
+        // Newcomers can be fed spaced positions later; members that already
+        // own some must reach lo here, or someone else would move for them.
+        let lower_owning: Vec<usize> = lower
+            .iter()
+            .zip(&self.counts)
+            .map(|(l, c)| if *c > 0 { *l } else { 0 })
+            .collect();
         let upper: Vec<usize> = self
             .counts
             .iter()
             .map(|c| (self.lo + 1).saturating_sub(*c))
             .collect();
-        let (assigned, unspaced) = {
+        let assigned = {
             let mut matching = Matching::new(self, &vacated);
             // Lower bounds first: augmenting paths never lower a member's
-            // load, so a second pass up to the upper bounds keeps them.
+            // load, so later passes up to the upper bounds keep them. Spacing
+            // is kept where possible; where not, repair sorts it out.
             matching.run(&lower, true);
+            matching.run(&lower_owning, false);
             matching.run(&upper, true);
-            let unspaced = matching.unassigned() > 0;
-            if unspaced {
-                // Some vacated partition has no member that keeps spacing:
-                // give it to anyone with room, and let repair sort it out.
-                matching.run(&upper, false);
-            }
-            (matching.assigned, unspaced)
+            matching.run(&upper, false);
+            matching.assigned
         };
-        self.degraded |= unspaced && self.spaced;
         for (p, m) in vacated.iter().zip(assigned) {
             let m = m.expect("upper bounds leave room for every vacated partition");
             self.owners[*p] = m;
@@ -331,9 +353,8 @@ impl Work {
         }
     }
 
-    /// `n` positions for member `j`, spaced if possible, honouring the
-    /// givers' bounds; when spacing is required and cannot be had, marks the
-    /// claim degraded and relaxes it.
+    /// `n` positions for member `j`, spaced if possible (else as spread as
+    /// possible), honouring the givers' bounds.
     fn take_for(
         &mut self,
         j: Slot,
@@ -344,15 +365,11 @@ impl Work {
     ) -> Vec<usize> {
         for d in (1..=self.t).rev() {
             if let Some(picks) = pick_spaced(&self.owners, j, n, may, must, slack, d) {
-                if d < self.t {
-                    self.degraded |= self.spaced;
-                }
                 return picks;
             }
         }
         // The greedy found nothing even unspaced: take the first positions of
         // givers that must give, then of those that may.
-        self.degraded |= self.spaced;
         let mut may = may.to_vec();
         let mut must = must.to_vec();
         let mut slack = slack;
@@ -380,9 +397,8 @@ impl Work {
     /// Restores spacing by moves and swaps that keep balance. Returns whether
     /// the ring ended up spaced.
     fn repair(&mut self) -> bool {
-        self.degraded = true;
         let s = self.s();
-        let budget = 8 * s;
+        let budget = 2 * s;
         for _ in 0..budget {
             let Some(x) = self.first_violation() else {
                 return true;
@@ -478,10 +494,6 @@ impl<'a> Matching<'a> {
         }
     }
 
-    fn unassigned(&self) -> usize {
-        self.assigned.iter().filter(|a| a.is_none()).count()
-    }
-
     /// Whether member `m` may take vacated partition `p` without sharing a
     /// window with another of its partitions.
     fn fits(&self, p: usize, m: Slot, strict: bool) -> bool {
@@ -542,11 +554,13 @@ impl<'a> Matching<'a> {
 
 /// Chooses `n` positions for member `j`, pairwise at least `d` apart
 /// (wrapping) and at least `d` from `j`'s own partitions, taking at most
-/// `may[g]` and at least `must[g]` from each member `g`.
+/// `may[g]` from each member `g`, and from members whose `must[g]` is spent at
+/// most `slack` in all.
 ///
-/// Greedy around the ring from each possible first pick, pacing picks evenly
-/// and preferring the givers that most need to give; the first start that
-/// succeeds wins, so the result is deterministic.
+/// A depth-first search around the ring from each possible first pick, with
+/// picks paced evenly and the givers that most need to give tried first. It
+/// stops at the first success, so the result is deterministic, or after a
+/// fixed budget of steps.
 fn pick_spaced(
     owners: &[Slot],
     j: Slot,
@@ -572,79 +586,170 @@ fn pick_spaced(
             }
         }
     }
-    let usable = |p: usize| !blocked[p] && owners[p] != VACANT && may[owners[p] as usize] > 0;
-    let mut total = vec![0usize; may.len()];
-    for p in (0..s).filter(|p| usable(*p)) {
-        total[owners[p] as usize] += 1;
-    }
-    'start: for start in 0..s {
-        if !usable(start) {
+    let usable: Vec<bool> = (0..s)
+        .map(|p| !blocked[p] && owners[p] != VACANT && may[owners[p] as usize] > 0)
+        .collect();
+    let mut search = Search {
+        owners,
+        usable,
+        s,
+        n,
+        d,
+        start: 0,
+        may_left: Vec::new(),
+        must_left: Vec::new(),
+        slack_left: 0,
+        ahead: Vec::new(),
+        passed: 0,
+        picks: Vec::with_capacity(n),
+        budget: 4 * n + 2_000,
+    };
+    for start in 0..s {
+        if !search.usable[start] {
             continue;
         }
-        let mut may_left = may.to_vec();
-        let mut must_left = must.to_vec();
-        let mut slack_left = slack;
-        let mut ahead = total.clone();
-        let mut picks = Vec::with_capacity(n);
-        // Offsets from `start` below `passed` can no longer be picked.
-        let mut passed = 0usize;
-        let mut last: Option<usize> = None;
-        for k in 0..n {
-            let remaining = n - k;
-            let (earliest, latest) = match last {
-                None => (0, 0),
-                Some(o) => (o + d, (s - d * remaining).min(s - 1)),
-            };
-            if earliest > latest {
-                continue 'start;
+        search.start = start;
+        search.may_left = may.to_vec();
+        search.must_left = must.to_vec();
+        search.slack_left = slack;
+        search.picks.clear();
+        search.passed = 0;
+        // Usable positions of each giver that a later pick could take.
+        search.ahead = vec![0; may.len()];
+        for off in 0..=s - d {
+            let p = (start + off) % s;
+            if search.usable[p] {
+                search.ahead[owners[p] as usize] += 1;
             }
-            let eligible = |o: usize, may_left: &[usize], must_left: &[usize]| {
-                let p = (start + o) % s;
-                if !usable(p) {
-                    return None;
-                }
-                let g = owners[p] as usize;
-                if may_left[g] == 0 || (must_left[g] == 0 && slack_left == 0) {
-                    return None;
-                }
-                Some(g)
-            };
-            let ideal = (k * s / n).clamp(earliest, latest);
-            let window_end = (ideal + d - 1).min(latest);
-            let score = |o: usize, g: usize| {
-                let need = must_left[g] * 1024 / ahead[g].max(1);
-                let want = may_left[g] * 1024 / ahead[g].max(1);
-                (must_left[g] > 0, need, want, Reverse(o))
-            };
-            let best = |range: std::ops::RangeInclusive<usize>| {
-                range
-                    .filter_map(|o| eligible(o, &may_left, &must_left).map(|g| (o, g)))
-                    .max_by_key(|(o, g)| score(*o, *g))
-            };
-            let choice = best(ideal..=window_end).or_else(|| best(earliest..=latest));
-            let Some((o, g)) = choice else {
-                continue 'start;
-            };
-            picks.push((start + o) % s);
-            may_left[g] -= 1;
-            if must_left[g] > 0 {
-                must_left[g] -= 1;
-            } else {
-                slack_left -= 1;
-            }
-            let until = (o + d).min(s);
-            for off in passed..until {
-                let p = (start + off) % s;
-                if usable(p) {
-                    ahead[owners[p] as usize] -= 1;
-                }
-            }
-            passed = passed.max(until);
-            last = Some(o);
         }
-        return Some(picks);
+        if search.dfs() {
+            return Some(search.picks.iter().map(|o| (start + o) % s).collect());
+        }
+        if search.budget == 0 {
+            break;
+        }
     }
     None
+}
+
+/// The state of [`pick_spaced`]'s search from one first pick. Offsets are
+/// relative to `start`, the first pick.
+struct Search<'a> {
+    owners: &'a [Slot],
+    usable: Vec<bool>,
+    s: usize,
+    n: usize,
+    d: usize,
+    start: usize,
+    may_left: Vec<usize>,
+    must_left: Vec<usize>,
+    slack_left: usize,
+    /// Usable positions per giver at offsets from `passed` to `s - d`.
+    ahead: Vec<usize>,
+    /// Offsets below this can no longer be picked.
+    passed: usize,
+    picks: Vec<usize>,
+    budget: usize,
+}
+
+impl Search<'_> {
+    fn owner_at(&self, off: usize) -> usize {
+        self.owners[(self.start + off) % self.s] as usize
+    }
+
+    /// Offsets in `range` that the next pick may take, with their owners.
+    fn candidates(&self, range: std::ops::RangeInclusive<usize>) -> Vec<(usize, usize)> {
+        range
+            .filter(|o| self.usable[(self.start + o) % self.s])
+            .map(|o| (o, self.owner_at(o)))
+            .filter(|(_, g)| {
+                self.may_left[*g] > 0 && (self.must_left[*g] > 0 || self.slack_left > 0)
+            })
+            .collect()
+    }
+
+    fn dfs(&mut self) -> bool {
+        let k = self.picks.len();
+        if k == self.n {
+            return true;
+        }
+        if self.budget == 0 {
+            return false;
+        }
+        self.budget -= 1;
+        let remaining = self.n - k;
+        // The remaining picks must fit before the wrap back to the first.
+        let (earliest, latest) = match self.picks.last() {
+            None => (0, 0),
+            Some(o) => (o + self.d, self.s - self.d * remaining),
+        };
+        if earliest > latest {
+            return false;
+        }
+        let ideal = (k * self.s / self.n).clamp(earliest, latest);
+        // Look near the paced position first; the whole range only if that
+        // offers nothing.
+        let near_end = (ideal + 2 * self.d).min(latest);
+        let mut candidates = self.candidates(earliest..=near_end);
+        if candidates.is_empty() && near_end < latest {
+            candidates = self.candidates(near_end + 1..=latest);
+        }
+        // Givers that must give, most urgent first, then the closest to the
+        // ideal position. Only the best few are tried: the budget is better
+        // spent on other first picks than deep in one.
+        candidates.sort_by_key(|(o, g)| {
+            let urgency = self.must_left[*g] * 1024 / self.ahead[*g].max(1);
+            (
+                Reverse(self.must_left[*g] > 0),
+                Reverse(urgency),
+                o.abs_diff(ideal),
+                *o,
+            )
+        });
+        candidates.truncate(3);
+        for (o, g) in candidates {
+            let passed = self.passed;
+            let until = (o + self.d).min(self.s - self.d + 1).max(passed);
+            for off in passed..until {
+                if self.usable[(self.start + off) % self.s] {
+                    let h = self.owner_at(off);
+                    self.ahead[h] -= 1;
+                }
+            }
+            self.passed = until;
+            let from_must = self.must_left[g] > 0;
+            self.may_left[g] -= 1;
+            if from_must {
+                self.must_left[g] -= 1;
+            } else {
+                self.slack_left -= 1;
+            }
+            self.picks.push(o);
+            // Prune: a giver must still have room for what it must give.
+            let hopeless = (0..self.must_left.len()).any(|h| self.must_left[h] > self.ahead[h]);
+            if !hopeless && self.dfs() {
+                return true;
+            }
+            self.picks.pop();
+            self.may_left[g] += 1;
+            if from_must {
+                self.must_left[g] += 1;
+            } else {
+                self.slack_left += 1;
+            }
+            for off in passed..until {
+                if self.usable[(self.start + off) % self.s] {
+                    let h = self.owner_at(off);
+                    self.ahead[h] += 1;
+                }
+            }
+            self.passed = passed;
+            if self.budget == 0 {
+                return false;
+            }
+        }
+        false
+    }
 }
 
 /// A balanced ring for `m` members, spaced when the counts allow, that keeps as many
