@@ -54,19 +54,21 @@ pub struct Claim<N> {
     pub path: ClaimPath,
 }
 
-/// How [`claim`] reached its result, from least to most movement.
+/// How much [`claim`] moved, and when more than the minimum, how it got
+/// spacing back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ClaimPath {
     /// The ring already held every property; nothing moved.
     Unchanged,
-    /// Only the partitions that balance needs moved: vacated partitions and
-    /// the fair share of receivers. Spacing holds if it is required.
+    /// Only what balance needs moved: partitions of members that left, and
+    /// the fair share of members below it (the fewest moves any balanced
+    /// result could make). Spacing holds if it is required.
     Minimal,
-    /// Balanced moves broke spacing, and swaps that keep balance restored it;
-    /// a few partitions beyond the minimum moved.
+    /// More moved: balanced moves broke spacing, and swaps that keep balance
+    /// restored it.
     Repaired,
-    /// The ring was re-striped from a spaced template, keeping as many
-    /// partitions in place as the template allows.
+    /// More moved: the ring was re-striped from a spaced template, keeping as
+    /// many partitions in place as the template allows.
     Restriped,
 }
 
@@ -220,10 +222,22 @@ impl Work {
         }
         let before = self.owners.clone();
         let least = self.least_moves();
+        let moves = |owners: &[Slot]| before.iter().zip(owners).filter(|(a, b)| a != b).count();
+        let label = |moved: usize, otherwise: ClaimPath| match moved {
+            0 => ClaimPath::Unchanged,
+            m if m == least => ClaimPath::Minimal,
+            _ => otherwise,
+        };
+        if self.spaced && self.far_from_spaced() {
+            // Moving a few partitions cannot space this ring (typically one
+            // member owning everything): go straight to the template.
+            let striped = restripe(&before, self.m());
+            let path = label(moves(&striped), ClaimPath::Restriped);
+            return (striped, path);
+        }
         self.fill_vacated();
         self.feed_receivers();
         debug_assert!(self.balanced(), "balanced moves left the ring unbalanced");
-        let moves = |owners: &[Slot]| before.iter().zip(owners).filter(|(a, b)| a != b).count();
         if !self.spacing_ok() {
             // Repair when it is cheaper than a re-stripe; a ring far from
             // spaced (say, one that had fewer than target_n_val members) is
@@ -231,16 +245,25 @@ impl Work {
             let repaired = self.repair();
             let striped = restripe(&before, self.m());
             if !repaired || moves(&striped) < moves(&self.owners) {
-                return (striped, ClaimPath::Restriped);
+                let path = label(moves(&striped), ClaimPath::Restriped);
+                return (striped, path);
             }
         }
-        let moved = moves(&self.owners);
-        let path = match moved {
-            0 => ClaimPath::Unchanged,
-            m if m == least => ClaimPath::Minimal,
-            _ => ClaimPath::Repaired,
-        };
+        let path = label(moves(&self.owners), ClaimPath::Repaired);
         (self.owners, path)
+    }
+
+    /// Whether the partitions that stay with members already break spacing
+    /// in more than an eighth of the ring.
+    fn far_from_spaced(&self) -> bool {
+        let s = self.s();
+        let bad = (0..s)
+            .filter(|&i| {
+                let o = self.owners[i];
+                o != VACANT && (1..self.t).any(|k| self.owners[(i + k) % s] == o)
+            })
+            .count();
+        bad * 8 > s
     }
 
     /// The fewest partitions any balanced result can move: what members
