@@ -430,3 +430,35 @@ fn fallbacks_are_rare() {
     // they should still be a small minority.
     assert!(tally.fallback_proven * 5 < tally.minimal, "{tally:?}");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Several members joining and leaving at once, any target_n_val from 2
+    /// to 5: (a), (b) and (c) hold, the result ignores the order members are
+    /// listed in, and claiming again changes nothing.
+    #[test]
+    fn arbitrary_changes(
+        s in ring_size(),
+        before in 1usize..=32,
+        keep in prop::collection::vec(any::<bool>(), 32),
+        add in 0usize..=8,
+        t in 2usize..=5,
+    ) {
+        let old_members: Vec<String> = (0..before).map(name).collect();
+        let old = claim(&vec![old_members[0].clone(); s], &old_members, t).expect("claim").owners;
+        let mut members: Vec<String> = old_members.iter().zip(&keep).filter(|(_, k)| **k).map(|(m, _)| m.clone()).collect();
+        members.extend((100..100 + add).map(name));
+        prop_assume!(!members.is_empty());
+        let c = claim(&old, &members, t).expect("claim");
+        prop_assert_eq!(c.owners.len(), s);
+        prop_assert!(is_balanced(&c.owners, &members), "(b) {:?}", counts(&c.owners));
+        if spacing_required(s, members.len(), t) {
+            prop_assert_eq!(spacing_violations(&c.owners, t), 0, "(c) t={}", t);
+        }
+        let mut reversed = members.clone();
+        reversed.reverse();
+        prop_assert_eq!(&claim(&old, &reversed, t).expect("claim"), &c);
+        prop_assert_eq!(claim(&c.owners, &members, t).expect("claim").path, ClaimPath::Unchanged);
+    }
+}
