@@ -17,6 +17,14 @@ use proptest::prelude::*;
 
 const T: usize = 4;
 
+/// Cases per claim property: 96, or `RING_PROPS_CASES` for a deeper run.
+fn claim_cases() -> u32 {
+    std::env::var("RING_PROPS_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(96)
+}
+
 fn ring_size() -> impl Strategy<Value = usize> {
     prop::sample::select(vec![16usize, 32, 64, 128, 256, 512])
 }
@@ -328,7 +336,7 @@ fn max_flow(cap: &mut [Vec<i64>], s: usize, t: usize) -> i64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(claim_cases()))]
 
     /// A first claim from a ring owned by one member.
     #[test]
@@ -432,7 +440,7 @@ fn fallbacks_are_rare() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(claim_cases()))]
 
     /// Several members joining and leaving at once, any target_n_val from 2
     /// to 5: (a), (b) and (c) hold, the result ignores the order members are
