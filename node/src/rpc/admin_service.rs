@@ -292,7 +292,7 @@ impl<V: Vnode> AdminApi for AdminService<V> {
     async fn plan(&self, req: Request<pb::PlanRequest>) -> Result<Response<pb::PlanReply>, Status> {
         match self.claimant()? {
             None => {
-                let (plan, ring) = self.cluster.plan()?;
+                let (plan, ring) = self.cluster.plan().await?;
                 let addr_of = |n: &str| ring.addr_of(n).unwrap_or_default().to_string();
                 Ok(Response::new(plan_reply(&plan, &addr_of)))
             }

@@ -87,6 +87,11 @@ impl<V: Vnode> VnodeMaster<V> {
         if slot >= self.inner.indexes.len() {
             return Err(Error::InvalidPartition(p.to_string()));
         }
+        // Fast path under the read lock: every ring change asks this for
+        // every owned partition, and the write lock would stall requests.
+        if self.is_running(p) {
+            return Ok(());
+        }
         let mut mailboxes = self
             .inner
             .mailboxes
