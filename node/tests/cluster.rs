@@ -275,9 +275,16 @@ async fn total_ops(addr: &str) -> (u64, BTreeMap<String, u64>) {
     (s.total_ops, by_node)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_acknowledged_add_is_lost_while_growing_and_shrinking() {
-    let mut dev = Devrel::start(2);
+/// A settled 2-node cluster with 4 clients adding against both nodes.
+struct Loaded {
+    dev: Devrel,
+    a1: Admin,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    loader: std::thread::JoinHandle<(u64, u64, Vec<String>)>,
+}
+
+async fn two_nodes_under_load() -> Loaded {
+    let dev = Devrel::start(2);
     let mut a1 = admin(&dev.nodes[0].addr).await;
     let mut a2 = admin(&dev.nodes[1].addr).await;
     a2.stage_join(pb::StageJoinRequest {
@@ -287,11 +294,26 @@ async fn no_acknowledged_add_is_lost_while_growing_and_shrinking() {
     .expect("join");
     commit_plan(&mut a1).await;
     wait_settled(&mut a1, 2, Duration::from_secs(30)).await;
-
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let addrs: Vec<String> = dev.nodes.iter().map(|n| n.addr.clone()).collect();
     let loader = load(addrs, 4, std::sync::Arc::clone(&stop));
     tokio::time::sleep(Duration::from_millis(500)).await;
+    Loaded {
+        dev,
+        a1,
+        stop,
+        loader,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_add_is_lost_while_growing_and_shrinking() {
+    let Loaded {
+        mut dev,
+        mut a1,
+        stop,
+        loader,
+    } = two_nodes_under_load().await;
 
     // Grow 2 -> 5 under load.
     for i in 3..=5 {
@@ -334,21 +356,12 @@ async fn no_acknowledged_add_is_lost_while_growing_and_shrinking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_killed_mid_transfer_loses_nothing_acknowledged() {
-    let mut dev = Devrel::start(2);
-    let mut a1 = admin(&dev.nodes[0].addr).await;
-    let mut a2 = admin(&dev.nodes[1].addr).await;
-    a2.stage_join(pb::StageJoinRequest {
-        target: dev.nodes[0].addr.clone(),
-    })
-    .await
-    .expect("join");
-    commit_plan(&mut a1).await;
-    wait_settled(&mut a1, 2, Duration::from_secs(30)).await;
-
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let addrs: Vec<String> = dev.nodes.iter().map(|n| n.addr.clone()).collect();
-    let loader = load(addrs, 4, std::sync::Arc::clone(&stop));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let Loaded {
+        mut dev,
+        mut a1,
+        stop,
+        loader,
+    } = two_nodes_under_load().await;
 
     dev.add_node(3);
     let port: u16 = dev.nodes[2]

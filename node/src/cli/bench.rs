@@ -160,14 +160,19 @@ async fn session_worker(
         .into_inner();
     let mut started: HashMap<u64, Instant> = HashMap::with_capacity(in_flight as usize * 2);
     let mut seq = 0u64;
-    for _ in 0..in_flight {
-        started.insert(seq, Instant::now());
+    // Sends the next request, remembering when it left; false once the
+    // session is gone.
+    let send_next = |started: &mut HashMap<u64, Instant>, seq: &mut u64| {
+        started.insert(*seq, Instant::now());
         let req = pb::SessionRequest {
-            id: seq,
-            op: Some(make_op(args.op, seq, args)),
+            id: *seq,
+            op: Some(make_op(args.op, *seq, args)),
         };
-        seq += 1;
-        if tx.send(req).await.is_err() {
+        *seq += 1;
+        tx.send(req)
+    };
+    for _ in 0..in_flight {
+        if send_next(&mut started, &mut seq).await.is_err() {
             break;
         }
     }
@@ -186,16 +191,8 @@ async fn session_worker(
             None => Err("empty reply".to_string()),
         };
         tally.record(t0, outcome);
-        if Instant::now() < deadline {
-            started.insert(seq, Instant::now());
-            let req = pb::SessionRequest {
-                id: seq,
-                op: Some(make_op(args.op, seq, args)),
-            };
-            seq += 1;
-            if tx.send(req).await.is_err() {
-                break;
-            }
+        if Instant::now() < deadline && send_next(&mut started, &mut seq).await.is_err() {
+            break;
         }
     }
     Ok(tally)
