@@ -22,6 +22,9 @@ pub enum Error {
     /// was applied, so the request may be retried where the ring now says.
     #[error("{0}")]
     Moved(String),
+    /// A limit is reached (e.g. concurrent transfers); try again later.
+    #[error("{0}")]
+    Busy(String),
     /// Replication parameters that cannot be satisfied.
     #[error("invalid request: {0}")]
     InvalidArgument(String),
@@ -129,6 +132,7 @@ impl Error {
             | Error::Overflow { .. } => Code::InvalidArgument,
             Error::UnknownCommand { .. } => Code::Unimplemented,
             Error::Moved(_) => Code::Aborted,
+            Error::Busy(_) => Code::ResourceExhausted,
             Error::QuorumTimeout { .. } => Code::DeadlineExceeded,
             Error::ShuttingDown | Error::NoMembers | Error::QuorumFailed { .. } => {
                 Code::Unavailable

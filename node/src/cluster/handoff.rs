@@ -585,7 +585,12 @@ async fn receive_inner<V: Vnode>(
     }
     let _permit = Arc::clone(&c.inner.in_slots)
         .try_acquire_owned()
-        .map_err(|_| Error::Rpc("RESOURCE_EXHAUSTED: too many inbound transfers".into()))?;
+        .map_err(|_| {
+            Error::Busy(format!(
+                "{} is receiving as many transfers as it may",
+                c.me()
+            ))
+        })?;
     // From scratch: whatever an earlier attempt left is gone first.
     c.inner.store.delete_meta(&marker_key(p))?;
     c.master().reset(p).await?;
