@@ -327,10 +327,8 @@ impl PodRun {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .kill_on_drop(true);
-            return matches!(
-                tokio::time::timeout(timeout, command.status()).await,
-                Ok(Ok(s)) if s.success()
-            );
+            let r = tokio::time::timeout(timeout, command.status()).await;
+            return matches!(r, Ok(Ok(s)) if s.success());
         }
         let port = p
             .tcp_socket
@@ -652,7 +650,8 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, pod: Pod, mut rx: watch::Receiv
     }
     tracing::info!(pod = %format!("{}/{}", run.ns, run.name), ip = ?run.ip, "pod worker started");
     loop {
-        if rx.has_changed().unwrap_or(true) {
+        // Always read the latest message: `changed()` below marks it as seen.
+        {
             let msg = rx.borrow_and_update().clone();
             match msg {
                 PodMsg::Update(p) => run.pod = *p,
@@ -678,7 +677,7 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, pod: Pod, mut rx: watch::Receiv
         }
         run.check_kill();
         if run.ip.is_some() {
-            run.step().await;
+                run.step().await;
         }
         run.report().await;
         tokio::select! {
