@@ -111,7 +111,9 @@ impl TestEnv {
             Ok(env) => Ok(Some(env)),
             Err(e) if required() => Err(e),
             Err(e) => {
-                eprintln!("flavio-testenv: SKIPPING test: {e} (set FLAVIO_TESTENV=required to fail instead)");
+                eprintln!(
+                    "flavio-testenv: SKIPPING test: {e} (set FLAVIO_TESTENV=required to fail instead)"
+                );
                 Ok(None)
             }
         }
@@ -133,7 +135,9 @@ impl TestEnv {
         if off && !required() {
             return Err(Error::Unavailable("FLAVIO_TESTENV=off".into()));
         }
-        eprintln!("flavio-testenv: starting the test environment (first run builds Kubernetes, ~10 min)");
+        eprintln!(
+            "flavio-testenv: starting the test environment (first run builds Kubernetes, ~10 min)"
+        );
         let script = testenv_script();
         let status = tokio::process::Command::new("bash")
             .arg(&script)
@@ -144,7 +148,10 @@ impl TestEnv {
             .await
             .map_err(|e| Error::io(&script, e))?;
         if !status.success() || !reachable(&kubeconfig).await {
-            return Err(Error::Unavailable(format!("`{} up` failed ({status})", script.display())));
+            return Err(Error::Unavailable(format!(
+                "`{} up` failed ({status})",
+                script.display()
+            )));
         }
         let stop = Arc::new(StopOnDrop);
         if let Ok(mut w) = STARTED.lock() {
@@ -174,7 +181,10 @@ impl TestEnv {
 
     /// Host directory backing a PersistentVolumeClaim.
     pub fn pvc_dir(&self, namespace: &str, claim: &str) -> PathBuf {
-        self.state_dir.join("kubelet/pvc").join(namespace).join(claim)
+        self.state_dir
+            .join("kubelet/pvc")
+            .join(namespace)
+            .join(claim)
     }
 
     /// Where the stand-in writes container output.
@@ -189,7 +199,11 @@ impl TestEnv {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let name = format!("{prefix}-{:x}{:04x}", std::process::id() % 0xfff, nanos % 0xffff);
+        let name = format!(
+            "{prefix}-{:x}{:04x}",
+            std::process::id() % 0xfff,
+            nanos % 0xffff
+        );
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": {"testenv.flaviodb.io/test": "true"}}
@@ -198,15 +212,19 @@ impl TestEnv {
             .create(&PostParams::default(), &ns)
             .await?;
         let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-        wait_for("the namespace's default ServiceAccount token", Duration::from_secs(30), || {
-            let sas = sas.clone();
-            async move {
-                Ok(sas
-                    .get_opt("default")
-                    .await?
-                    .filter(|sa| sa.secrets.as_ref().is_some_and(|s| !s.is_empty())))
-            }
-        })
+        wait_for(
+            "the namespace's default ServiceAccount token",
+            Duration::from_secs(30),
+            || {
+                let sas = sas.clone();
+                async move {
+                    Ok(sas
+                        .get_opt("default")
+                        .await?
+                        .filter(|sa| sa.secrets.as_ref().is_some_and(|s| !s.is_empty())))
+                }
+            },
+        )
         .await?;
         Ok(TestNamespace {
             name,
@@ -256,16 +274,33 @@ async fn delete_namespace(client: &Client, name: &str) -> Result<()> {
         Err(e) => return Err(e.into()),
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), name);
-    let gone = wait_for("pods of the test namespace to stop", Duration::from_secs(60), || {
-        let pods = pods.clone();
-        async move { Ok(pods.list(&ListParams::default()).await?.items.is_empty().then_some(())) }
-    })
+    let gone = wait_for(
+        "pods of the test namespace to stop",
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            async move {
+                Ok(pods
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .is_empty()
+                    .then_some(()))
+            }
+        },
+    )
     .await;
     if gone.is_err() {
         // Last resort: force-delete; the stand-in then kills the processes.
         for p in pods.list(&ListParams::default()).await?.items {
             let _ = pods
-                .delete(&p.name_any(), &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() })
+                .delete(
+                    &p.name_any(),
+                    &DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..DeleteParams::default()
+                    },
+                )
                 .await;
         }
     }
@@ -281,7 +316,9 @@ impl Drop for TestNamespace {
         let name = self.name.clone();
         let kubeconfig = self.kubeconfig.clone();
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             if let Ok(rt) = rt {
                 rt.block_on(async move {
                     if let Ok(client) = client_from(&kubeconfig).await
@@ -328,7 +365,8 @@ pub async fn kill_pod_process(pods: &Api<Pod>, name: &str) -> Result<()> {
         .unwrap_or(0)
         .to_string();
     let patch = serde_json::json!({"metadata": {"annotations": {KILL_ANNOTATION: token}}});
-    pods.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    pods.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
     Ok(())
 }
 
@@ -351,7 +389,10 @@ pub fn container_pid(pod: &Pod, container: &str) -> Option<i32> {
 pub fn pid_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rfind(')').and_then(|i| s.get(i + 2..i + 3).map(str::to_string)))
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s.get(i + 2..i + 3).map(str::to_string))
+        })
         .is_some_and(|state| state != "Z")
 }
 

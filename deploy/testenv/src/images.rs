@@ -38,7 +38,10 @@ impl ImageMap {
             let (image, bin) = line
                 .split_once('=')
                 .map(|(a, b)| (a.trim(), b.trim()))
-                .or_else(|| line.split_once(char::is_whitespace).map(|(a, b)| (a.trim(), b.trim())))
+                .or_else(|| {
+                    line.split_once(char::is_whitespace)
+                        .map(|(a, b)| (a.trim(), b.trim()))
+                })
                 .ok_or_else(|| Error::ImageMap {
                     path: origin.to_path_buf(),
                     line: i + 1,

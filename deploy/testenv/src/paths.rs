@@ -83,7 +83,10 @@ mod tests {
     fn rewrites_paths_under_mounts() {
         let m = mounts();
         assert_eq!(rewrite_value("/var/lib/flavio", &m), "/h/pvc/data-0");
-        assert_eq!(rewrite_value("/var/lib/flavio/ring", &m), "/h/pvc/data-0/ring");
+        assert_eq!(
+            rewrite_value("/var/lib/flavio/ring", &m),
+            "/h/pvc/data-0/ring"
+        );
         assert_eq!(rewrite_value("/var/lib/flavio/cookie/c", &m), "/h/secret/c");
         assert_eq!(
             rewrite_value("--data-dir=/var/lib/flavio", &m),

@@ -16,7 +16,12 @@ use serde_json::json;
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// A pod running `script` in `sh -c`, with `OUT` pointing at a hostPath dir.
-fn shell_pod(name: &str, script: &str, out_dir: &str, grace: i64) -> Result<Pod, serde_json::Error> {
+fn shell_pod(
+    name: &str,
+    script: &str,
+    out_dir: &str,
+    grace: i64,
+) -> Result<Pod, serde_json::Error> {
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name},
@@ -36,7 +41,9 @@ fn shell_pod(name: &str, script: &str, out_dir: &str, grace: i64) -> Result<Pod,
 
 #[tokio::test]
 async fn deletion_sends_sigterm_first_then_sigkill_after_grace() -> TestResult {
-    let Some(env) = TestEnv::get().await? else { return Ok(()) };
+    let Some(env) = TestEnv::get().await? else {
+        return Ok(());
+    };
     let ns = env.namespace("sigterm").await?;
     let pods: Api<Pod> = ns.api();
     let out = tempfile::tempdir()?;
@@ -44,19 +51,33 @@ async fn deletion_sends_sigterm_first_then_sigkill_after_grace() -> TestResult {
 
     // A process that handles SIGTERM: it records it and exits well within the grace.
     let graceful = "trap 'echo TERM > $OUT/term; exit 0' TERM; touch $OUT/started; while true; do sleep 0.1; done";
-    pods.create(&PostParams::default(), &shell_pod("graceful", graceful, &out_dir, 30)?).await?;
+    pods.create(
+        &PostParams::default(),
+        &shell_pod("graceful", graceful, &out_dir, 30)?,
+    )
+    .await?;
     wait_pod_ready(&pods, "graceful", Duration::from_secs(30)).await?;
     let t0 = Instant::now();
     pods.delete("graceful", &DeleteParams::default()).await?;
     wait_pod_gone(&pods, "graceful", Duration::from_secs(30)).await?;
     let took = t0.elapsed();
-    assert_eq!(std::fs::read_to_string(out.path().join("term"))?.trim(), "TERM");
-    assert!(took < Duration::from_secs(10), "graceful exit took {took:?}");
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("term"))?.trim(),
+        "TERM"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "graceful exit took {took:?}"
+    );
 
     // A process that ignores SIGTERM is SIGKILLed once the 2 s grace is over.
     std::fs::remove_file(out.path().join("started"))?;
     let stubborn = "trap 'echo TERM >> $OUT/stubborn' TERM; touch $OUT/started; while true; do sleep 0.1; done";
-    pods.create(&PostParams::default(), &shell_pod("stubborn", stubborn, &out_dir, 2)?).await?;
+    pods.create(
+        &PostParams::default(),
+        &shell_pod("stubborn", stubborn, &out_dir, 2)?,
+    )
+    .await?;
     let pod = wait_pod_ready(&pods, "stubborn", Duration::from_secs(30)).await?;
     let pid = container_pid(&pod, "main").ok_or("no pid in containerID")?;
     let t0 = Instant::now();
@@ -64,7 +85,10 @@ async fn deletion_sends_sigterm_first_then_sigkill_after_grace() -> TestResult {
     wait_pod_gone(&pods, "stubborn", Duration::from_secs(30)).await?;
     let took = t0.elapsed();
     assert!(std::fs::read_to_string(out.path().join("stubborn"))?.contains("TERM"));
-    assert!(took >= Duration::from_secs(2), "killed before the grace period: {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "killed before the grace period: {took:?}"
+    );
     assert!(took < Duration::from_secs(10), "kill took {took:?}");
     assert!(!pid_alive(pid), "process {pid} still alive");
     ns.cleanup().await?;
@@ -73,28 +97,38 @@ async fn deletion_sends_sigterm_first_then_sigkill_after_grace() -> TestResult {
 
 #[tokio::test]
 async fn killed_process_is_restarted_and_counted() -> TestResult {
-    let Some(env) = TestEnv::get().await? else { return Ok(()) };
+    let Some(env) = TestEnv::get().await? else {
+        return Ok(());
+    };
     let ns = env.namespace("restart").await?;
     let pods: Api<Pod> = ns.api();
     let out = tempfile::tempdir()?;
     let script = "touch $OUT/started; exec sleep 3600";
-    pods.create(&PostParams::default(), &shell_pod("victim", script, &out.path().display().to_string(), 5)?).await?;
+    pods.create(
+        &PostParams::default(),
+        &shell_pod("victim", script, &out.path().display().to_string(), 5)?,
+    )
+    .await?;
     let pod = wait_pod_ready(&pods, "victim", Duration::from_secs(30)).await?;
     let first = container_pid(&pod, "main").ok_or("no pid")?;
     assert_eq!(restart_count(&pod, "main"), 0);
 
     kill_pod_process(&pods, "victim").await?;
     let pods2 = pods.clone();
-    let pod = wait_for("restartCount 1 and Ready again", Duration::from_secs(30), || {
-        let pods = pods2.clone();
-        async move {
-            Ok(pods.get_opt("victim").await?.filter(|p| {
-                restart_count(p, "main") == 1
-                    && flavio_testenv::harness::pod_ready(p)
-                    && container_pid(p, "main").is_some_and(|pid| pid != first)
-            }))
-        }
-    })
+    let pod = wait_for(
+        "restartCount 1 and Ready again",
+        Duration::from_secs(30),
+        || {
+            let pods = pods2.clone();
+            async move {
+                Ok(pods.get_opt("victim").await?.filter(|p| {
+                    restart_count(p, "main") == 1
+                        && flavio_testenv::harness::pod_ready(p)
+                        && container_pid(p, "main").is_some_and(|pid| pid != first)
+                }))
+            }
+        },
+    )
     .await?;
     let second = container_pid(&pod, "main").ok_or("no pid")?;
     assert!(!pid_alive(first), "killed process {first} still alive");
@@ -115,7 +149,9 @@ async fn killed_process_is_restarted_and_counted() -> TestResult {
 
 #[tokio::test]
 async fn pvc_directory_survives_pod_and_is_remounted() -> TestResult {
-    let Some(env) = TestEnv::get().await? else { return Ok(()) };
+    let Some(env) = TestEnv::get().await? else {
+        return Ok(());
+    };
     let ns = env.namespace("pvc").await?;
     let pods: Api<Pod> = ns.api();
     let pvcs: Api<PersistentVolumeClaim> = ns.api();
@@ -144,16 +180,30 @@ async fn pvc_directory_survives_pod_and_is_remounted() -> TestResult {
             }
         }))
     };
-    pods.create(&PostParams::default(), &pod("first", "echo one >> $D/marks; touch $D/ready-$HOSTNAME; exec sleep 3600")?).await?;
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "first",
+            "echo one >> $D/marks; touch $D/ready-$HOSTNAME; exec sleep 3600",
+        )?,
+    )
+    .await?;
     wait_pod_ready(&pods, "first", Duration::from_secs(30)).await?;
     pods.delete("first", &DeleteParams::default()).await?;
     wait_pod_gone(&pods, "first", Duration::from_secs(30)).await?;
     let dir = env.pvc_dir(&ns.name, "data");
-    assert_eq!(std::fs::read_to_string(dir.join("marks"))?, "one\n", "data lost with the pod");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("marks"))?,
+        "one\n",
+        "data lost with the pod"
+    );
 
     pods.create(
         &PostParams::default(),
-        &pod("second", "cp $D/marks $D/seen; echo two >> $D/marks; touch $D/ready-$HOSTNAME; exec sleep 3600")?,
+        &pod(
+            "second",
+            "cp $D/marks $D/seen; echo two >> $D/marks; touch $D/ready-$HOSTNAME; exec sleep 3600",
+        )?,
     )
     .await?;
     wait_pod_ready(&pods, "second", Duration::from_secs(30)).await?;
@@ -165,22 +215,30 @@ async fn pvc_directory_survives_pod_and_is_remounted() -> TestResult {
 
 #[tokio::test]
 async fn environment_is_resolved_like_the_kubelet() -> TestResult {
-    let Some(env) = TestEnv::get().await? else { return Ok(()) };
+    let Some(env) = TestEnv::get().await? else {
+        return Ok(());
+    };
     let ns = env.namespace("env").await?;
     let pods: Api<Pod> = ns.api();
     let secrets: Api<Secret> = ns.api();
     let cms: Api<ConfigMap> = ns.api();
     secrets
-        .create(&PostParams::default(), &serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
-            "stringData": {"cookie": "sekrit"}
-        }))?)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                "stringData": {"cookie": "sekrit"}
+            }))?,
+        )
         .await?;
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
             "data": {"color": "blue", "file.txt": "from-configmap"}
-        }))?)
-        .await?;
+        }))?,
+    )
+    .await?;
     let out = tempfile::tempdir()?;
     let p: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "envy", "labels": {"tier": "gold"}},
@@ -212,14 +270,24 @@ async fn environment_is_resolved_like_the_kubelet() -> TestResult {
     }))?;
     pods.create(&PostParams::default(), &p).await?;
     let pod = wait_pod_ready(&pods, "envy", Duration::from_secs(30)).await?;
-    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).ok_or("no podIP")?;
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .ok_or("no podIP")?;
     assert!(ip.starts_with("127."), "podIP {ip} is not loopback");
     let got = std::fs::read_to_string(out.path().join("env"))?;
     assert_eq!(
         got.trim(),
-        format!("envy {} {ip} sekrit blue gold {ip}:10017 $(LITERAL)", ns.name)
+        format!(
+            "envy {} {ip} sekrit blue gold {ip}:10017 $(LITERAL)",
+            ns.name
+        )
     );
-    assert_eq!(std::fs::read_to_string(out.path().join("conf"))?, "from-configmap");
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("conf"))?,
+        "from-configmap"
+    );
     ns.cleanup().await?;
     Ok(())
 }

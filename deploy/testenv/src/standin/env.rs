@@ -45,11 +45,15 @@ pub(crate) fn field_ref(pod: &Pod, ip: &str, path: &str) -> Option<String> {
 }
 
 async fn get_secret(client: &Client, ns: &str, name: &str) -> Result<Option<Secret>> {
-    Ok(Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await?)
+    Ok(Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await?)
 }
 
 async fn get_config_map(client: &Client, ns: &str, name: &str) -> Result<Option<ConfigMap>> {
-    Ok(Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(name).await?)
+    Ok(Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await?)
 }
 
 fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
@@ -116,8 +120,16 @@ pub(crate) async fn container_env(
     set(&mut vars, "HOSTNAME".into(), hostname);
     if let Some((host, port)) = &cfg.apiserver {
         set(&mut vars, "KUBERNETES_SERVICE_HOST".into(), host.clone());
-        set(&mut vars, "KUBERNETES_SERVICE_PORT".into(), port.to_string());
-        set(&mut vars, "KUBERNETES_SERVICE_PORT_HTTPS".into(), port.to_string());
+        set(
+            &mut vars,
+            "KUBERNETES_SERVICE_PORT".into(),
+            port.to_string(),
+        );
+        set(
+            &mut vars,
+            "KUBERNETES_SERVICE_PORT_HTTPS".into(),
+            port.to_string(),
+        );
     }
     for src in c.env_from.iter().flatten() {
         let prefix = src.prefix.clone().unwrap_or_default();
@@ -137,7 +149,11 @@ pub(crate) async fn container_env(
             BTreeMap::new()
         };
         for (k, v) in data {
-            set(&mut vars, format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned());
+            set(
+                &mut vars,
+                format!("{prefix}{k}"),
+                String::from_utf8_lossy(&v).into_owned(),
+            );
         }
     }
     for e in c.env.iter().flatten() {
@@ -148,7 +164,11 @@ pub(crate) async fn container_env(
                 })?
             } else if let Some(r) = &from.secret_key_ref {
                 let secret = get_secret(client, &ns, &r.name).await?;
-                match secret.as_ref().map(secret_data).and_then(|d| d.get(&r.key).cloned()) {
+                match secret
+                    .as_ref()
+                    .map(secret_data)
+                    .and_then(|d| d.get(&r.key).cloned())
+                {
                     Some(v) => String::from_utf8_lossy(&v).into_owned(),
                     None if r.optional == Some(true) => continue,
                     None => {
@@ -160,7 +180,11 @@ pub(crate) async fn container_env(
                 }
             } else if let Some(r) = &from.config_map_key_ref {
                 let cm = get_config_map(client, &ns, &r.name).await?;
-                match cm.as_ref().map(config_map_data).and_then(|d| d.get(&r.key).cloned()) {
+                match cm
+                    .as_ref()
+                    .map(config_map_data)
+                    .and_then(|d| d.get(&r.key).cloned())
+                {
                     Some(v) => String::from_utf8_lossy(&v).into_owned(),
                     None if r.optional == Some(true) => continue,
                     None => {
@@ -183,7 +207,11 @@ pub(crate) async fn container_env(
             let raw = e.value.clone().unwrap_or_default();
             let snapshot = vars.clone();
             expand(&raw, |name| {
-                snapshot.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+                snapshot
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
             })
         };
         set(&mut vars, e.name.clone(), value);
@@ -199,12 +227,19 @@ pub(crate) fn rewrite_env(vars: &mut [(String, String)], mounts: &[Mount]) {
 }
 
 /// Expands `$(VAR)` in command/args with `vars`, then rewrites mount paths.
-pub(crate) fn expand_args(items: &[String], vars: &[(String, String)], mounts: &[Mount]) -> Vec<String> {
+pub(crate) fn expand_args(
+    items: &[String],
+    vars: &[(String, String)],
+    mounts: &[Mount],
+) -> Vec<String> {
     items
         .iter()
         .map(|a| {
             let e = expand(a, |name| {
-                vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+                vars.iter()
+                    .rev()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
             });
             rewrite_value(&e, mounts)
         })
@@ -232,9 +267,16 @@ pub(crate) fn resolve_program(
     mapped: Option<&Path>,
     vars: &[(String, String)],
 ) -> Result<PathBuf> {
-    let not_found = |what: &str| Error::container("RunContainerError", format!("executable {what:?} not found"));
+    let not_found = |what: &str| {
+        Error::container(
+            "RunContainerError",
+            format!("executable {what:?} not found"),
+        )
+    };
     let Some(argv0) = argv0 else {
-        return mapped.map(Path::to_path_buf).ok_or_else(|| not_found("<image entrypoint>"));
+        return mapped
+            .map(Path::to_path_buf)
+            .ok_or_else(|| not_found("<image entrypoint>"));
     };
     if let Some(m) = mapped {
         let base = Path::new(argv0).file_name();
@@ -244,7 +286,11 @@ pub(crate) fn resolve_program(
     }
     if argv0.contains('/') {
         let p = PathBuf::from(argv0);
-        return if p.exists() { Ok(p) } else { Err(not_found(argv0)) };
+        return if p.exists() {
+            Ok(p)
+        } else {
+            Err(not_found(argv0))
+        };
     }
     let path = vars
         .iter()
@@ -358,11 +404,17 @@ pub(crate) async fn prepare_volume(
 }
 
 /// The mounts of container `c`, given host dirs of the pod's volumes.
-pub(crate) fn container_mounts(c: &Container, volumes: &BTreeMap<String, PathBuf>) -> Result<Vec<Mount>> {
+pub(crate) fn container_mounts(
+    c: &Container,
+    volumes: &BTreeMap<String, PathBuf>,
+) -> Result<Vec<Mount>> {
     let mut out = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
         let base = volumes.get(&m.name).ok_or_else(|| {
-            config_error(format!("volumeMount {:?} names no volume of the pod", m.name))
+            config_error(format!(
+                "volumeMount {:?} names no volume of the pod",
+                m.name
+            ))
         })?;
         let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             Some(sub) => {

@@ -28,8 +28,8 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -173,7 +173,10 @@ struct Worker {
 }
 
 /// Does `labels` satisfy a simple selector (`k=v`, `k==v`, `k!=v`, `k`, `!k`)?
-pub fn selector_matches(selector: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
+pub fn selector_matches(
+    selector: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
     selector
         .split(',')
         .map(str::trim)
@@ -198,7 +201,11 @@ pub async fn run(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    for dir in [cfg.state_dir.clone(), cfg.pid_dir(), cfg.state_dir.join("pods")] {
+    for dir in [
+        cfg.state_dir.clone(),
+        cfg.pid_dir(),
+        cfg.state_dir.join("pods"),
+    ] {
         std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
     }
     node::register(&client, &cfg).await?;

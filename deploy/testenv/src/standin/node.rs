@@ -27,7 +27,8 @@ fn node_status(name: &str) -> Value {
         json!({"type": t, "status": s, "reason": reason, "message": reason,
                "lastHeartbeatTime": now, "lastTransitionTime": now})
     };
-    let capacity = json!({"cpu": "2", "memory": "24Gi", "pods": "250", "ephemeral-storage": "100Gi"});
+    let capacity =
+        json!({"cpu": "2", "memory": "24Gi", "pods": "250", "ephemeral-storage": "100Gi"});
     json!({
         "status": {
             "conditions": [
@@ -91,7 +92,11 @@ pub(crate) async fn heartbeat(client: Client, name: String) {
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
         if let Err(e) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(node_status(&name)))
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(node_status(&name)),
+            )
             .await
         {
             tracing::warn!("node heartbeat: {e}");

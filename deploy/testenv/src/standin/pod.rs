@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -132,7 +132,9 @@ struct PodRun {
 }
 
 fn probe_times(p: &Probe) -> (Duration, Duration, Duration, i32, i32) {
-    let secs = |v: Option<i32>, d: i32| Duration::from_secs(u64::try_from(v.unwrap_or(d).max(0)).unwrap_or(0));
+    let secs = |v: Option<i32>, d: i32| {
+        Duration::from_secs(u64::try_from(v.unwrap_or(d).max(0)).unwrap_or(0))
+    };
     (
         secs(p.initial_delay_seconds, 0),
         secs(p.period_seconds, 10).max(Duration::from_millis(100)),
@@ -173,9 +175,22 @@ impl PodRun {
         std::fs::create_dir_all(self.pod_dir.join("root"))
             .map_err(|e| Error::io(&self.pod_dir, e))?;
         let mut vols = BTreeMap::new();
-        let specs = self.pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+        let specs = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
         for v in &specs {
-            let dir = prepare_volume(&self.shared.client, &self.shared.cfg, &self.pod, &ip, &self.pod_dir, v).await?;
+            let dir = prepare_volume(
+                &self.shared.client,
+                &self.shared.cfg,
+                &self.pod,
+                &ip,
+                &self.pod_dir,
+                v,
+            )
+            .await?;
             vols.insert(v.name.clone(), dir);
         }
         self.volumes = Some(vols);
@@ -190,12 +205,18 @@ impl PodRun {
             ImageMap::default()
         };
         let image = c.spec.image.clone().unwrap_or_default();
-        let mapped = images.lookup(&image).map(std::path::Path::to_path_buf).ok_or_else(|| {
-            Error::container(
-                "ErrImagePull",
-                format!("image {image:?} is not in the test environment's image map {}", cfg.image_map.display()),
-            )
-        })?;
+        let mapped = images
+            .lookup(&image)
+            .map(std::path::Path::to_path_buf)
+            .ok_or_else(|| {
+                Error::container(
+                    "ErrImagePull",
+                    format!(
+                        "image {image:?} is not in the test environment's image map {}",
+                        cfg.image_map.display()
+                    ),
+                )
+            })?;
         let ip = self.ip.map(|i| i.to_string()).unwrap_or_default();
         let mut vars = container_env(
             &self.shared.client,
@@ -213,7 +234,11 @@ impl PodRun {
         if !vars.iter().any(|(k, _)| k == "HOME") {
             vars.push(("HOME".into(), root.display().to_string()));
         }
-        let command = expand_args(c.spec.command.as_deref().unwrap_or_default(), &vars, &mounts);
+        let command = expand_args(
+            c.spec.command.as_deref().unwrap_or_default(),
+            &vars,
+            &mounts,
+        );
         let args = expand_args(c.spec.args.as_deref().unwrap_or_default(), &vars, &mounts);
         let prog = resolve_program(command.first().map(String::as_str), Some(&mapped), &vars)?;
         let mut argv = vec![prog.display().to_string()];
@@ -265,7 +290,9 @@ impl PodRun {
             };
             tracing::info!(pod = %format!("{}/{}", self.ns, self.name), container = %c.spec.name, code, restart, "exited");
             if restart {
-                if c.run_started.is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
+                if c.run_started
+                    .is_some_and(|t| t.elapsed() > Duration::from_secs(10))
+                {
                     c.backoff = self.shared.cfg.restart_backoff;
                 }
                 c.last_state = term;
@@ -311,7 +338,11 @@ impl PodRun {
     async fn probe_once(&self, c: &Ctr, p: &Probe, timeout: Duration) -> bool {
         let ip = self.ip.unwrap_or(Ipv4Addr::LOCALHOST);
         if let Some(exec) = &p.exec {
-            let cmd = expand_probe(exec.command.as_deref().unwrap_or_default(), &c.spec, &c.mounts);
+            let cmd = expand_probe(
+                exec.command.as_deref().unwrap_or_default(),
+                &c.spec,
+                &c.mounts,
+            );
             let images = ImageMap::load(&self.shared.cfg.image_map).unwrap_or_default();
             let mapped = c.spec.image.as_deref().and_then(|i| images.lookup(i));
             let Ok(prog) = resolve_program(cmd.first().map(String::as_str), mapped, &c.env) else {
@@ -476,7 +507,11 @@ impl PodRun {
     }
 
     async fn report(&mut self) {
-        let inits_done = self.ctrs.iter().filter(|c| c.init).all(|c| c.done && c.exit_ok);
+        let inits_done = self
+            .ctrs
+            .iter()
+            .filter(|c| c.init)
+            .all(|c| c.done && c.exit_ok);
         let init_failed = self.ctrs.iter().any(|c| c.init && c.done && !c.exit_ok);
         let mains: Vec<&Ctr> = self.ctrs.iter().filter(|c| !c.init).collect();
         let all_done = !mains.is_empty() && mains.iter().all(|c| c.done);
@@ -485,7 +520,11 @@ impl PodRun {
         } else if !inits_done {
             "Pending"
         } else if all_done {
-            if mains.iter().all(|c| c.exit_ok) { "Succeeded" } else { "Failed" }
+            if mains.iter().all(|c| c.exit_ok) {
+                "Succeeded"
+            } else {
+                "Failed"
+            }
         } else if mains.iter().any(|c| c.started_once) {
             "Running"
         } else {
@@ -493,7 +532,12 @@ impl PodRun {
         };
         let all_ready = !mains.is_empty() && mains.iter().all(|c| c.ready) && phase == "Running";
         let main_status: Vec<Value> = mains.iter().map(|c| c.status()).collect();
-        let init_status: Vec<Value> = self.ctrs.iter().filter(|c| c.init).map(Ctr::status).collect();
+        let init_status: Vec<Value> = self
+            .ctrs
+            .iter()
+            .filter(|c| c.init)
+            .map(Ctr::status)
+            .collect();
         let conditions = vec![
             self.condition("Initialized", inits_done),
             self.condition("Ready", all_ready),
@@ -521,15 +565,25 @@ impl PodRun {
             return;
         }
         let patch = json!({ "status": status });
-        match self.api().patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match self
+            .api()
+            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => self.last_reported = Some(status),
-            Err(e) => tracing::warn!(pod = %format!("{}/{}", self.ns, self.name), "status update failed: {e}"),
+            Err(e) => {
+                tracing::warn!(pod = %format!("{}/{}", self.ns, self.name), "status update failed: {e}")
+            }
         }
     }
 
     /// SIGTERM every process, wait up to `grace`, then SIGKILL.
     async fn terminate(&mut self, grace: Duration) {
-        let running: Vec<i32> = self.ctrs.iter().filter_map(|c| c.proc.as_ref().map(|p| p.pid)).collect();
+        let running: Vec<i32> = self
+            .ctrs
+            .iter()
+            .filter_map(|c| c.proc.as_ref().map(|p| p.pid))
+            .collect();
         if !running.is_empty() {
             tracing::info!(pod = %format!("{}/{}", self.ns, self.name), ?running, grace_secs = grace.as_secs(), "terminating");
         }
@@ -586,7 +640,12 @@ impl PodRun {
             .pod
             .metadata
             .deletion_grace_period_seconds
-            .or_else(|| self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
             .unwrap_or(30);
         Duration::from_secs(u64::try_from(secs.max(0)).unwrap_or(0))
     }
@@ -603,7 +662,9 @@ impl PodRun {
         match self.api().delete(&self.name, &dp).await {
             Ok(_) => tracing::info!(pod = %format!("{}/{}", self.ns, self.name), "removed"),
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => tracing::warn!(pod = %format!("{}/{}", self.ns, self.name), "delete failed: {e}"),
+            Err(e) => {
+                tracing::warn!(pod = %format!("{}/{}", self.ns, self.name), "delete failed: {e}")
+            }
         }
     }
 }
@@ -621,9 +682,18 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, pod: Pod, mut rx: watch::Receiv
         .into_iter()
         .map(|c| Ctr::new(c, true, backoff))
         .collect();
-    ctrs.extend(spec.containers.into_iter().map(|c| Ctr::new(c, false, backoff)));
+    ctrs.extend(
+        spec.containers
+            .into_iter()
+            .map(|c| Ctr::new(c, false, backoff)),
+    );
     let ip = shared.alloc_ip();
-    let pod_dir = shared.cfg.state_dir.join("pods").join(&ns).join(format!("{name}_{uid}"));
+    let pod_dir = shared
+        .cfg
+        .state_dir
+        .join("pods")
+        .join(&ns)
+        .join(format!("{name}_{uid}"));
     let log_dir = shared.cfg.state_dir.join("logs");
     let _ = std::fs::create_dir_all(&log_dir);
     let kill_token = pod.annotations().get(KILL_ANNOTATION).cloned();
@@ -677,7 +747,7 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, pod: Pod, mut rx: watch::Receiv
         }
         run.check_kill();
         if run.ip.is_some() {
-                run.step().await;
+            run.step().await;
         }
         run.report().await;
         tokio::select! {

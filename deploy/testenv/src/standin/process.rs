@@ -38,7 +38,10 @@ pub fn is_alive(record: &PidRecord) -> bool {
     process_start_time(record.pid) == Some(record.start_time)
         && std::fs::read_to_string(format!("/proc/{}/stat", record.pid))
             .ok()
-            .and_then(|s| s.rfind(')').and_then(|i| s.get(i + 2..i + 3).map(str::to_string)))
+            .and_then(|s| {
+                s.rfind(')')
+                    .and_then(|i| s.get(i + 2..i + 3).map(str::to_string))
+            })
             .is_some_and(|state| state != "Z")
 }
 
@@ -51,7 +54,11 @@ pub fn read_pidfiles(dir: &Path) -> Vec<PidRecord> {
         .flatten()
         .filter_map(|e| {
             let pid = e.file_name().to_str()?.parse().ok()?;
-            let start_time = std::fs::read_to_string(e.path()).ok()?.trim().parse().ok()?;
+            let start_time = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
             Some(PidRecord { pid, start_time })
         })
         .collect()
