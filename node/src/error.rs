@@ -15,6 +15,9 @@ pub enum Error {
     /// A claim or preference list asked of a ring without members.
     #[error("the ring has no members")]
     NoMembers,
+    /// The request is valid but the cluster is not in a state to accept it.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// Replication parameters that cannot be satisfied.
     #[error("invalid request: {0}")]
     InvalidArgument(String),
@@ -37,6 +40,20 @@ pub enum Error {
         n: usize,
         /// The timeout that expired.
         timeout_ms: u64,
+    },
+    /// A quorum request that failed because too many replicas answered with errors.
+    #[error(
+        "quorum not reached: {received} of {wanted} replies (N={n}); failed replicas: {errors}"
+    )]
+    QuorumFailed {
+        /// Successful replies.
+        received: usize,
+        /// Replies required (W).
+        wanted: usize,
+        /// Replicas asked (N).
+        n: usize,
+        /// What the failed replicas said.
+        errors: String,
     },
     /// A vnode refused a command it does not know.
     #[error("vnode {partition} does not understand command {command:?}")]
@@ -69,6 +86,9 @@ pub enum Error {
         /// What the store said.
         message: String,
     },
+    /// A staged write could not be made durable; the command's reply is withheld.
+    #[error("could not persist the write: {0}")]
+    PersistFailed(String),
     /// A stored value that cannot be decoded.
     #[error("corrupt stored value for {what}: {message}")]
     Corrupt {
@@ -105,9 +125,16 @@ impl Error {
             | Error::Overflow { .. } => Code::InvalidArgument,
             Error::UnknownCommand { .. } => Code::Unimplemented,
             Error::QuorumTimeout { .. } => Code::DeadlineExceeded,
-            Error::ShuttingDown | Error::NoMembers => Code::Unavailable,
-            Error::RingSizeMismatch { .. } => Code::FailedPrecondition,
-            Error::Storage { .. } | Error::Corrupt { .. } | Error::Io { .. } => Code::Internal,
+            Error::ShuttingDown | Error::NoMembers | Error::QuorumFailed { .. } => {
+                Code::Unavailable
+            }
+            Error::RingSizeMismatch { .. } | Error::FailedPrecondition(_) => {
+                Code::FailedPrecondition
+            }
+            Error::Storage { .. }
+            | Error::PersistFailed(_)
+            | Error::Corrupt { .. }
+            | Error::Io { .. } => Code::Internal,
             Error::Rpc(_) => Code::Unavailable,
         }
     }

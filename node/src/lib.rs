@@ -18,6 +18,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod error;
 pub mod request;
 pub mod ring;

@@ -1,5 +1,5 @@
 //! The `flavio` binary: see [`flavio_node::cli`].
 
-fn main() -> anyhow::Result<()> {
-    Ok(())
+fn main() -> std::process::ExitCode {
+    flavio_node::cli::main()
 }

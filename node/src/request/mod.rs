@@ -1,1 +1,15 @@
-//! (being written)
+//! Requests that span vnodes: riak_core's "op FSM" (a quorum request to the N
+//! vnodes of a preference list, done after W replies) and "coverage FSM" (one
+//! request to every vnode, results merged).
+//!
+//! Each has a pure state machine ([`quorum::Quorum`], [`coverage::Coverage`])
+//! that decides when the request is done, tested without a runtime, and a thin
+//! async driver that sends the messages and feeds replies and the timeout in.
+//! Left out: read repair, retries, and sloppy quorums over fallback vnodes
+//! (those need the cluster's view of which nodes are up).
+
+pub mod coverage;
+pub mod dispatch;
+pub mod quorum;
+
+pub use dispatch::{CoverageSink, Dispatch};

@@ -6,5 +6,20 @@
 //! strictly greater than its hash. Claim decides which member owns each
 //! partition; a preference list is a partition and its successors.
 //!
+//! - [`chash`]: ring sizes, key hashes, partition indices and their decimal form.
+//! - [`claim`]: balanced, spaced, least-movement assignment of partitions.
+//! - [`state`]: [`Ring`], the owner of every partition.
+//! - [`apl`]: preference lists, plain and annotated with fallbacks for down nodes.
+//!
 //! Everything here is pure and synchronous: no I/O, no clocks, no tokio.
 //! Membership states, versions and gossip belong to the cluster layer.
+
+pub mod apl;
+pub mod chash;
+pub mod claim;
+pub mod state;
+
+pub use apl::{Replica, Role};
+pub use chash::{KeyHash, PartitionId, RingIndex, RingSize, hash_key};
+pub use claim::{Claim, ClaimPath, DEFAULT_TARGET_N_VAL, claim};
+pub use state::Ring;

@@ -1,1 +1,14 @@
-//! (being written)
+//! The gRPC edge: tonic services, the client, the cookie check, and the
+//! conversions between generated `flavio.v1` types and domain types.
+//!
+//! Generated types stay here; the ring, vnodes and app never see them.
+//! The health service (`grpc.health.v1`) is served without a cookie so
+//! probes need no secret; it reveals nothing but liveness.
+
+pub mod auth;
+pub mod client;
+mod convert;
+pub mod server;
+
+pub use auth::Cookie;
+pub use client::Client;

@@ -1,0 +1,285 @@
+//! `flavio bench`: bounded load against running nodes, reporting throughput
+//! and HDR-histogram latencies. The streaming session keeps `--concurrency`
+//! requests in flight per run; `--unary` makes one call per request instead.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use flavio_proto::v1 as pb;
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{ClientArgs, Failure, Output};
+use crate::rpc::Client;
+
+/// Which operation to drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Op {
+    /// `ping`.
+    Ping,
+    /// `add` with operands that vary per request, so every partition is hit.
+    Add,
+    /// `stats` (a coverage request over every vnode).
+    Stats,
+}
+
+/// Arguments of `flavio bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Operation to drive.
+    #[arg(long, value_enum, default_value_t = Op::Ping)]
+    op: Op,
+    /// Requests in flight, spread evenly over the nodes.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    concurrency: u32,
+    /// How long to run: `10s`, `500ms`, `2m` (at most 1h).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// One unary call per request instead of the streaming session.
+    #[arg(long)]
+    unary: bool,
+    /// N for `add` (node default when omitted).
+    #[arg(long)]
+    n: Option<u32>,
+    /// W for `add` (node default when omitted).
+    #[arg(long)]
+    w: Option<u32>,
+    /// More node addresses to spread the load over (besides --node).
+    #[arg(long = "also-node", value_name = "HOST:PORT")]
+    also: Vec<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: use e.g. 10s, 500ms, 2m"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s or m")),
+    };
+    if !(0.001..=3600.0).contains(&secs) {
+        return Err(format!("duration {s:?} must be between 1ms and 1h"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// What one worker measured.
+struct Tally {
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    latency_us: Histogram<u64>,
+}
+
+impl Tally {
+    fn new() -> Result<Tally, Failure> {
+        Ok(Tally {
+            ok: 0,
+            errors: 0,
+            first_error: None,
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| Failure {
+                code: 1,
+                message: format!("histogram: {e}"),
+            })?,
+        })
+    }
+
+    fn record(&mut self, started: Instant, outcome: Result<(), String>) {
+        let us = started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
+        let _ = self.latency_us.record(us);
+        match outcome {
+            Ok(()) => self.ok += 1,
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        let _ = self.latency_us.add(other.latency_us);
+    }
+}
+
+fn make_op(op: Op, seq: u64, args: &BenchArgs) -> pb::session_request::Op {
+    use pb::session_request::Op as P;
+    match op {
+        Op::Ping => P::Ping(pb::PingRequest {}),
+        // Operands vary so requests spread over the ring's partitions.
+        Op::Add => P::Add(pb::AddRequest {
+            a: (seq % 100_003) as i64,
+            b: 1,
+            n: args.n,
+            w: args.w,
+            timeout_ms: None,
+        }),
+        Op::Stats => P::Stats(pb::StatsRequest { timeout_ms: None }),
+    }
+}
+
+async fn session_worker(
+    client: Client,
+    in_flight: u32,
+    deadline: Instant,
+    args: &BenchArgs,
+) -> Result<Tally, Failure> {
+    let mut tally = Tally::new()?;
+    let (tx, rx) = mpsc::channel(in_flight as usize * 2);
+    let mut replies = client
+        .raw()
+        .session(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut started: HashMap<u64, Instant> = HashMap::with_capacity(in_flight as usize * 2);
+    let mut seq = 0u64;
+    for _ in 0..in_flight {
+        started.insert(seq, Instant::now());
+        let req = pb::SessionRequest {
+            id: seq,
+            op: Some(make_op(args.op, seq, args)),
+        };
+        seq += 1;
+        if tx.send(req).await.is_err() {
+            break;
+        }
+    }
+    while !started.is_empty() {
+        let reply = match replies.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(s) => return Err(s.into()),
+        };
+        let Some(t0) = started.remove(&reply.id) else {
+            continue;
+        };
+        let outcome = match reply.result {
+            Some(pb::session_reply::Result::Error(e)) => Err(e.message),
+            Some(_) => Ok(()),
+            None => Err("empty reply".to_string()),
+        };
+        tally.record(t0, outcome);
+        if Instant::now() < deadline {
+            started.insert(seq, Instant::now());
+            let req = pb::SessionRequest {
+                id: seq,
+                op: Some(make_op(args.op, seq, args)),
+            };
+            seq += 1;
+            if tx.send(req).await.is_err() {
+                break;
+            }
+        }
+    }
+    Ok(tally)
+}
+
+async fn unary_worker(
+    client: Client,
+    worker: u64,
+    deadline: Instant,
+    args: &BenchArgs,
+) -> Result<Tally, Failure> {
+    use pb::session_request::Op as P;
+    let mut tally = Tally::new()?;
+    let mut seq = worker << 40;
+    while Instant::now() < deadline {
+        let t0 = Instant::now();
+        let outcome = match make_op(args.op, seq, args) {
+            P::Ping(_) => client.ping().await.map(|_| ()),
+            P::Add(a) => client.add(a).await.map(|_| ()),
+            P::Stats(s) => client.stats(s).await.map(|_| ()),
+        };
+        tally.record(t0, outcome.map_err(|s| super::status_line(&s)));
+        seq += 1;
+    }
+    Ok(tally)
+}
+
+pub(super) async fn run(args: BenchArgs) -> Result<(), Failure> {
+    let cookie = args.client.cookie()?;
+    let mut nodes = vec![args.client.node.clone()];
+    nodes.extend(args.also.iter().cloned());
+    let mut clients = Vec::new();
+    for n in &nodes {
+        clients.push(Client::connect(n, cookie.clone()).await?);
+    }
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let c = args.concurrency;
+    let mut tally = Tally::new()?;
+    let results: Vec<Result<Tally, Failure>> = if args.unary {
+        let futs = (0..c).map(|i| {
+            let client = clients[i as usize % clients.len()].clone();
+            unary_worker(client, u64::from(i), deadline, &args)
+        });
+        futures::future::join_all(futs).await
+    } else {
+        // One session per node; the in-flight budget is split between them.
+        let k = clients.len() as u32;
+        let futs = clients.iter().enumerate().map(|(i, client)| {
+            let share = c / k + u32::from((i as u32) < c % k);
+            session_worker(client.clone(), share.max(1), deadline, &args)
+        });
+        futures::future::join_all(futs).await
+    };
+    for r in results {
+        tally.merge(r?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let total = tally.ok + tally.errors;
+    let rate = tally.ok as f64 / elapsed;
+    let h = &tally.latency_us;
+    let op = format!("{:?}", args.op).to_lowercase();
+    let mode = if args.unary { "unary" } else { "session" };
+    match args.client.output {
+        Output::Text => {
+            println!(
+                "op {op}  mode {mode}  concurrency {c}  nodes {}  elapsed {elapsed:.2}s",
+                nodes.join(",")
+            );
+            println!(
+                "requests {total}  ok {}  errors {}  throughput {rate:.0} ops/s",
+                tally.ok, tally.errors
+            );
+            println!(
+                "latency us  p50 {}  p90 {}  p99 {}  max {}",
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.9),
+                h.value_at_quantile(0.99),
+                h.max()
+            );
+            if let Some(e) = &tally.first_error {
+                println!("first error: {e}");
+            }
+        }
+        Output::Json => println!(
+            "{}",
+            json!({
+                "op": op, "mode": mode, "concurrency": c, "nodes": nodes,
+                "elapsed_s": elapsed, "requests": total, "ok": tally.ok,
+                "errors": tally.errors, "ops_per_sec": rate,
+                "latency_us": {
+                    "p50": h.value_at_quantile(0.5), "p90": h.value_at_quantile(0.9),
+                    "p99": h.value_at_quantile(0.99), "max": h.max(),
+                },
+                "first_error": tally.first_error,
+            })
+        ),
+    }
+    Ok(())
+}

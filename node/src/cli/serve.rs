@@ -1,0 +1,150 @@
+//! `flavio serve`: run a node until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::{Failure, home_cookie_path};
+use crate::app::Defaults;
+use crate::ring::RingSize;
+use crate::rpc::Cookie;
+use crate::rpc::server::{Node, ServeConfig, shutdown_signal};
+use crate::vnode::Durability;
+use crate::{Error, Result};
+
+/// Log format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `flavio serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The node's name (riak style, e.g. flavio1@127.0.0.1).
+    #[arg(long, env = "FLAVIO_NAME", default_value = "flavio@127.0.0.1")]
+    name: String,
+    /// Address to listen on for gRPC.
+    #[arg(long, env = "FLAVIO_LISTEN", default_value = super::DEFAULT_NODE)]
+    listen: SocketAddr,
+    /// Directory for the node's store.
+    #[arg(long, env = "FLAVIO_DATA_DIR", default_value = "./flavio-data")]
+    data_dir: PathBuf,
+    /// Partitions in the ring: a power of two from 8 to 1024.
+    #[arg(long, env = "FLAVIO_RING_SIZE", default_value_t = 64)]
+    ring_size: u64,
+    /// Default replicas of an add (N).
+    #[arg(long, default_value_t = 3)]
+    n_val: usize,
+    /// Default replies an add waits for (W).
+    #[arg(long, default_value_t = 3)]
+    w_val: usize,
+    /// Default request timeout in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    /// fsync every group of writes before replying (survives machine crashes,
+    /// not just process crashes).
+    #[arg(long, env = "FLAVIO_SYNC")]
+    sync: bool,
+    /// File holding the cluster cookie (else FLAVIO_COOKIE, else ~/.flavio.cookie, created if missing).
+    #[arg(long, env = "FLAVIO_COOKIE_FILE")]
+    cookie_file: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, env = "FLAVIO_LOG_FORMAT", default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+pub(super) fn init_logging(args: &ServeArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match args.log_format {
+        LogFormat::Human => b.try_init(),
+        LogFormat::Json => b.json().try_init(),
+    };
+}
+
+/// The server's cookie: named file, FLAVIO_COOKIE, or ~/.flavio.cookie
+/// (created with a random value when missing, like Erlang's cookie).
+fn server_cookie(file: Option<&std::path::Path>) -> Result<Cookie> {
+    let env = std::env::var("FLAVIO_COOKIE").ok();
+    if let Some(c) = Cookie::resolve(file, env.as_deref())? {
+        return Ok(c);
+    }
+    let path = home_cookie_path().ok_or_else(|| {
+        Error::InvalidArgument(
+            "no cluster cookie: pass --cookie-file FILE or set FLAVIO_COOKIE (HOME is unset)"
+                .into(),
+        )
+    })?;
+    if path.exists() {
+        return Cookie::from_file(&path);
+    }
+    let cookie = Cookie::random();
+    write_private(&path, cookie.as_str())?;
+    tracing::info!(path = %path.display(), "created a new cluster cookie");
+    Ok(cookie)
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let io = |source| Error::Io {
+        context: format!("creating cookie file {}", path.display()),
+        source,
+    };
+    let mut f = opts.open(path).map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)
+}
+
+pub(super) async fn run(args: ServeArgs) -> std::result::Result<(), Failure> {
+    let ring_size = RingSize::new(args.ring_size)?;
+    if args.n_val == 0 || args.w_val == 0 || args.w_val > args.n_val {
+        return Err(Failure::usage(format!(
+            "need 1 <= --w-val <= --n-val, got N={} W={}",
+            args.n_val, args.w_val
+        )));
+    }
+    if args.n_val > ring_size.get() as usize {
+        return Err(Failure::usage(format!(
+            "--n-val {} exceeds the ring size {ring_size}",
+            args.n_val
+        )));
+    }
+    let cookie = server_cookie(args.cookie_file.as_deref())?;
+    let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let config = ServeConfig {
+        name: args.name,
+        listen: args.listen,
+        data_dir: args.data_dir,
+        ring_size,
+        defaults: Defaults {
+            n_val: args.n_val,
+            w_val: args.w_val,
+            add_timeout: timeout,
+            stats_timeout: timeout,
+        },
+        durability: if args.sync {
+            Durability::Sync
+        } else {
+            Durability::Process
+        },
+        cookie,
+    };
+    let node = Node::start(config).await?;
+    node.serve(shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,640 @@
+//! The claimant: the one member that stages membership changes, shows the
+//! plan they lead to, and commits exactly that plan, as riak_core's
+//! `riak_core_claimant` does. Also the ring's self-driving steps after a
+//! commit: flipping ownership when a transfer completes, moving leavers to
+//! `exiting` and then `removed`, and electing a new claimant when needed.
+//!
+//! Everything here is a pure function of a [`RingState`] (and what the node
+//! has observed: who has seen which version); the cluster manager calls it
+//! and gossips the result.
+//!
+//! Our choices where riak leaves room: a plan is refused while ownership
+//! transfers are still pending (finish one transition before starting the
+//! next: a plan then always starts from a settled ring, which keeps its
+//! transfer list exact), and a node may have one staged change at a time.
+
+use std::collections::BTreeMap;
+
+use sha1::{Digest, Sha1};
+
+use super::state::{Member, MemberState, RingState, Transfer};
+use crate::ring::PartitionId;
+use crate::ring::claim::{DEFAULT_TARGET_N_VAL, claim, spacing_violations};
+use crate::{Error, Result};
+
+/// A staged membership change.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// A joining node becomes valid and takes its share.
+    Join(String),
+    /// A member hands everything off, then leaves.
+    Leave(String),
+    /// A member is dropped at once; its partitions are reassigned, its data lost.
+    ForceRemove(String),
+    /// `new` (joining) takes over exactly `old`'s partitions by handoff.
+    Replace {
+        /// The member that goes.
+        old: String,
+        /// The joining node that takes its place.
+        new: String,
+    },
+    /// Like `Replace`, but without handoff: `old`'s data is lost.
+    ForceReplace {
+        /// The member that goes.
+        old: String,
+        /// The joining node that takes its place.
+        new: String,
+    },
+}
+
+impl Change {
+    /// riak's action name.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Change::Join(_) => "join",
+            Change::Leave(_) => "leave",
+            Change::ForceRemove(_) => "force-remove",
+            Change::Replace { .. } => "replace",
+            Change::ForceReplace { .. } => "force-replace",
+        }
+    }
+
+    /// The node the change is about.
+    pub fn node(&self) -> &str {
+        match self {
+            Change::Join(n) | Change::Leave(n) | Change::ForceRemove(n) => n,
+            Change::Replace { old, .. } | Change::ForceReplace { old, .. } => old,
+        }
+    }
+
+    /// The replacement node, for replaces.
+    pub fn new_node(&self) -> Option<&str> {
+        match self {
+            Change::Replace { new, .. } | Change::ForceReplace { new, .. } => Some(new),
+            _ => None,
+        }
+    }
+}
+
+/// How many partitions move between one pair of members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairCount {
+    /// Giving member.
+    pub from: String,
+    /// Receiving member.
+    pub to: String,
+    /// Partitions.
+    pub count: u32,
+}
+
+/// One member's line in a transition's membership table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberLine {
+    /// Member name.
+    pub name: String,
+    /// Its state after the transition.
+    pub state: MemberState,
+    /// Ring share now, in percent.
+    pub ring_pct: f64,
+    /// Ring share once this transition's transfers are done; `None` when
+    /// nothing is pending.
+    pub pending_pct: Option<f64>,
+}
+
+/// What the cluster looks like after one transition of a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transition {
+    /// Membership, sorted as riak prints it.
+    pub members: Vec<MemberLine>,
+    /// Partitions moved by handoff.
+    pub transfers: Vec<PairCount>,
+    /// Partitions reassigned without handoff.
+    pub reassigned: Vec<PairCount>,
+    /// Warnings about the resulting ring.
+    pub warnings: Vec<String>,
+}
+
+/// A computed plan: what `commit` will apply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Identifies the plan; changes when the ring or the staged changes do.
+    pub id: String,
+    /// The ring version the plan was computed from.
+    pub base_version: u64,
+    /// The staged changes, in staging order.
+    pub changes: Vec<Change>,
+    /// Transitions, as riak shows them.
+    pub transitions: Vec<Transition>,
+    /// Warnings about the changes (data that will be lost).
+    pub warnings: Vec<String>,
+    /// The ring after commit.
+    pub result: RingState,
+}
+
+/// The claimant's staging area. Lives in the claimant's memory only, as in
+/// riak: a claimant restart drops staged changes.
+#[derive(Clone, Debug, Default)]
+pub struct Staging {
+    changes: Vec<Change>,
+    plan: Option<Plan>,
+}
+
+fn quoted(n: &str) -> String {
+    format!("'{n}'")
+}
+
+/// Adds a joining node to the ring (riak's join: the node appears as
+/// `joining` before any plan). Returns the new ring.
+pub fn add_joining(ring: &RingState, node: &str, addr: &str) -> Result<RingState> {
+    if let Some(m) = ring.members.get(node) {
+        if m.state.is_active() {
+            return Err(Error::InvalidArgument(format!(
+                "{} is already a member of the cluster",
+                quoted(node)
+            )));
+        }
+    }
+    let mut next = ring.clone();
+    next.members.insert(
+        node.to_string(),
+        Member {
+            addr: addr.to_string(),
+            state: MemberState::Joining,
+        },
+    );
+    next.version += 1;
+    Ok(next)
+}
+
+impl Staging {
+    /// The staged changes.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// The last plan shown, if still current.
+    pub fn plan(&self) -> Option<&Plan> {
+        self.plan.as_ref()
+    }
+
+    /// Drops every staged change.
+    pub fn clear(&mut self) {
+        self.changes.clear();
+        self.plan = None;
+    }
+
+    /// Stages `change` after checking it against `ring` and what is already
+    /// staged. Returns riak's confirmation line.
+    pub fn stage(&mut self, ring: &RingState, change: Change) -> Result<String> {
+        let refuse = |why: String| Err(Error::InvalidArgument(why));
+        let state = |n: &str| ring.state_of(n).filter(|s| s.is_active());
+        let node = change.node().to_string();
+        let folded_join =
+            |c: &Change| matches!(c, Change::Join(j) if change.new_node() == Some(j.as_str()));
+        if self.changes.iter().filter(|c| !folded_join(c)).any(|c| {
+            c.node() == node
+                || c.new_node() == Some(node.as_str())
+                || change
+                    .new_node()
+                    .is_some_and(|n| c.node() == n || c.new_node() == Some(n))
+        }) {
+            return refuse(format!(
+                "{} already has a staged change; run 'cluster clear' to start over",
+                quoted(&node)
+            ));
+        }
+        let valid_count = ring.members_in(MemberState::Valid).len();
+        match &change {
+            Change::Join(n) => {
+                if state(n) != Some(MemberState::Joining) {
+                    return refuse(format!("{} is not joining this cluster", quoted(n)));
+                }
+            }
+            Change::Leave(n) => match state(n) {
+                None => return refuse(format!("{} is not a member of the cluster", quoted(n))),
+                Some(MemberState::Leaving) | Some(MemberState::Exiting) => {
+                    return refuse(format!(
+                        "{} is already in the process of leaving the cluster",
+                        quoted(n)
+                    ));
+                }
+                Some(MemberState::Joining) => {
+                    return refuse(format!(
+                        "{} is still joining; it owns nothing to leave with",
+                        quoted(n)
+                    ));
+                }
+                Some(_) if valid_count <= 1 => {
+                    return refuse(format!("{} is the only member", quoted(n)));
+                }
+                Some(_) => {}
+            },
+            Change::ForceRemove(n) => {
+                if state(n).is_none() {
+                    return refuse(format!("{} is not a member of the cluster", quoted(n)));
+                }
+                if *n == ring.claimant {
+                    return refuse(format!(
+                        "{} is the claimant and cannot be removed; make it leave instead",
+                        quoted(n)
+                    ));
+                }
+                if valid_count <= 1 && state(n) == Some(MemberState::Valid) {
+                    return refuse(format!("{} is the only member", quoted(n)));
+                }
+            }
+            Change::Replace { old, new } | Change::ForceReplace { old, new } => {
+                match state(old) {
+                    None => {
+                        return refuse(format!("{} is not a member of the cluster", quoted(old)));
+                    }
+                    Some(MemberState::Leaving) | Some(MemberState::Exiting) => {
+                        return refuse(format!(
+                            "{} is already in the process of leaving the cluster",
+                            quoted(old)
+                        ));
+                    }
+                    Some(MemberState::Joining) => {
+                        return refuse(format!("{} is still joining", quoted(old)));
+                    }
+                    Some(_) => {}
+                }
+                if state(new) != Some(MemberState::Joining) {
+                    return refuse(format!(
+                        "{} is not joining: join it to the cluster first",
+                        quoted(new)
+                    ));
+                }
+                if matches!(change, Change::ForceReplace { .. }) && *old == ring.claimant {
+                    return refuse(format!(
+                        "{} is the claimant and cannot be force-replaced",
+                        quoted(old)
+                    ));
+                }
+            }
+        }
+        // A staged replace also stages the replacement's join, as riak does.
+        let message = match &change {
+            Change::Join(n) => format!("Success: staged join request for {}", quoted(n)),
+            Change::Leave(n) => format!("Success: staged leave request for {}", quoted(n)),
+            Change::ForceRemove(n) => format!("Success: staged remove request for {}", quoted(n)),
+            Change::Replace { old, new } => format!(
+                "Success: staged replacement of {} with {}",
+                quoted(old),
+                quoted(new)
+            ),
+            Change::ForceReplace { old, new } => format!(
+                "Success: staged forced replacement of {} with {}",
+                quoted(old),
+                quoted(new)
+            ),
+        };
+        // A join staged for a node that a replace names is folded into the replace.
+        if let Some(new) = change.new_node() {
+            self.changes.retain(|c| *c != Change::Join(new.to_string()));
+        }
+        self.changes.push(change);
+        self.plan = None;
+        Ok(message)
+    }
+
+    /// Computes the plan for the staged changes on `ring`. `ready` says
+    /// whether every member has seen `ring`'s version.
+    pub fn make_plan(&mut self, ring: &RingState, ready: bool) -> Result<&Plan> {
+        if self.changes.is_empty() {
+            return Err(Error::FailedPrecondition(
+                "There are no staged changes".into(),
+            ));
+        }
+        check_settled(ring, ready)?;
+        let plan = compute_plan(ring, &self.changes)?;
+        self.plan = Some(plan);
+        self.plan
+            .as_ref()
+            .ok_or_else(|| Error::FailedPrecondition("no plan".into()))
+    }
+
+    /// Applies the last plan shown, if `ring` is still the ring it was made
+    /// from. Returns the committed ring (version bumped).
+    pub fn commit(
+        &mut self,
+        ring: &RingState,
+        ready: bool,
+        plan_id: Option<&str>,
+    ) -> Result<RingState> {
+        let Some(plan) = &self.plan else {
+            return Err(Error::FailedPrecondition(if self.changes.is_empty() {
+                "There are no staged changes to commit".into()
+            } else {
+                "You must verify the plan with 'flavio admin cluster plan' before committing".into()
+            }));
+        };
+        if let Some(id) = plan_id.filter(|id| !id.is_empty()) {
+            if id != plan.id {
+                return Err(Error::FailedPrecondition(format!(
+                    "plan {id} is not the current plan {}; run 'cluster plan' again",
+                    plan.id
+                )));
+            }
+        }
+        if ring.version != plan.base_version {
+            return Err(Error::FailedPrecondition(format!(
+                "the ring changed since the plan was made (version {} then, {} now); run 'cluster plan' again",
+                plan.base_version, ring.version
+            )));
+        }
+        check_settled(ring, ready)?;
+        let mut next = plan.result.clone();
+        next.version = ring.version + 1;
+        self.clear();
+        Ok(advance(&next, &|_| false).unwrap_or(next))
+    }
+}
+
+fn check_settled(ring: &RingState, ready: bool) -> Result<()> {
+    if !ready {
+        return Err(Error::FailedPrecondition(
+            "the ring is not ready: not every member has seen the current ring yet (cluster not converged); try again shortly".into(),
+        ));
+    }
+    if !ring.pending.is_empty() {
+        return Err(Error::FailedPrecondition(format!(
+            "{} ownership transfers are still pending; wait until 'flavio admin transfers' shows none",
+            ring.pending.len()
+        )));
+    }
+    Ok(())
+}
+
+fn pair_counts(pairs: impl Iterator<Item = (String, String)>) -> Vec<PairCount> {
+    let mut counts: BTreeMap<(String, String), u32> = BTreeMap::new();
+    for p in pairs {
+        *counts.entry(p).or_default() += 1;
+    }
+    let mut out: Vec<PairCount> = counts
+        .into_iter()
+        .map(|((from, to), count)| PairCount { from, to, count })
+        .collect();
+    // As riak lists them: by giver, newest receiver first.
+    out.sort_by(|a, b| a.from.cmp(&b.from).then(b.to.cmp(&a.to)));
+    out
+}
+
+/// riak's member order: joining, leaving, exiting, valid, down; then by name.
+fn sort_key(state: MemberState) -> u8 {
+    match state {
+        MemberState::Joining => 0,
+        MemberState::Leaving => 1,
+        MemberState::Exiting => 2,
+        MemberState::Valid => 3,
+        MemberState::Down => 4,
+        MemberState::Removed => 5,
+    }
+}
+
+/// The membership table of `ring`: ring share now and once `pending_owners`
+/// (if any) takes effect.
+pub fn member_lines(ring: &RingState, pending_owners: Option<&[String]>) -> Vec<MemberLine> {
+    let mut lines: Vec<MemberLine> = ring
+        .active_members()
+        .chain(
+            ring.members
+                .iter()
+                .filter(|(_, m)| m.state == MemberState::Down),
+        )
+        .map(|(name, m)| MemberLine {
+            name: name.clone(),
+            state: m.state,
+            ring_pct: RingState::pct(&ring.owners, name),
+            pending_pct: pending_owners.map(|o| RingState::pct(o, name)),
+        })
+        .collect();
+    lines.sort_by(|a, b| {
+        sort_key(a.state)
+            .cmp(&sort_key(b.state))
+            .then(a.name.cmp(&b.name))
+    });
+    lines
+}
+
+fn spread_warning(owners: &[String], valid: usize) -> Vec<String> {
+    let window = DEFAULT_TARGET_N_VAL.min(valid);
+    if valid > 1 && spacing_violations(owners, window) > 0 {
+        vec!["Not all replicas will be on distinct nodes".into()]
+    } else {
+        Vec::new()
+    }
+}
+
+fn compute_plan(ring: &RingState, changes: &[Change]) -> Result<Plan> {
+    let mut next = ring.clone();
+    let mut warnings = Vec::new();
+    // Owners once data-less reassignments are applied, and the handoffs that
+    // a replace asks for directly.
+    let mut owners = ring.owners.clone();
+    let mut reassigned: Vec<(String, String)> = Vec::new();
+    let set_state = |next: &mut RingState, n: &str, s: MemberState| {
+        if let Some(m) = next.members.get_mut(n) {
+            m.state = s;
+        }
+    };
+    let mut removed = Vec::new();
+    for c in changes {
+        match c {
+            Change::Join(n) => set_state(&mut next, n, MemberState::Valid),
+            Change::Leave(n) => set_state(&mut next, n, MemberState::Leaving),
+            Change::ForceRemove(n) => {
+                set_state(&mut next, n, MemberState::Removed);
+                warnings.push(format!("All of {} replicas will be lost", quoted(n)));
+                removed.push(n.clone());
+            }
+            Change::Replace { old, new } => {
+                set_state(&mut next, old, MemberState::Leaving);
+                set_state(&mut next, new, MemberState::Valid);
+            }
+            Change::ForceReplace { old, new } => {
+                set_state(&mut next, old, MemberState::Removed);
+                set_state(&mut next, new, MemberState::Valid);
+                warnings.push(format!("All of {} replicas will be lost", quoted(old)));
+                for o in owners.iter_mut().filter(|o| *o == old) {
+                    reassigned.push((old.clone(), new.clone()));
+                    *o = new.clone();
+                }
+            }
+        }
+    }
+    let valid: Vec<String> = next.members_in(MemberState::Valid);
+    if valid.is_empty() {
+        return Err(Error::FailedPrecondition(
+            "these changes would leave no valid member".into(),
+        ));
+    }
+    // A replacement takes exactly the old member's partitions; everything
+    // else is claim's business.
+    let mut target = owners.clone();
+    for c in changes {
+        if let Change::Replace { old, new } = c {
+            for o in target.iter_mut().filter(|o| *o == old) {
+                *o = new.clone();
+            }
+        }
+    }
+    let claimed = claim(&target, &valid, DEFAULT_TARGET_N_VAL)?.owners;
+    // Partitions of force-removed members change owner at commit, without
+    // handoff: there is nobody to hand off from.
+    for (i, o) in owners.iter_mut().enumerate() {
+        if removed.contains(o) {
+            reassigned.push((o.clone(), claimed[i].clone()));
+            *o = claimed[i].clone();
+        }
+    }
+    let pending: Vec<Transfer> = owners
+        .iter()
+        .zip(&claimed)
+        .enumerate()
+        .filter(|(_, (from, to))| from != to)
+        .map(|(i, (from, to))| Transfer {
+            partition: PartitionId(i as u32),
+            from: from.clone(),
+            to: to.clone(),
+        })
+        .collect();
+    next.owners = owners;
+    next.pending = pending;
+    if !next
+        .members
+        .get(&next.claimant)
+        .is_some_and(|m| m.state == MemberState::Valid)
+    {
+        if let Some(first) = valid.first() {
+            next.claimant = first.clone();
+        }
+    }
+    let first = Transition {
+        members: member_lines(&next, Some(&claimed)),
+        transfers: pair_counts(next.pending.iter().map(|t| (t.from.clone(), t.to.clone()))),
+        reassigned: pair_counts(reassigned.into_iter()),
+        warnings: spread_warning(&claimed, valid.len()),
+    };
+    let mut transitions = vec![first];
+    // Leavers go away once their handoffs are done: riak shows that as a
+    // second transition.
+    if next
+        .members
+        .values()
+        .any(|m| m.state == MemberState::Leaving)
+    {
+        let mut after = next.clone();
+        after.owners = claimed.clone();
+        after.pending.clear();
+        for m in after.members.values_mut() {
+            if m.state == MemberState::Leaving {
+                m.state = MemberState::Removed;
+            }
+        }
+        transitions.push(Transition {
+            members: member_lines(&after, None),
+            transfers: Vec::new(),
+            reassigned: Vec::new(),
+            warnings: spread_warning(&claimed, valid.len()),
+        });
+    }
+    let mut h = Sha1::new();
+    h.update(ring.version.to_be_bytes());
+    h.update(ring.encode());
+    for c in changes {
+        h.update(format!("{c:?}").as_bytes());
+    }
+    let digest = h.finalize();
+    let id: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Plan {
+        id,
+        base_version: ring.version,
+        changes: changes.to_vec(),
+        transitions,
+        warnings,
+        result: next,
+    })
+}
+
+/// Records that `p` moved from `from` to `to`: the ownership flip. Returns
+/// the new ring, or `None` when there is nothing to do (already flipped).
+pub fn complete_transfer(
+    ring: &RingState,
+    p: PartitionId,
+    from: &str,
+    to: &str,
+) -> Result<Option<RingState>> {
+    let Some(pos) = ring
+        .pending
+        .iter()
+        .position(|t| t.partition == p && t.from == from && t.to == to)
+    else {
+        if ring.owner(p) == to {
+            return Ok(None);
+        }
+        return Err(Error::FailedPrecondition(format!(
+            "no pending transfer of partition {p} from {from} to {to}"
+        )));
+    };
+    let mut next = ring.clone();
+    next.pending.remove(pos);
+    if let Some(o) = next.owners.get_mut(p.0 as usize) {
+        *o = to.to_string();
+    }
+    next.version += 1;
+    Ok(Some(advance(&next, &|_| false).unwrap_or(next)))
+}
+
+/// The ring's own next step, if any: leavers that own nothing become
+/// `exiting`; exiting members that `has_seen_exit` become `removed`; a
+/// claimant that is no longer valid hands the role to the first valid
+/// member by name. Returns the new ring (version bumped) or `None`.
+pub fn advance(ring: &RingState, has_seen_exit: &dyn Fn(&str) -> bool) -> Option<RingState> {
+    let mut next = ring.clone();
+    let mut changed = false;
+    let busy = |n: &str| {
+        ring.owners.iter().any(|o| o == n) || ring.pending.iter().any(|t| t.from == n || t.to == n)
+    };
+    for (name, m) in next.members.iter_mut() {
+        match m.state {
+            MemberState::Leaving if !busy(name) => {
+                m.state = MemberState::Exiting;
+                changed = true;
+            }
+            MemberState::Exiting if has_seen_exit(name) && ring.version > 0 => {
+                // Only after a gossip round: the exiting node must learn that
+                // it is exiting before it disappears from the member list.
+                if ring.members.get(name).map(|x| x.state) == Some(MemberState::Exiting) {
+                    m.state = MemberState::Removed;
+                    changed = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    let claimant_ok = next
+        .members
+        .get(&next.claimant)
+        .is_some_and(|m| m.state == MemberState::Valid);
+    if !claimant_ok {
+        if let Some((first, _)) = next
+            .members
+            .iter()
+            .find(|(_, m)| m.state == MemberState::Valid)
+        {
+            next.claimant = first.clone();
+            changed = true;
+        }
+    }
+    if changed {
+        next.version += 1;
+        Some(next)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+#[path = "claimant_tests.rs"]
+mod tests;

@@ -1,0 +1,286 @@
+//! Deterministic tests of staging, plan and commit: the tutorial's
+//! walkthrough and riak's refusals.
+
+use super::*;
+use crate::ring::RingSize;
+
+fn n(i: u32) -> String {
+    format!("flavio{i}@127.0.0.1")
+}
+
+fn addr(i: u32) -> String {
+    format!("127.0.0.1:{}", 10007 + 10 * i)
+}
+
+fn singleton(size: u64) -> RingState {
+    RingState::singleton(
+        "c".into(),
+        RingSize::new(size).expect("size"),
+        &n(1),
+        &addr(1),
+    )
+}
+
+/// Joins nodes 2..=k to a singleton ring, plans, commits, completes every
+/// transfer. Returns the settled ring.
+fn grow(mut ring: RingState, from: u32, to: u32) -> RingState {
+    let mut s = Staging::default();
+    for i in from..=to {
+        ring = add_joining(&ring, &n(i), &addr(i)).expect("joining");
+        s.stage(&ring, Change::Join(n(i))).expect("staged");
+    }
+    s.make_plan(&ring, true).expect("plan");
+    ring = s.commit(&ring, true, None).expect("commit");
+    settle(ring)
+}
+
+fn settle(mut ring: RingState) -> RingState {
+    while let Some(t) = ring.pending.first().cloned() {
+        ring = complete_transfer(&ring, t.partition, &t.from, &t.to)
+            .expect("flip")
+            .expect("changed");
+    }
+    ring
+}
+
+#[test]
+fn tutorial_join_of_three_nodes() {
+    let mut ring = singleton(64);
+    let mut s = Staging::default();
+    for i in 2..=4 {
+        ring = add_joining(&ring, &n(i), &addr(i)).expect("joining");
+        let msg = s.stage(&ring, Change::Join(n(i))).expect("staged");
+        assert_eq!(msg, format!("Success: staged join request for '{}'", n(i)));
+    }
+    assert_eq!(ring.version, 4, "each join is a ring change");
+    let lines = member_lines(&ring, None);
+    assert_eq!(lines[0].state, MemberState::Joining);
+    assert_eq!(lines[0].ring_pct, 0.0);
+    assert_eq!(lines[3].name, n(1));
+
+    let plan = s.make_plan(&ring, true).expect("plan").clone();
+    assert_eq!(plan.changes.len(), 3);
+    assert_eq!(plan.transitions.len(), 1);
+    let t = &plan.transitions[0];
+    let total: u32 = t.transfers.iter().map(|c| c.count).sum();
+    assert_eq!(total, 48);
+    assert_eq!(
+        t.transfers,
+        vec![
+            PairCount {
+                from: n(1),
+                to: n(4),
+                count: 16
+            },
+            PairCount {
+                from: n(1),
+                to: n(3),
+                count: 16
+            },
+            PairCount {
+                from: n(1),
+                to: n(2),
+                count: 16
+            },
+        ]
+    );
+    assert!(t.reassigned.is_empty());
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    assert_eq!(t.members[0].name, n(1));
+    assert_eq!(t.members[0].ring_pct, 100.0);
+    assert_eq!(t.members[0].pending_pct, Some(25.0));
+    assert_eq!(t.members[3].ring_pct, 0.0);
+    assert_eq!(t.members[3].pending_pct, Some(25.0));
+
+    let committed = s.commit(&ring, true, Some(&plan.id)).expect("commit");
+    assert_eq!(committed.version, ring.version + 1);
+    assert_eq!(committed.pending.len(), 48);
+    assert!(s.changes().is_empty());
+    let done = settle(committed);
+    for i in 1..=4 {
+        assert_eq!(RingState::pct(&done.owners, &n(i)), 25.0);
+        assert_eq!(done.state_of(&n(i)), Some(MemberState::Valid));
+    }
+    assert!(done.pending.is_empty());
+}
+
+#[test]
+fn leave_moves_only_the_leavers_partitions_then_exits() {
+    let ring = grow(singleton(64), 2, 4);
+    let mut s = Staging::default();
+    s.stage(&ring, Change::Leave(n(4))).expect("staged");
+    let plan = s.make_plan(&ring, true).expect("plan").clone();
+    assert_eq!(plan.transitions.len(), 2, "a leave takes two transitions");
+    let t = &plan.transitions[0];
+    assert!(
+        t.transfers.iter().all(|c| c.from == n(4)),
+        "{:?}",
+        t.transfers
+    );
+    assert_eq!(t.transfers.iter().map(|c| c.count).sum::<u32>(), 16);
+    assert_eq!(t.members[0].state, MemberState::Leaving);
+    assert_eq!(t.members[0].pending_pct, Some(0.0));
+    assert!(!plan.transitions[1].members.iter().any(|m| m.name == n(4)));
+
+    let mut ring = s.commit(&ring, true, None).expect("commit");
+    assert_eq!(ring.state_of(&n(4)), Some(MemberState::Leaving));
+    ring = settle(ring);
+    assert_eq!(ring.state_of(&n(4)), Some(MemberState::Exiting));
+    assert!(ring.owned_by(&n(4)).is_empty());
+    // Not removed until it has seen that it is exiting.
+    assert!(advance(&ring, &|_| false).is_none());
+    let removed = advance(&ring, &|_| true).expect("removed");
+    assert_eq!(removed.state_of(&n(4)), Some(MemberState::Removed));
+    assert_eq!(removed.version, ring.version + 1);
+}
+
+#[test]
+fn claimant_leaving_hands_over_the_role() {
+    let ring = grow(singleton(64), 2, 3);
+    let mut s = Staging::default();
+    s.stage(&ring, Change::Leave(n(1))).expect("staged");
+    s.make_plan(&ring, true).expect("plan");
+    let ring = s.commit(&ring, true, None).expect("commit");
+    assert_eq!(ring.claimant, n(2), "first valid member by name");
+}
+
+#[test]
+fn force_remove_reassigns_without_handoff() {
+    let ring = grow(singleton(64), 2, 4);
+    let mut s = Staging::default();
+    s.stage(&ring, Change::ForceRemove(n(4))).expect("staged");
+    let plan = s.make_plan(&ring, true).expect("plan").clone();
+    assert_eq!(
+        plan.warnings,
+        vec![format!("All of '{}' replicas will be lost", n(4))]
+    );
+    let t = &plan.transitions[0];
+    assert_eq!(t.reassigned.iter().map(|c| c.count).sum::<u32>(), 16);
+    assert!(t.reassigned.iter().all(|c| c.from == n(4)));
+    let ring = s.commit(&ring, true, None).expect("commit");
+    assert_eq!(ring.state_of(&n(4)), Some(MemberState::Removed));
+    assert!(ring.owned_by(&n(4)).is_empty());
+    assert!(ring.pending.iter().all(|p| p.from != n(4)));
+}
+
+#[test]
+fn replace_hands_exactly_the_old_partitions_to_the_new_node() {
+    let mut ring = grow(singleton(64), 2, 4);
+    ring = add_joining(&ring, &n(5), &addr(5)).expect("joining");
+    let mut s = Staging::default();
+    s.stage(&ring, Change::Join(n(5))).expect("join staged");
+    let msg = s
+        .stage(
+            &ring,
+            Change::Replace {
+                old: n(4),
+                new: n(5),
+            },
+        )
+        .expect("replace staged");
+    assert!(msg.contains("replacement"), "{msg}");
+    assert_eq!(s.changes().len(), 1, "the join is folded into the replace");
+    let plan = s.make_plan(&ring, true).expect("plan").clone();
+    assert_eq!(
+        plan.transitions[0].transfers,
+        vec![PairCount {
+            from: n(4),
+            to: n(5),
+            count: 16
+        }]
+    );
+    let ring = settle(s.commit(&ring, true, None).expect("commit"));
+    assert_eq!(ring.owned_by(&n(5)).len(), 16);
+    assert_eq!(ring.state_of(&n(4)), Some(MemberState::Exiting));
+}
+
+#[test]
+fn refusals_carry_riaks_reasons() {
+    let one = singleton(64);
+    let mut s = Staging::default();
+    let err = |r: Result<String>| r.expect_err("refused").to_string();
+    assert!(err(s.stage(&one, Change::Leave(n(1)))).contains("is the only member"));
+    assert!(err(s.stage(&one, Change::Leave(n(9)))).contains("is not a member of the cluster"));
+    assert!(err(s.stage(&one, Change::ForceRemove(n(1)))).contains("is the claimant"));
+    assert!(err(s.stage(&one, Change::Join(n(2)))).contains("is not joining"));
+
+    let ring = grow(singleton(64), 2, 3);
+    assert!(
+        err(s.stage(
+            &ring,
+            Change::Replace {
+                old: n(2),
+                new: n(3)
+            }
+        ))
+        .contains("is not joining")
+    );
+    s.stage(&ring, Change::Leave(n(3))).expect("staged");
+    assert!(err(s.stage(&ring, Change::Leave(n(3)))).contains("already has a staged change"));
+    s.make_plan(&ring, true).expect("plan");
+    let leaving = s.commit(&ring, true, None).expect("commit");
+    let mut s = Staging::default();
+    assert!(
+        err(s.stage(&leaving, Change::Leave(n(3)))).contains("already in the process of leaving")
+    );
+    assert!(
+        add_joining(&ring, &n(2), &addr(2)).is_err(),
+        "already a member"
+    );
+}
+
+#[test]
+fn commit_applies_only_the_plan_shown() {
+    let mut ring = singleton(64);
+    ring = add_joining(&ring, &n(2), &addr(2)).expect("joining");
+    let mut s = Staging::default();
+    s.stage(&ring, Change::Join(n(2))).expect("staged");
+    let e = s.commit(&ring, true, None).expect_err("no plan yet");
+    assert!(e.to_string().contains("verify the plan"), "{e}");
+    assert!(s.make_plan(&ring, false).is_err(), "not converged");
+    let plan = s.make_plan(&ring, true).expect("plan").clone();
+    assert!(
+        s.commit(&ring, true, Some("000000")).is_err(),
+        "another plan id"
+    );
+    // The ring moves on (a third node joins): the plan is stale.
+    let moved = add_joining(&ring, &n(3), &addr(3)).expect("joining");
+    let e = s.commit(&moved, true, Some(&plan.id)).expect_err("stale");
+    assert!(
+        e.to_string().contains("the ring changed since the plan"),
+        "{e}"
+    );
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    let e = s.commit(&ring, false, None).expect_err("not ready");
+    assert!(e.to_string().contains("not ready"), "{e}");
+    let committed = s.commit(&ring, true, None).expect("commit");
+    // While transfers are pending, no new plan.
+    let mut s2 = Staging::default();
+    let with3 = add_joining(&committed, &n(3), &addr(3)).expect("joining");
+    s2.stage(&with3, Change::Join(n(3))).expect("staged");
+    let e = s2.make_plan(&with3, true).expect_err("pending");
+    assert!(e.to_string().contains("still pending"), "{e}");
+    s2.clear();
+    assert!(s2.make_plan(&with3, true).is_err(), "nothing staged");
+}
+
+#[test]
+fn completing_a_transfer_twice_is_harmless() {
+    let mut ring = singleton(16);
+    ring = add_joining(&ring, &n(2), &addr(2)).expect("joining");
+    let mut s = Staging::default();
+    s.stage(&ring, Change::Join(n(2))).expect("staged");
+    s.make_plan(&ring, true).expect("plan");
+    let ring = s.commit(&ring, true, None).expect("commit");
+    let t = ring.pending[0].clone();
+    let flipped = complete_transfer(&ring, t.partition, &t.from, &t.to)
+        .expect("ok")
+        .expect("changed");
+    assert_eq!(flipped.owner(t.partition), t.to);
+    assert!(
+        complete_transfer(&flipped, t.partition, &t.from, &t.to)
+            .expect("ok")
+            .is_none()
+    );
+    assert!(complete_transfer(&flipped, t.partition, &t.to, &t.from).is_err());
+}

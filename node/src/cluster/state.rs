@@ -1,0 +1,338 @@
+//! The ring state a cluster agrees on: members and their states, the owner of
+//! every partition, the pending ownership transfers, the claimant, and a
+//! version that every change bumps. Riak calls this "the ring".
+//!
+//! It is plain data: the claimant computes new states
+//! ([`super::claimant`]), gossip spreads them and nodes adopt the highest
+//! version. Left out: vector clocks (only the claimant writes, so a version
+//! number orders states), and per-node metadata beyond a name and address.
+
+use std::collections::BTreeMap;
+
+use flavio_proto::v1 as pb;
+
+use crate::ring::{PartitionId, RingSize};
+use crate::{Error, Result};
+
+/// A member's state, as riak names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemberState {
+    /// Staged to join; owns nothing until a commit.
+    Joining,
+    /// A full member.
+    Valid,
+    /// Handing its partitions off before going away.
+    Leaving,
+    /// Owns nothing any more; about to be removed.
+    Exiting,
+    /// Marked unreachable by an operator.
+    Down,
+    /// No longer part of the cluster.
+    Removed,
+}
+
+impl MemberState {
+    /// The lower-case name riak prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Joining => "joining",
+            MemberState::Valid => "valid",
+            MemberState::Leaving => "leaving",
+            MemberState::Exiting => "exiting",
+            MemberState::Down => "down",
+            MemberState::Removed => "removed",
+        }
+    }
+
+    /// Members whose view of the ring counts for readiness.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            MemberState::Joining | MemberState::Valid | MemberState::Leaving | MemberState::Exiting
+        )
+    }
+}
+
+/// One member of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// gRPC address (`host:port`).
+    pub addr: String,
+    /// Its state.
+    pub state: MemberState,
+}
+
+/// One pending ownership change.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Transfer {
+    /// The partition that moves.
+    pub partition: PartitionId,
+    /// Its current owner.
+    pub from: String,
+    /// Its next owner.
+    pub to: String,
+}
+
+/// The cluster's shared state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingState {
+    /// Random id fixed when the cluster was created.
+    pub cluster_id: String,
+    /// Partitions of the ring.
+    pub size: RingSize,
+    /// Bumped by every change.
+    pub version: u64,
+    /// The member that stages, plans and commits changes.
+    pub claimant: String,
+    /// Every member by name, including removed ones (so they learn it).
+    pub members: BTreeMap<String, Member>,
+    /// Owner of each partition, by ordinal.
+    pub owners: Vec<String>,
+    /// Pending ownership transfers, sorted.
+    pub pending: Vec<Transfer>,
+}
+
+impl RingState {
+    /// A new one-member cluster: `node` owns every partition.
+    pub fn singleton(cluster_id: String, size: RingSize, node: &str, addr: &str) -> RingState {
+        let mut members = BTreeMap::new();
+        members.insert(
+            node.to_string(),
+            Member {
+                addr: addr.to_string(),
+                state: MemberState::Valid,
+            },
+        );
+        RingState {
+            cluster_id,
+            size,
+            version: 1,
+            claimant: node.to_string(),
+            members,
+            owners: vec![node.to_string(); size.get() as usize],
+            pending: Vec::new(),
+        }
+    }
+
+    /// The owner of `p`.
+    pub fn owner(&self, p: PartitionId) -> &str {
+        self.owners.get(p.0 as usize).map_or("", String::as_str)
+    }
+
+    /// The state of `node`, if it is in the member list.
+    pub fn state_of(&self, node: &str) -> Option<MemberState> {
+        self.members.get(node).map(|m| m.state)
+    }
+
+    /// The address of `node`.
+    pub fn addr_of(&self, node: &str) -> Option<&str> {
+        self.members.get(node).map(|m| m.addr.as_str())
+    }
+
+    /// Members that are not removed.
+    pub fn active_members(&self) -> impl Iterator<Item = (&String, &Member)> {
+        self.members.iter().filter(|(_, m)| m.state.is_active())
+    }
+
+    /// Names of the members in `state`.
+    pub fn members_in(&self, state: MemberState) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.state == state)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Partitions `node` owns now.
+    pub fn owned_by(&self, node: &str) -> Vec<PartitionId> {
+        self.owners
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| *o == node)
+            .map(|(i, _)| PartitionId(i as u32))
+            .collect()
+    }
+
+    /// Owners once every pending transfer completes.
+    pub fn future_owners(&self) -> Vec<String> {
+        let mut owners = self.owners.clone();
+        for t in &self.pending {
+            if let Some(o) = owners.get_mut(t.partition.0 as usize) {
+                *o = t.to.clone();
+            }
+        }
+        owners
+    }
+
+    /// The pending transfer of `p`, if any.
+    pub fn pending_of(&self, p: PartitionId) -> Option<&Transfer> {
+        self.pending.iter().find(|t| t.partition == p)
+    }
+
+    /// Percentage of the ring `node` owns in `owners`.
+    pub fn pct(owners: &[String], node: &str) -> f64 {
+        if owners.is_empty() {
+            return 0.0;
+        }
+        let n = owners.iter().filter(|o| *o == node).count();
+        100.0 * n as f64 / owners.len() as f64
+    }
+}
+
+fn state_to_pb(s: MemberState) -> pb::MemberState {
+    match s {
+        MemberState::Joining => pb::MemberState::Joining,
+        MemberState::Valid => pb::MemberState::Valid,
+        MemberState::Leaving => pb::MemberState::Leaving,
+        MemberState::Exiting => pb::MemberState::Exiting,
+        MemberState::Down => pb::MemberState::Down,
+        MemberState::Removed => pb::MemberState::Removed,
+    }
+}
+
+/// The wire form of a member state.
+pub fn member_state_to_pb(s: MemberState) -> i32 {
+    state_to_pb(s) as i32
+}
+
+fn state_from_pb(v: i32) -> Result<MemberState> {
+    Ok(match pb::MemberState::try_from(v) {
+        Ok(pb::MemberState::Joining) => MemberState::Joining,
+        Ok(pb::MemberState::Valid) => MemberState::Valid,
+        Ok(pb::MemberState::Leaving) => MemberState::Leaving,
+        Ok(pb::MemberState::Exiting) => MemberState::Exiting,
+        Ok(pb::MemberState::Down) => MemberState::Down,
+        Ok(pb::MemberState::Removed) => MemberState::Removed,
+        _ => {
+            return Err(Error::Corrupt {
+                what: "ring member state".into(),
+                message: format!("unknown state {v}"),
+            });
+        }
+    })
+}
+
+impl From<&RingState> for pb::RingState {
+    fn from(r: &RingState) -> Self {
+        pb::RingState {
+            cluster_id: r.cluster_id.clone(),
+            ring_size: r.size.get(),
+            version: r.version,
+            claimant: r.claimant.clone(),
+            members: r
+                .members
+                .iter()
+                .map(|(name, m)| pb::RingMember {
+                    name: name.clone(),
+                    addr: m.addr.clone(),
+                    state: member_state_to_pb(m.state),
+                })
+                .collect(),
+            owners: r.owners.clone(),
+            pending: r
+                .pending
+                .iter()
+                .map(|t| pb::RingTransfer {
+                    partition: t.partition.0,
+                    from: t.from.clone(),
+                    to: t.to.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::RingState> for RingState {
+    type Error = Error;
+
+    fn try_from(r: pb::RingState) -> Result<Self> {
+        let size = RingSize::new(u64::from(r.ring_size))?;
+        if r.owners.len() != size.get() as usize {
+            return Err(Error::Corrupt {
+                what: "ring".into(),
+                message: format!("{} owners for a ring of {size}", r.owners.len()),
+            });
+        }
+        let mut members = BTreeMap::new();
+        for m in r.members {
+            members.insert(
+                m.name,
+                Member {
+                    addr: m.addr,
+                    state: state_from_pb(m.state)?,
+                },
+            );
+        }
+        let mut pending = Vec::with_capacity(r.pending.len());
+        for t in r.pending {
+            if t.partition >= size.get() {
+                return Err(Error::Corrupt {
+                    what: "ring".into(),
+                    message: format!(
+                        "pending transfer of partition {} beyond the ring",
+                        t.partition
+                    ),
+                });
+            }
+            pending.push(Transfer {
+                partition: PartitionId(t.partition),
+                from: t.from,
+                to: t.to,
+            });
+        }
+        Ok(RingState {
+            cluster_id: r.cluster_id,
+            size,
+            version: r.version,
+            claimant: r.claimant,
+            members,
+            owners: r.owners,
+            pending,
+        })
+    }
+}
+
+impl RingState {
+    /// Encodes for persistence.
+    pub fn encode(&self) -> Vec<u8> {
+        use prost::Message;
+        pb::RingState::from(self).encode_to_vec()
+    }
+
+    /// Decodes what [`RingState::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<RingState> {
+        use prost::Message;
+        let r = pb::RingState::decode(bytes).map_err(|e| Error::Corrupt {
+            what: "ring".into(),
+            message: e.to_string(),
+        })?;
+        RingState::try_from(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_round_trip() {
+        let size = RingSize::new(8).expect("size");
+        let mut r = RingState::singleton("c1".into(), size, "a", "127.0.0.1:1");
+        r.members.insert(
+            "b".into(),
+            Member {
+                addr: "127.0.0.1:2".into(),
+                state: MemberState::Joining,
+            },
+        );
+        r.pending.push(Transfer {
+            partition: PartitionId(3),
+            from: "a".into(),
+            to: "b".into(),
+        });
+        let back = RingState::decode(&r.encode()).expect("decodes");
+        assert_eq!(back, r);
+        assert_eq!(back.future_owners()[3], "b");
+        assert!(RingState::decode(b"\xff\xff").is_err());
+    }
+}

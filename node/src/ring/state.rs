@@ -1,0 +1,156 @@
+//! Ring state: the owner of every partition of a ring.
+//!
+//! A [`Ring`] is what riak_core's `riak_core_ring` holds about ownership: the
+//! size and, for each partition, the member that owns it. Members are names
+//! (a node's name, as the cluster layer spells it). Changing owners goes
+//! through [`Ring::claim`], which keeps the claim invariants.
+//!
+//! What this leaves out: membership states, pending transfers (`next`),
+//! versions and vector clocks, and persistence. The cluster layer wraps a
+//! `Ring` with those.
+
+use std::sync::Arc;
+
+use super::chash::{KeyHash, PartitionId, RingSize};
+use super::claim::{self, Claim, ClaimPath};
+use crate::{Error, Result};
+
+/// The owner of every partition of a ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ring {
+    size: RingSize,
+    owners: Vec<Arc<str>>,
+}
+
+impl Ring {
+    /// A ring where `first_member` owns every partition, as a new cluster's
+    /// first node does.
+    pub fn new(size: RingSize, first_member: &str) -> Ring {
+        let name: Arc<str> = Arc::from(first_member);
+        Ring {
+            size,
+            owners: vec![name; size.len()],
+        }
+    }
+
+    /// A ring from the owner of each partition, in partition order.
+    pub fn from_owners<S: AsRef<str>>(size: RingSize, owners: &[S]) -> Result<Ring> {
+        if owners.len() != size.len() {
+            return Err(Error::InvalidArgument(format!(
+                "a ring of {size} partitions needs {size} owners, got {}",
+                owners.len()
+            )));
+        }
+        if owners.iter().any(|o| o.as_ref().is_empty()) {
+            return Err(Error::InvalidArgument("an owner name is empty".into()));
+        }
+        // Share one allocation per distinct name.
+        let mut names: Vec<Arc<str>> = Vec::new();
+        let owners = owners
+            .iter()
+            .map(|o| {
+                let o = o.as_ref();
+                match names.iter().find(|n| &***n == o) {
+                    Some(n) => n.clone(),
+                    None => {
+                        let n: Arc<str> = Arc::from(o);
+                        names.push(n.clone());
+                        n
+                    }
+                }
+            })
+            .collect();
+        Ok(Ring { size, owners })
+    }
+
+    /// The number of partitions.
+    pub fn size(&self) -> RingSize {
+        self.size
+    }
+
+    /// The owner of partition `p`.
+    pub fn owner(&self, p: PartitionId) -> &str {
+        &self.owners[p.0 as usize % self.size.len()]
+    }
+
+    /// The owner of every partition, in partition order.
+    pub fn owners(&self) -> impl Iterator<Item = (PartitionId, &str)> {
+        self.size.partitions().zip(self.owners.iter().map(|o| &**o))
+    }
+
+    /// The partitions `node` owns, in ring order.
+    pub fn owned_by(&self, node: &str) -> Vec<PartitionId> {
+        self.owners()
+            .filter(|(_, o)| *o == node)
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// The members that own at least one partition, sorted.
+    pub fn members(&self) -> Vec<&str> {
+        let mut m: Vec<&str> = self.owners.iter().map(|o| &**o).collect();
+        m.sort_unstable();
+        m.dedup();
+        m
+    }
+
+    /// The partition a key hash belongs to.
+    pub fn partition_of(&self, hash: &KeyHash) -> PartitionId {
+        self.size.partition_of(hash)
+    }
+
+    /// The ring `members` should own, by [`claim::claim`] from this one.
+    /// Returns the new ring and how the claim got there.
+    pub fn claim<S: AsRef<str>>(
+        &self,
+        members: &[S],
+        target_n_val: usize,
+    ) -> Result<(Ring, ClaimPath)> {
+        let members: Vec<Arc<str>> = members.iter().map(|m| Arc::from(m.as_ref())).collect();
+        if members.iter().any(|m| m.is_empty()) {
+            return Err(Error::InvalidArgument("a member name is empty".into()));
+        }
+        let Claim { owners, path } = claim::claim(&self.owners, &members, target_n_val)?;
+        Ok((
+            Ring {
+                size: self.size,
+                owners,
+            },
+            path,
+        ))
+    }
+
+    /// The partitions whose owner differs between `self` and `next`, with the
+    /// old and new owner: the transfers a claim implies.
+    pub fn transfers<'a>(&'a self, next: &'a Ring) -> Vec<(PartitionId, &'a str, &'a str)> {
+        self.owners()
+            .zip(next.owners.iter())
+            .filter(|((_, a), b)| *a != &***b)
+            .map(|((p, a), b)| (p, a, &**b))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_ring_and_claim() {
+        let ring = Ring::new(RingSize::DEFAULT, "a");
+        assert_eq!(ring.owned_by("a").len(), 64);
+        assert_eq!(ring.members(), vec!["a"]);
+        let (next, _) = ring.claim(&["a", "b", "c", "d"], 4).expect("claim");
+        assert_eq!(next.members(), vec!["a", "b", "c", "d"]);
+        assert_eq!(ring.transfers(&next).len(), 48);
+        for m in ["a", "b", "c", "d"] {
+            assert_eq!(next.owned_by(m).len(), 16);
+        }
+        let owners: Vec<String> = next.owners().map(|(_, o)| o.to_string()).collect();
+        assert_eq!(
+            Ring::from_owners(RingSize::DEFAULT, &owners).ok(),
+            Some(next)
+        );
+        assert!(Ring::from_owners(RingSize::DEFAULT, &owners[1..]).is_err());
+    }
+}

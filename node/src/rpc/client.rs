@@ -1,0 +1,105 @@
+//! A client of one node: unary calls for one-off commands, and the streaming
+//! session for many requests in flight.
+
+use flavio_proto::v1 as pb;
+use flavio_proto::v1::flavio_client::FlavioClient;
+use tonic::Request;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use super::Cookie;
+use crate::{Error, Result};
+
+/// The generated client with the cookie attached to every call.
+pub type Raw = FlavioClient<InterceptedService<Channel, CookieLayer>>;
+
+/// Adds the cookie to each outgoing call.
+#[derive(Clone, Debug)]
+pub struct CookieLayer(Cookie);
+
+impl tonic::service::Interceptor for CookieLayer {
+    fn call(&mut self, req: Request<()>) -> std::result::Result<Request<()>, tonic::Status> {
+        self.0.attach(req)
+    }
+}
+
+/// A connection to one node.
+#[derive(Clone)]
+pub struct Client {
+    raw: Raw,
+}
+
+/// Turns `host:port` (or a full `http://` URI) into an endpoint.
+pub fn endpoint(addr: &str) -> Result<Endpoint> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Endpoint::from_shared(uri)
+        .map(|e| {
+            e.tcp_nodelay(true)
+                .connect_timeout(std::time::Duration::from_secs(3))
+        })
+        .map_err(|e| Error::InvalidArgument(format!("invalid node address {addr:?}: {e}")))
+}
+
+impl Client {
+    /// Connects to the node at `addr` (`host:port`).
+    pub async fn connect(addr: &str, cookie: Cookie) -> Result<Client> {
+        let channel = endpoint(addr)?
+            .connect()
+            .await
+            .map_err(|e| Error::Rpc(format!("cannot reach node {addr}: {}", source_chain(&e))))?;
+        Ok(Client {
+            raw: FlavioClient::with_interceptor(channel, CookieLayer(cookie)),
+        })
+    }
+
+    /// The generated client, for calls this wrapper does not cover.
+    pub fn raw(&self) -> Raw {
+        self.raw.clone()
+    }
+
+    /// `Ping`.
+    pub async fn ping(&self) -> std::result::Result<pb::PingReply, tonic::Status> {
+        Ok(self
+            .raw
+            .clone()
+            .ping(pb::PingRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// `Add`.
+    pub async fn add(
+        &self,
+        req: pb::AddRequest,
+    ) -> std::result::Result<pb::AddReply, tonic::Status> {
+        Ok(self.raw.clone().add(req).await?.into_inner())
+    }
+
+    /// `Stats`.
+    pub async fn stats(
+        &self,
+        req: pb::StatsRequest,
+    ) -> std::result::Result<pb::StatsReply, tonic::Status> {
+        Ok(self.raw.clone().stats(req).await?.into_inner())
+    }
+}
+
+/// An error and its causes on one line: tonic's transport errors hide the
+/// useful part ("Connection refused") in their sources.
+pub fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}

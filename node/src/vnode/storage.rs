@@ -1,0 +1,283 @@
+//! Durable storage for a node: vnode state and node metadata in one embedded
+//! [fjall](https://docs.rs/fjall) database under the node's data directory.
+//!
+//! Writes go through one writer thread that *groups* them: it takes every write
+//! queued while the previous group was being written, commits them as one
+//! batch, makes that batch durable, and only then runs the callbacks that
+//! release the replies. So an acknowledged write has reached the operating
+//! system (or the disk, with [`Durability::Sync`]) before anyone is told it
+//! happened, at the cost of one system call per group instead of per write.
+//!
+//! Keys of vnode data are prefixed with the partition ordinal, so a vnode's
+//! items can be loaded, folded for handoff and deleted as one range.
+//! Left out: compaction tuning, checksummed backups, and multi-ring data
+//! directories (a directory belongs to one ring size for life).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use crate::ring::{PartitionId, RingSize};
+use crate::{Error, Result};
+
+/// How far a write has travelled before its reply is released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Written to the operating system (survives `kill -9` of the process, not
+    /// a machine crash or power loss).
+    #[default]
+    Process,
+    /// Also `fdatasync`ed (survives a machine crash).
+    Sync,
+}
+
+/// One staged change to a vnode's persisted items.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Set `key` to `value`.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove `key`.
+    Delete(Vec<u8>),
+    /// Remove every item of the partition.
+    DeleteAll,
+}
+
+/// Runs once a group of writes is durable (or failed).
+pub type Done = Box<dyn FnOnce(Result<()>) + Send>;
+
+struct Job {
+    partition: PartitionId,
+    writes: Vec<Write>,
+    done: Done,
+}
+
+const META_RING_SIZE: &[u8] = b"ring_size";
+/// How many jobs one group may hold; bounds the latency of the first job.
+const MAX_GROUP: usize = 4096;
+
+/// The node's store: opened once per process, cloned cheaply.
+#[derive(Clone)]
+pub struct Store {
+    dir: PathBuf,
+    db: Database,
+    vnodes: Keyspace,
+    meta: Keyspace,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish()
+    }
+}
+
+fn storage_err(dir: &Path) -> impl Fn(fjall::Error) -> Error + '_ {
+    move |e| Error::Storage {
+        dir: dir.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` for a ring of `ring_size`.
+    /// A directory made for another ring size is refused.
+    pub fn open(dir: &Path, ring_size: RingSize, durability: Durability) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            context: format!("creating data directory {}", dir.display()),
+            source,
+        })?;
+        let err = storage_err(dir);
+        // Small caches and memtables: a node's working set is a few counters
+        // per vnode, an idle node should stay small, and a short journal keeps
+        // recovery after a crash quick.
+        let db = Database::builder(dir.join("store"))
+            .cache_size(4 * 1024 * 1024)
+            .max_journaling_size(64 * 1024 * 1024)
+            .worker_threads(1)
+            .manual_journal_persist(true)
+            .open()
+            .map_err(&err)?;
+        let vnodes = db
+            .keyspace("vnodes", || {
+                KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024)
+            })
+            .map_err(&err)?;
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(&err)?;
+        match meta.get(META_RING_SIZE).map_err(&err)? {
+            Some(v) => {
+                let stored = decode_u64(&v, "ring size")?;
+                if stored != u64::from(ring_size.get()) {
+                    return Err(Error::RingSizeMismatch {
+                        dir: dir.to_path_buf(),
+                        stored,
+                        requested: u64::from(ring_size.get()),
+                    });
+                }
+            }
+            None => {
+                meta.insert(META_RING_SIZE, u64::from(ring_size.get()).to_be_bytes())
+                    .map_err(&err)?;
+                db.persist(PersistMode::SyncAll).map_err(&err)?;
+            }
+        }
+        let (jobs, rx) = mpsc::channel();
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            db: db.clone(),
+            vnodes: vnodes.clone(),
+            mode: match durability {
+                Durability::Process => PersistMode::Buffer,
+                Durability::Sync => PersistMode::SyncData,
+            },
+        };
+        thread::Builder::new()
+            .name("flavio-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| Error::Io {
+                context: "starting the store writer thread".into(),
+                source,
+            })?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            db,
+            vnodes,
+            meta,
+            jobs,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every persisted item of `partition`, keys without the partition prefix.
+    pub fn load(&self, partition: PartitionId) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let prefix = partition.0.to_be_bytes();
+        let mut out = Vec::new();
+        for guard in self.vnodes.prefix(prefix) {
+            let (k, v) = guard.into_inner().map_err(storage_err(&self.dir))?;
+            out.push((k[prefix.len()..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Queues `writes` for `partition`; `done` runs once they are durable.
+    /// Writes of one caller are applied in the order they were queued.
+    pub fn write(&self, partition: PartitionId, writes: Vec<Write>, done: Done) {
+        if let Err(mpsc::SendError(job)) = self.jobs.send(Job {
+            partition,
+            writes,
+            done,
+        }) {
+            (job.done)(Err(Error::ShuttingDown));
+        }
+    }
+
+    /// Reads a metadata value.
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .meta
+            .get(key)
+            .map_err(storage_err(&self.dir))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Writes a metadata value and makes it durable before returning.
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        let err = storage_err(&self.dir);
+        self.meta.insert(key, value).map_err(&err)?;
+        self.db.persist(PersistMode::SyncData).map_err(&err)
+    }
+
+    /// Flushes everything to disk; called on graceful shutdown.
+    pub fn sync(&self) -> Result<()> {
+        self.db
+            .persist(PersistMode::SyncAll)
+            .map_err(storage_err(&self.dir))
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    db: Database,
+    vnodes: Keyspace,
+    mode: PersistMode,
+}
+
+impl Writer {
+    fn run(self, rx: mpsc::Receiver<Job>) {
+        let mut group: Vec<Job> = Vec::new();
+        // Blocks for the first job of a group, then takes whatever else queued
+        // up meanwhile: under load groups grow by themselves, idle adds no delay.
+        while let Ok(first) = rx.recv() {
+            group.push(first);
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            let result = self.commit(&group);
+            for job in group.drain(..) {
+                let r = match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(Error::Storage {
+                        dir: self.dir.clone(),
+                        message: e.to_string(),
+                    }),
+                };
+                (job.done)(r);
+            }
+        }
+        // Every sender is gone: the node is stopping. Make it all durable.
+        if let Err(e) = self.db.persist(PersistMode::SyncAll) {
+            tracing::error!(error = %e, "final sync of the store failed");
+        }
+    }
+
+    fn commit(&self, group: &[Job]) -> std::result::Result<(), fjall::Error> {
+        let mut batch = self.db.batch();
+        for job in group {
+            let prefix = job.partition.0.to_be_bytes();
+            for w in &job.writes {
+                match w {
+                    Write::Put(k, v) => batch.insert(&self.vnodes, prefixed(prefix, k), v.clone()),
+                    Write::Delete(k) => batch.remove(&self.vnodes, prefixed(prefix, k)),
+                    Write::DeleteAll => {
+                        // Earlier writes of this group must be visible to the scan
+                        // below, or a key put just before would survive the delete.
+                        batch.commit()?;
+                        batch = self.db.batch();
+                        for guard in self.vnodes.prefix(prefix) {
+                            batch.remove(&self.vnodes, guard.key()?);
+                        }
+                    }
+                }
+            }
+        }
+        batch.commit()?;
+        // One flush (or fdatasync) for the whole group: this is the grouping.
+        self.db.persist(self.mode)
+    }
+}
+
+fn prefixed(prefix: [u8; 4], key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + key.len());
+    k.extend_from_slice(&prefix);
+    k.extend_from_slice(key);
+    k
+}
+
+/// Decodes a big-endian u64 written by this module or by an app.
+pub fn decode_u64(bytes: &[u8], what: &str) -> Result<u64> {
+    let arr: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt {
+        what: what.to_string(),
+        message: format!("expected 8 bytes, found {}", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(arr))
+}

@@ -1,0 +1,161 @@
+//! Helpers for tests that run the real `flavio` binary: a node process that
+//! is killed when dropped (so a failing test leaves nothing running), and a
+//! way to run CLI commands against it.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const COOKIE: &str = "test-cookie-8f3a";
+
+pub fn flavio_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_flavio"))
+}
+
+/// A free loopback port. Another process could take it before the node
+/// binds; the node start is retried on a new port if that happens.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `flavio` command with the test cookie and a private HOME.
+pub fn flavio(home: &Path) -> Command {
+    let mut c = Command::new(flavio_bin());
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("FLAVIO_COOKIE", COOKIE)
+        .env("RUST_LOG", "warn");
+    c
+}
+
+pub struct NodeProc {
+    pub child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub home: PathBuf,
+}
+
+impl NodeProc {
+    /// Starts `flavio serve` on `data_dir` with extra args and waits until it
+    /// answers health checks.
+    pub fn start(data_dir: &Path, home: &Path, extra: &[&str]) -> NodeProc {
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let child = flavio(home)
+                .args(["serve", "--name", "flavio1@127.0.0.1", "--listen", &addr])
+                .arg("--data-dir")
+                .arg(data_dir)
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn flavio serve");
+            let mut node = NodeProc {
+                child,
+                addr,
+                data_dir: data_dir.to_path_buf(),
+                home: home.to_path_buf(),
+            };
+            match node.wait_healthy(Duration::from_secs(20)) {
+                Ok(()) => return node,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("node did not become healthy: {last_err}");
+    }
+
+    fn wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("node exited early with {status}"));
+            }
+            let out = self.cli(&["health"]);
+            if out.status.success() {
+                return Ok(());
+            }
+            if t0.elapsed() > limit {
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `flavio ARGS --node ADDR`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        flavio(&self.home)
+            .args(args)
+            .args(["--node", &self.addr])
+            .output()
+            .expect("run flavio")
+    }
+
+    /// Runs a CLI command that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "flavio {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs a CLI command with `--output json` and parses it.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("valid JSON")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                let _ = self.child.kill();
+                panic!("node did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        // Only our own child, by its handle: a failing test leaves no node behind.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
