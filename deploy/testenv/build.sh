@@ -18,7 +18,7 @@ step() { STEP="$1"; echo "==> build.sh: $1" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 step "install Debian packages"
-PKGS=(golang-go etcd-server rsync golang-github-modern-go-reflect2-dev dpkg-dev make gcc curl)
+PKGS=(golang-go etcd-server rsync golang-github-modern-go-reflect2-dev dpkg-dev make gcc curl openssl)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
