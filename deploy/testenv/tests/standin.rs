@@ -191,6 +191,12 @@ async fn pvc_directory_survives_pod_and_is_remounted() -> TestResult {
     wait_pod_ready(&pods, "first", Duration::from_secs(30)).await?;
     pods.delete("first", &DeleteParams::default()).await?;
     wait_pod_gone(&pods, "first", Duration::from_secs(30)).await?;
+    let phase = pvcs.get("data").await?.status.and_then(|s| s.phase);
+    assert_eq!(
+        phase.as_deref(),
+        Some("Bound"),
+        "the stand-in binds claims it mounts"
+    );
     let dir = env.pvc_dir(&ns.name, "data");
     assert_eq!(
         std::fs::read_to_string(dir.join("marks"))?,

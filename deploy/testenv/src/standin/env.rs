@@ -12,7 +12,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolumeClaim, Pod, Secret, Volume,
+};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
 use super::Config;
@@ -329,6 +332,36 @@ fn select_items(
     }
 }
 
+/// Marks a claim Bound, as a provisioner would; a missing claim is an error.
+///
+/// There are no PersistentVolumes: the claim's host directory is its volume.
+async fn bind_claim(client: &Client, ns: &str, name: &str) -> Result<()> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let pvc = api.get_opt(name).await?.ok_or_else(|| {
+        Error::container(
+            "ContainerCreating",
+            format!("persistentvolumeclaim {name:?} not found"),
+        )
+    })?;
+    if pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound") {
+        return Ok(());
+    }
+    let spec = pvc.spec.unwrap_or_default();
+    let storage = spec
+        .resources
+        .and_then(|r| r.requests)
+        .and_then(|r| r.get("storage").cloned())
+        .map_or_else(|| "1Gi".to_string(), |q| q.0);
+    let patch = serde_json::json!({"status": {
+        "phase": "Bound",
+        "accessModes": spec.access_modes.unwrap_or_default(),
+        "capacity": {"storage": storage},
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
 /// Lays out one volume on the host and returns its directory.
 pub(crate) async fn prepare_volume(
     client: &Client,
@@ -340,6 +373,7 @@ pub(crate) async fn prepare_volume(
 ) -> Result<PathBuf> {
     let ns = pod.namespace().unwrap_or_else(|| "default".into());
     if let Some(pvc) = &v.persistent_volume_claim {
+        bind_claim(client, &ns, &pvc.claim_name).await?;
         let dir = cfg.pvc_dir(&ns, &pvc.claim_name);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         return Ok(dir);
@@ -429,4 +463,65 @@ pub(crate) fn container_mounts(
         out.push(Mount::new(&m.mount_path, host));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(path: &str) -> Vec<(String, String)> {
+        vec![("PATH".to_string(), path.to_string())]
+    }
+
+    #[test]
+    fn program_resolution() -> Result<()> {
+        let mapped = Path::new("/opt/x/target/debug/flavio");
+        // No command: the image entrypoint.
+        assert_eq!(resolve_program(None, Some(mapped), &vars(""))?, mapped);
+        // The entrypoint's name, bare or with an image path, is the mapped binary.
+        assert_eq!(
+            resolve_program(Some("flavio"), Some(mapped), &vars(""))?,
+            mapped
+        );
+        assert_eq!(
+            resolve_program(Some("/usr/local/bin/flavio"), Some(mapped), &vars(""))?,
+            mapped
+        );
+        // Anything else comes from the container PATH or is an absolute host path.
+        assert_eq!(
+            resolve_program(Some("sh"), Some(mapped), &vars("/nonexistent:/bin"))?,
+            PathBuf::from("/bin/sh")
+        );
+        assert_eq!(
+            resolve_program(Some("/bin/sh"), None, &vars(""))?,
+            PathBuf::from("/bin/sh")
+        );
+        assert!(
+            resolve_program(Some("no-such-program-here"), Some(mapped), &vars("/bin")).is_err()
+        );
+        assert!(resolve_program(None, None, &vars("/bin")).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn field_refs() -> Result<()> {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "n", "uid": "u",
+                         "labels": {"a": "b"}, "annotations": {"k": "v"}},
+            "spec": {"nodeName": "node", "serviceAccountName": "sa", "containers": []}
+        }))?;
+        let f = |p: &str| field_ref(&pod, "127.0.0.9", p);
+        assert_eq!(f("metadata.name").as_deref(), Some("p"));
+        assert_eq!(f("metadata.namespace").as_deref(), Some("n"));
+        assert_eq!(f("metadata.uid").as_deref(), Some("u"));
+        assert_eq!(f("metadata.labels['a']").as_deref(), Some("b"));
+        assert_eq!(f("metadata.annotations['k']").as_deref(), Some("v"));
+        assert_eq!(f("metadata.labels['zz']").as_deref(), Some(""));
+        assert_eq!(f("spec.nodeName").as_deref(), Some("node"));
+        assert_eq!(f("spec.serviceAccountName").as_deref(), Some("sa"));
+        assert_eq!(f("status.podIP").as_deref(), Some("127.0.0.9"));
+        assert_eq!(f("status.hostIP").as_deref(), Some("127.0.0.1"));
+        assert_eq!(f("spec.bogus"), None);
+        Ok(())
+    }
 }
