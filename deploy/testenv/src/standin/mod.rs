@@ -208,6 +208,21 @@ pub async fn run(
     ] {
         std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
     }
+    // Processes a previous, crashed instance left behind would hold the pods'
+    // addresses; this instance starts every pod afresh.
+    for rec in read_pidfiles(&cfg.pid_dir()) {
+        if is_alive(&rec) {
+            tracing::warn!(
+                pid = rec.pid,
+                "killing a process left by a previous stand-in"
+            );
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(rec.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = std::fs::remove_file(cfg.pid_dir().join(rec.pid.to_string()));
+    }
     node::register(&client, &cfg).await?;
     let heartbeat = tokio::spawn(node::heartbeat(client.clone(), cfg.node_name.clone()));
     let shared = Arc::new(Shared {
