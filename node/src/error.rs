@@ -18,6 +18,10 @@ pub enum Error {
     /// The request is valid but the cluster is not in a state to accept it.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The partition is not here (any more): the ring is changing. Nothing
+    /// was applied, so the request may be retried where the ring now says.
+    #[error("{0}")]
+    Moved(String),
     /// Replication parameters that cannot be satisfied.
     #[error("invalid request: {0}")]
     InvalidArgument(String),
@@ -124,6 +128,7 @@ impl Error {
             | Error::InvalidArgument(_)
             | Error::Overflow { .. } => Code::InvalidArgument,
             Error::UnknownCommand { .. } => Code::Unimplemented,
+            Error::Moved(_) => Code::Aborted,
             Error::QuorumTimeout { .. } => Code::DeadlineExceeded,
             Error::ShuttingDown | Error::NoMembers | Error::QuorumFailed { .. } => {
                 Code::Unavailable

@@ -157,6 +157,8 @@ async fn session_answers_many_requests_in_flight_by_id() {
         defaults: Defaults::default(),
         durability: Durability::Process,
         cookie: cookie.clone(),
+        advertise: None,
+        handoff_concurrency: 2,
     })
     .await
     .expect("node");

@@ -1,12 +1,16 @@
 //! The `flavio` command line: `serve` runs a node; `ping`, `add`, `stats`,
-//! `health` and `bench` talk to one over gRPC.
+//! `health` and `bench` talk to one over gRPC; `admin` manages the cluster
+//! (riak-admin's commands); `devrel` runs a local cluster of real nodes.
 //!
 //! Errors print one line on stderr and exit non-zero: 2 for usage errors
 //! (bad arguments, no cookie), 1 for everything else (unreachable node,
 //! refused cookie, failed request).
 
+mod admin;
+pub mod admin_format;
 mod bench;
 mod commands;
+mod devrel;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +50,10 @@ enum Command {
     Health(ClientArgs),
     /// Drive load against a node and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Cluster administration: member-status, ring-status, transfers, cluster ...
+    Admin(admin::AdminArgs),
+    /// Start a local cluster of N nodes on 127.0.0.1 and keep it running until Ctrl-C.
+    Devrel(devrel::DevrelArgs),
 }
 
 /// Output format of client commands.
@@ -148,6 +156,11 @@ pub fn status_line(s: &tonic::Status) -> String {
         Code::DeadlineExceeded => "timed out",
         Code::InvalidArgument => "invalid argument",
         Code::Unimplemented => "not supported",
+        // The cluster said no (commit of a stale plan, leave of the only
+        // member, ...): its message says why.
+        Code::FailedPrecondition => "refused",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
         Code::Internal => "internal error",
         _ => "failed",
     };
@@ -223,6 +236,10 @@ fn run(cli: Cli) -> std::result::Result<(), Failure> {
             runtime(true)?.block_on(serve::run(args))
         }
         Command::Bench(args) => runtime(true)?.block_on(bench::run(args)),
+        Command::Devrel(args) => {
+            init_client_logging();
+            runtime(false)?.block_on(devrel::run(args))
+        }
         other => {
             init_client_logging();
             runtime(false)?.block_on(async move {
@@ -231,7 +248,8 @@ fn run(cli: Cli) -> std::result::Result<(), Failure> {
                     Command::Add(a) => commands::add(a).await,
                     Command::Stats(a) => commands::stats(a).await,
                     Command::Health(a) => commands::health(a).await,
-                    Command::Serve(_) | Command::Bench(_) => Ok(()),
+                    Command::Admin(a) => admin::run(a).await,
+                    Command::Serve(_) | Command::Bench(_) | Command::Devrel(_) => Ok(()),
                 }
             })
         }

@@ -47,6 +47,12 @@ pub struct ServeArgs {
     /// Default request timeout in milliseconds.
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
+    /// Address other nodes reach this one at (default: the listen address).
+    #[arg(long, env = "FLAVIO_ADVERTISE")]
+    advertise: Option<String>,
+    /// Ownership transfers at once per node, inbound and outbound each.
+    #[arg(long, env = "FLAVIO_HANDOFF_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    handoff_concurrency: u32,
     /// fsync every group of writes before replying (survives machine crashes,
     /// not just process crashes).
     #[arg(long, env = "FLAVIO_SYNC")]
@@ -93,7 +99,7 @@ fn server_cookie(file: Option<&std::path::Path>) -> Result<Cookie> {
     Ok(cookie)
 }
 
-fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+pub(super) fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -143,6 +149,8 @@ pub(super) async fn run(args: ServeArgs) -> std::result::Result<(), Failure> {
             Durability::Process
         },
         cookie,
+        advertise: args.advertise,
+        handoff_concurrency: args.handoff_concurrency as usize,
     };
     let node = Node::start(config).await?;
     node.serve(shutdown_signal()).await?;

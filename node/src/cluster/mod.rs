@@ -4,9 +4,22 @@
 //! - [`state`]: the versioned ring state the nodes agree on.
 //! - [`claimant`]: staging, plan and commit, and the ring's own next steps;
 //!   pure functions of a ring state.
+//! - [`manager`]: the node's part: ring persistence, gossip, join, the
+//!   claimant's operations, and keeping local vnodes in step with ownership.
+//! - [`router`]: sends vnode traffic to owners, here or over the peer stream.
+//! - [`handoff`]: moves a vnode to its next owner without losing a command;
+//!   [`handoff_fsm`] is its pure state machine.
+//! - [`view`]: the current ring, shared cheaply.
 
 pub mod claimant;
+pub mod handoff;
+pub mod handoff_fsm;
+pub mod manager;
+pub mod router;
 pub mod state;
+pub mod view;
+
+pub use manager::{Cluster, ClusterConfig};
 
 pub use claimant::{Change, Plan, Staging};
 pub use state::{Member, MemberState, RingState, Transfer};

@@ -179,6 +179,32 @@ impl RingState {
     }
 }
 
+/// What a node does with a ring it hears about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// Older, equal, or of another cluster: keep ours.
+    Ignore,
+    /// Newer, of our cluster: take it.
+    Adopt,
+    /// Newer, and it no longer lists us as a member: we were removed, so
+    /// start over as a one-member cluster.
+    Reset,
+}
+
+/// Decides what node `me`, holding `mine`, does with `theirs`.
+pub fn merge(mine: &RingState, theirs: &RingState, me: &str) -> Merge {
+    if theirs.cluster_id != mine.cluster_id
+        || theirs.size != mine.size
+        || theirs.version <= mine.version
+    {
+        return Merge::Ignore;
+    }
+    match theirs.state_of(me) {
+        None | Some(MemberState::Removed) => Merge::Reset,
+        Some(_) => Merge::Adopt,
+    }
+}
+
 fn state_to_pb(s: MemberState) -> pb::MemberState {
     match s {
         MemberState::Joining => pb::MemberState::Joining,
@@ -313,6 +339,63 @@ impl RingState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn two_members() -> RingState {
+        let size = RingSize::new(8).expect("size");
+        let mut r = RingState::singleton("c1".into(), size, "a", "127.0.0.1:1");
+        r.members.insert(
+            "b".into(),
+            Member {
+                addr: "127.0.0.1:2".into(),
+                state: MemberState::Valid,
+            },
+        );
+        r
+    }
+
+    #[test]
+    fn merge_takes_only_newer_rings_of_the_same_cluster() {
+        let mine = two_members();
+        let mut newer = mine.clone();
+        newer.version += 1;
+        newer.owners[0] = "b".into();
+        assert_eq!(merge(&mine, &newer, "a"), Merge::Adopt);
+        assert_eq!(merge(&newer, &mine, "a"), Merge::Ignore, "older");
+        assert_eq!(
+            merge(&mine, &mine.clone(), "a"),
+            Merge::Ignore,
+            "same version"
+        );
+        let mut foreign = newer.clone();
+        foreign.cluster_id = "c2".into();
+        assert_eq!(
+            merge(&mine, &foreign, "a"),
+            Merge::Ignore,
+            "another cluster"
+        );
+        let mut bigger = newer.clone();
+        bigger.size = RingSize::new(16).expect("size");
+        assert_eq!(
+            merge(&mine, &bigger, "a"),
+            Merge::Ignore,
+            "another ring size"
+        );
+    }
+
+    #[test]
+    fn merge_resets_a_node_the_cluster_removed() {
+        let mine = two_members();
+        let mut removed = mine.clone();
+        removed.version += 1;
+        if let Some(m) = removed.members.get_mut("b") {
+            m.state = MemberState::Removed;
+        }
+        assert_eq!(merge(&mine, &removed, "b"), Merge::Reset);
+        assert_eq!(merge(&mine, &removed, "a"), Merge::Adopt);
+        let mut forgotten = removed.clone();
+        forgotten.members.remove("b");
+        assert_eq!(merge(&mine, &forgotten, "b"), Merge::Reset);
+    }
 
     #[test]
     fn encode_round_trip() {

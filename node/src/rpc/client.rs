@@ -2,6 +2,7 @@
 //! session for many requests in flight.
 
 use flavio_proto::v1 as pb;
+use flavio_proto::v1::admin_client::AdminClient;
 use flavio_proto::v1::flavio_client::FlavioClient;
 use tonic::Request;
 use tonic::service::interceptor::InterceptedService;
@@ -16,6 +17,13 @@ pub type Raw = FlavioClient<InterceptedService<Channel, CookieLayer>>;
 /// Adds the cookie to each outgoing call.
 #[derive(Clone, Debug)]
 pub struct CookieLayer(Cookie);
+
+impl CookieLayer {
+    /// Attaches `cookie`.
+    pub fn new(cookie: Cookie) -> Self {
+        CookieLayer(cookie)
+    }
+}
 
 impl tonic::service::Interceptor for CookieLayer {
     fn call(&mut self, req: Request<()>) -> std::result::Result<Request<()>, tonic::Status> {
@@ -86,6 +94,38 @@ impl Client {
     ) -> std::result::Result<pb::StatsReply, tonic::Status> {
         Ok(self.raw.clone().stats(req).await?.into_inner())
     }
+}
+
+/// The generated Admin client with the cookie attached to every call.
+pub type Admin = AdminClient<InterceptedService<Channel, CookieLayer>>;
+
+/// Connects an Admin client to the node at `addr` (`host:port`).
+pub async fn admin(addr: &str, cookie: Cookie) -> Result<Admin> {
+    let channel = endpoint(addr)?
+        .connect()
+        .await
+        .map_err(|e| Error::Rpc(format!("cannot reach node {addr}: {}", source_chain(&e))))?;
+    Ok(AdminClient::with_interceptor(channel, CookieLayer(cookie)))
+}
+
+/// Asks the node at `addr` whether the `flavio.v1.Flavio` service is SERVING
+/// (`grpc.health.v1`, no cookie needed). `Ok(false)` means it answered
+/// NOT_SERVING; an unreachable node or a failed call is an error.
+pub async fn is_serving(addr: &str) -> Result<bool> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let channel = endpoint(addr)?
+        .connect()
+        .await
+        .map_err(|e| Error::Rpc(format!("cannot reach node {addr}: {}", source_chain(&e))))?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let r = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "flavio.v1.Flavio".into(),
+        })
+        .await
+        .map_err(|s| Error::Rpc(format!("health check of {addr} failed: {}", s.message())))?
+        .into_inner();
+    Ok(r.status == ServingStatus::Serving as i32)
 }
 
 /// An error and its causes on one line: tonic's transport errors hide the

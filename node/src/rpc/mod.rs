@@ -5,9 +5,12 @@
 //! The health service (`grpc.health.v1`) is served without a cookie so
 //! probes need no secret; it reveals nothing but liveness.
 
+pub mod admin_service;
 pub mod auth;
 pub mod client;
+pub mod cluster_service;
 mod convert;
+pub mod peer;
 pub mod server;
 
 pub use auth::Cookie;

@@ -15,9 +15,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
+use flavio_proto::v1::admin_server::AdminServer;
+use flavio_proto::v1::cluster_server::ClusterServer;
+
 use super::Cookie;
+use super::admin_service::AdminService;
+use super::cluster_service::ClusterService;
 use super::convert::{add_options, stats_timeout};
+use super::peer::Peers;
 use crate::app::{Defaults, Flavio, FlavioVnode};
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::ring::RingSize;
 use crate::vnode::{Durability, Store, VnodeMaster};
 use crate::{Error, Result};
@@ -43,6 +50,11 @@ pub struct ServeConfig {
     pub durability: Durability,
     /// The cluster secret every call must carry.
     pub cookie: Cookie,
+    /// The address other nodes use to reach this one (default: the bound
+    /// listen address).
+    pub advertise: Option<String>,
+    /// Ownership transfers at once, per direction.
+    pub handoff_concurrency: usize,
 }
 
 /// A node that has opened its store and bound its port but not yet served.
@@ -50,30 +62,49 @@ pub struct Node {
     config: ServeConfig,
     listener: TcpListener,
     master: VnodeMaster<FlavioVnode>,
+    cluster: Cluster<FlavioVnode>,
     app: Flavio,
 }
 
 impl Node {
-    /// Opens the store, starts every vnode and binds the listen address.
+    /// Opens the store and the ring, starts the owned vnodes and binds the
+    /// listen address.
     pub async fn start(config: ServeConfig) -> Result<Node> {
         let store = Store::open(&config.data_dir, config.ring_size, config.durability)?;
-        let master: VnodeMaster<FlavioVnode> = VnodeMaster::start(
-            &config.name,
-            config.ring_size,
-            store,
-            config.ring_size.partitions(),
-        )?;
+        let master: VnodeMaster<FlavioVnode> =
+            VnodeMaster::start(&config.name, config.ring_size, store.clone(), [])?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Io {
                 context: format!("listening on {}", config.listen),
                 source,
             })?;
-        let app = Flavio::new(std::sync::Arc::new(master.clone()), config.defaults);
+        let bound = listener.local_addr().map_err(|source| Error::Io {
+            context: "reading the bound address".into(),
+            source,
+        })?;
+        let advertise = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| bound.to_string());
+        let peers = Arc::new(Peers::new(config.cookie.clone()));
+        let cluster = Cluster::open(
+            ClusterConfig {
+                name: config.name.clone(),
+                addr: advertise,
+                handoff_concurrency: config.handoff_concurrency,
+            },
+            store,
+            master.clone(),
+            peers,
+        )
+        .await?;
+        let app = Flavio::new(cluster.router(), config.defaults);
         Ok(Node {
             config,
             listener,
             master,
+            cluster,
             app,
         })
     }
@@ -93,13 +124,24 @@ impl Node {
             config,
             listener,
             master,
+            cluster,
             app,
         } = self;
+        cluster.start().await;
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<FlavioServer<Service>>().await;
         let cookie = config.cookie.clone();
-        let api = FlavioServer::with_interceptor(Service { app: app.clone() }, move |req| {
-            cookie.check(req)
+        let api = FlavioServer::with_interceptor(Service { app: app.clone() }, {
+            let cookie = cookie.clone();
+            move |req| cookie.check(req)
+        });
+        let admin = AdminServer::with_interceptor(AdminService::new(cluster.clone()), {
+            let cookie = cookie.clone();
+            move |req| cookie.check(req)
+        });
+        let peer = ClusterServer::with_interceptor(ClusterService::new(cluster.clone()), {
+            let cookie = cookie.clone();
+            move |req| cookie.check(req)
         });
         tracing::info!(
             node = %config.name,
@@ -124,6 +166,8 @@ impl Node {
             .tcp_nodelay(true)
             .add_service(health_service)
             .add_service(api)
+            .add_service(admin)
+            .add_service(peer)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .map_err(|e| Error::Rpc(format!("server failed: {e}")));

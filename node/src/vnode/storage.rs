@@ -194,6 +194,21 @@ impl Store {
         self.db.persist(PersistMode::SyncData).map_err(&err)
     }
 
+    /// Removes a metadata value durably.
+    pub fn delete_meta(&self, key: &str) -> Result<()> {
+        let err = storage_err(&self.dir);
+        self.meta.remove(key).map_err(&err)?;
+        self.db.persist(PersistMode::SyncData).map_err(&err)
+    }
+
+    /// Whether any item of `partition` is stored.
+    pub fn has_data(&self, partition: PartitionId) -> bool {
+        self.vnodes
+            .prefix(partition.0.to_be_bytes())
+            .next()
+            .is_some()
+    }
+
     /// Flushes everything to disk; called on graceful shutdown.
     pub fn sync(&self) -> Result<()> {
         self.db

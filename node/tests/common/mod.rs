@@ -31,7 +31,11 @@ pub fn flavio(home: &Path) -> Command {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)
         .env("FLAVIO_COOKIE", COOKIE)
-        .env("RUST_LOG", "warn");
+        // FLAVIO_TEST_LOG=info shows the nodes' logs when a test needs reading.
+        .env(
+            "RUST_LOG",
+            std::env::var("FLAVIO_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
     c
 }
 
@@ -46,11 +50,22 @@ impl NodeProc {
     /// Starts `flavio serve` on `data_dir` with extra args and waits until it
     /// answers health checks.
     pub fn start(data_dir: &Path, home: &Path, extra: &[&str]) -> NodeProc {
+        NodeProc::start_named("flavio1@127.0.0.1", None, data_dir, home, extra)
+    }
+
+    /// Starts a node with a name, on `port` (a free one when `None`).
+    pub fn start_named(
+        name: &str,
+        port: Option<u16>,
+        data_dir: &Path,
+        home: &Path,
+        extra: &[&str],
+    ) -> NodeProc {
         let mut last_err = String::new();
         for _ in 0..5 {
-            let addr = format!("127.0.0.1:{}", free_port());
+            let addr = format!("127.0.0.1:{}", port.unwrap_or_else(free_port));
             let child = flavio(home)
-                .args(["serve", "--name", "flavio1@127.0.0.1", "--listen", &addr])
+                .args(["serve", "--name", name, "--listen", &addr])
                 .arg("--data-dir")
                 .arg(data_dir)
                 .args(extra)

@@ -1,0 +1,222 @@
+//! `flavio admin`: riak-admin's cluster commands over the `flavio.v1.Admin`
+//! service of one node (`--node`).
+//!
+//! Membership changes follow riak's staged workflow: `cluster join` /
+//! `leave` / `force-remove` / `replace` / `force-replace` stage a change on
+//! the claimant, `cluster plan` shows what the staged changes will do,
+//! `cluster commit` applies exactly that plan and `cluster clear` drops it.
+//! `member-status`, `ring-status` and `transfers` observe the cluster.
+//!
+//! This module only parses arguments, calls the RPC and prints; rendering
+//! lives in [`super::admin_format`], the decisions on the node. As in riak,
+//! `cluster join` runs against the node that joins, but it names a member by
+//! address (`host:port`) rather than by node name, since a name alone does
+//! not say where to connect.
+
+use clap::{Args, Subcommand};
+use flavio_proto::v1 as pb;
+
+use super::admin_format as fmt;
+use super::{ClientArgs, Failure, Output};
+use crate::rpc::client::{self, Admin};
+
+/// Arguments of `flavio admin`.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    command: AdminCommand,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Members, their state and share of the ring now and after pending transfers.
+    MemberStatus,
+    /// Claimant, ring readiness, pending ownership handoffs, unreachable nodes.
+    RingStatus,
+    /// Transfers running now on every reachable member.
+    Transfers,
+    /// Stage, plan, commit or clear membership changes.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Stage the join of --node to the cluster of the member at NODE_ADDR (host:port).
+    Join {
+        /// Address of any member of the cluster to join (host:port).
+        #[arg(value_name = "NODE_ADDR")]
+        target: String,
+    },
+    /// Stage the leave of NODE (default: the node at --node); it hands off its data first.
+    Leave {
+        /// The leaving node's name (e.g. flavio4@127.0.0.1).
+        // Not `node`: that id belongs to the global --node.
+        #[arg(value_name = "NODE")]
+        leaving: Option<String>,
+    },
+    /// Stage the removal of NODE without handoff: its replicas are lost.
+    ForceRemove {
+        /// The node's name.
+        #[arg(value_name = "NODE")]
+        removed: String,
+    },
+    /// Stage handing OLD's partitions to NEW (a joining node), then OLD leaves.
+    Replace {
+        /// The node to replace.
+        old: String,
+        /// The joining node that takes its place.
+        new: String,
+    },
+    /// Stage giving OLD's partitions to NEW without handoff: OLD's replicas are lost.
+    ForceReplace {
+        /// The node to replace.
+        old: String,
+        /// The joining node that takes its place.
+        new: String,
+    },
+    /// Show what the staged changes will do.
+    Plan,
+    /// Apply the last plan shown.
+    Commit {
+        /// Commit only if the last plan still has this id (from `plan --output json`).
+        #[arg(long)]
+        plan_id: Option<String>,
+    },
+    /// Drop the staged changes.
+    Clear,
+}
+
+async fn connect(args: &ClientArgs) -> Result<Admin, Failure> {
+    let cookie = args.cookie()?;
+    Ok(client::admin(&args.node, cookie).await?)
+}
+
+/// Prints `text` as is (the renderers end their lines) or the JSON document
+/// on one line, like the other client commands.
+fn print(output: Output, text: impl FnOnce() -> String, json: impl FnOnce() -> serde_json::Value) {
+    match output {
+        Output::Text => print!("{}", text()),
+        Output::Json => println!("{}", json()),
+    }
+}
+
+/// Refuses bad arguments before connecting, so a usage error is reported
+/// as one (exit 2) even when the node is unreachable.
+fn check(command: &AdminCommand) -> Result<(), Failure> {
+    let AdminCommand::Cluster(c) = command else {
+        return Ok(());
+    };
+    let names: Vec<(&str, &str)> = match c {
+        ClusterCommand::Join { target } => {
+            // A riak-style node name here would otherwise surface as a
+            // confusing DNS or URI error.
+            if target.contains('@') || !target.contains(':') {
+                return Err(Failure::usage(format!(
+                    "cluster join takes a member's address (host:port, e.g. 127.0.0.1:10017), got {target:?}"
+                )));
+            }
+            vec![]
+        }
+        ClusterCommand::Leave {
+            leaving: Some(node),
+        }
+        | ClusterCommand::ForceRemove { removed: node } => vec![("NODE", node)],
+        ClusterCommand::Replace { old, new } | ClusterCommand::ForceReplace { old, new } => {
+            vec![("OLD", old), ("NEW", new)]
+        }
+        _ => vec![],
+    };
+    for (what, name) in names {
+        if name.trim().is_empty() {
+            return Err(Failure::usage(format!("{what} must not be empty")));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `flavio admin ...`.
+pub(super) async fn run(args: AdminArgs) -> Result<(), Failure> {
+    let out = args.client.output;
+    check(&args.command)?;
+    let mut admin = connect(&args.client).await?;
+    match args.command {
+        AdminCommand::MemberStatus => {
+            let r = admin
+                .member_status(pb::MemberStatusRequest {})
+                .await?
+                .into_inner();
+            print(
+                out,
+                || fmt::member_status(&r),
+                || fmt::member_status_json(&r),
+            );
+        }
+        AdminCommand::RingStatus => {
+            let r = admin
+                .ring_status(pb::RingStatusRequest {})
+                .await?
+                .into_inner();
+            print(out, || fmt::ring_status(&r), || fmt::ring_status_json(&r));
+        }
+        AdminCommand::Transfers => {
+            let r = admin
+                .transfers(pb::TransfersRequest { local_only: false })
+                .await?
+                .into_inner();
+            print(out, || fmt::transfers(&r), || fmt::transfers_json(&r));
+        }
+        AdminCommand::Cluster(c) => cluster(&mut admin, c, out).await?,
+    }
+    Ok(())
+}
+
+async fn cluster(admin: &mut Admin, c: ClusterCommand, out: Output) -> Result<(), Failure> {
+    let force = matches!(c, ClusterCommand::ForceReplace { .. });
+    let staged = match c {
+        ClusterCommand::Join { target } => {
+            admin.stage_join(pb::StageJoinRequest { target }).await?
+        }
+        ClusterCommand::Leave { leaving } => {
+            // Empty asks the node that receives the request to leave.
+            let node = leaving.unwrap_or_default();
+            admin.stage_leave(pb::StageLeaveRequest { node }).await?
+        }
+        ClusterCommand::ForceRemove { removed: node } => {
+            admin.stage_remove(pb::StageRemoveRequest { node }).await?
+        }
+        ClusterCommand::Replace { old, new } | ClusterCommand::ForceReplace { old, new } => {
+            let req = pb::StageReplaceRequest {
+                old_node: old,
+                new_node: new,
+                force,
+            };
+            admin.stage_replace(req).await?
+        }
+        ClusterCommand::Plan => {
+            let r = admin.plan(pb::PlanRequest {}).await?.into_inner();
+            print(out, || fmt::plan(&r), || fmt::plan_json(&r));
+            return Ok(());
+        }
+        ClusterCommand::Commit { plan_id } => {
+            let req = pb::CommitRequest {
+                plan_id: plan_id.unwrap_or_default(),
+            };
+            let r = admin.commit(req).await?.into_inner();
+            print(out, || format!("{}\n", r.message), || fmt::commit_json(&r));
+            return Ok(());
+        }
+        ClusterCommand::Clear => {
+            let r = admin.clear(pb::ClearRequest {}).await?.into_inner();
+            print(out, || format!("{}\n", r.message), || fmt::clear_json(&r));
+            return Ok(());
+        }
+    };
+    // The node words the outcome (riak's "Success: staged join request for
+    // 'flavio2@127.0.0.1' to 'flavio1@127.0.0.1'"); print it as given.
+    let r = staged.into_inner();
+    print(out, || format!("{}\n", r.message), || fmt::stage_json(&r));
+    Ok(())
+}

@@ -1,0 +1,677 @@
+//! The cluster manager: one per node. It holds the node's ring, persists it,
+//! gossips it, lets nodes join, runs the claimant's operations when this node
+//! is the claimant, and keeps the local vnodes in step with ownership (start
+//! what is owned, redirect what moved away, hand off what is pending).
+//!
+//! Gossip: every change is pushed to every member at once, and every
+//! [`GOSSIP_INTERVAL`] the node exchanges rings with one random member. A
+//! node adopts any ring of its cluster with a higher version. Each exchange
+//! also tells the node which version the peer has seen; the ring is *ready*
+//! when every member has seen the current version.
+//!
+//! Left out: marking members down (`riak-admin down`), and joining a node
+//! that is itself a member of a multi-node cluster (refused).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flavio_proto::v1 as pb;
+use rand::seq::IndexedRandom;
+use tokio::sync::{Semaphore, watch};
+
+use super::claimant::{self, Change, Plan, Staging};
+use super::handoff::Handoffs;
+use super::router::Router;
+use super::state::{Merge, RingState};
+use super::view::{Snapshot, View};
+use crate::ring::PartitionId;
+use crate::rpc::peer::Peers;
+use crate::vnode::{Mode, Store, Vnode, VnodeMaster};
+use crate::{Error, Result};
+
+/// How often a node exchanges rings with a random peer.
+pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(1000);
+/// A peer whose gossip failed within this long counts as unreachable.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
+const RING_KEY: &str = "ring";
+
+/// Settings of the cluster layer.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// This node's name.
+    pub name: String,
+    /// The address other nodes reach this node at.
+    pub addr: String,
+    /// Transfers per node and direction at once.
+    pub handoff_concurrency: usize,
+}
+
+pub(super) struct Inner<V: Vnode> {
+    pub(super) me: String,
+    pub(super) addr: String,
+    pub(super) store: Store,
+    pub(super) master: VnodeMaster<V>,
+    pub(super) view: View,
+    pub(super) peers: Arc<Peers>,
+    pub(super) router: Arc<Router<V>>,
+    /// Serializes ring changes and their persistence.
+    write: tokio::sync::Mutex<()>,
+    /// The highest ring version each peer is known to have.
+    seen: Mutex<HashMap<String, u64>>,
+    /// When gossip to a peer last failed.
+    failed: Mutex<HashMap<String, Instant>>,
+    staging: Mutex<Staging>,
+    pub(super) handoffs: Handoffs,
+    changed: watch::Sender<u64>,
+    pub(super) out_slots: Arc<Semaphore>,
+    pub(super) in_slots: Arc<Semaphore>,
+    /// Partitions whose vnode was switched to redirect after losing ownership.
+    redirected: Mutex<HashSet<u32>>,
+}
+
+/// The node's view of and part in the cluster. Cheap to clone.
+pub struct Cluster<V: Vnode> {
+    pub(super) inner: Arc<Inner<V>>,
+}
+
+impl<V: Vnode> Clone for Cluster<V> {
+    fn clone(&self) -> Self {
+        Cluster {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn new_cluster_id() -> String {
+    use rand::Rng;
+    format!("{:016x}", rand::rng().random::<u64>())
+}
+
+/// Metadata key marking a completed inbound handoff of `p` awaiting its flip.
+pub(super) fn marker_key(p: PartitionId) -> String {
+    format!("handoff-in/{}", p.0)
+}
+
+impl<V: Vnode> Cluster<V> {
+    /// Loads the persisted ring (or makes a one-member ring), cleans up data
+    /// of partitions this node does not own, and starts the owned vnodes.
+    pub async fn open(
+        config: ClusterConfig,
+        store: Store,
+        master: VnodeMaster<V>,
+        peers: Arc<Peers>,
+    ) -> Result<Cluster<V>> {
+        let size = master.ring_size();
+        let ring = match store.get_meta(RING_KEY)? {
+            Some(bytes) => {
+                let ring = RingState::decode(&bytes)?;
+                if ring.size != size {
+                    return Err(Error::RingSizeMismatch {
+                        dir: store.dir().to_path_buf(),
+                        stored: u64::from(ring.size.get()),
+                        requested: u64::from(size.get()),
+                    });
+                }
+                ring
+            }
+            None => {
+                let ring = RingState::singleton(new_cluster_id(), size, &config.name, &config.addr);
+                store.put_meta(RING_KEY, &ring.encode())?;
+                ring
+            }
+        };
+        if !ring.members.contains_key(&config.name) {
+            return Err(Error::FailedPrecondition(format!(
+                "the ring in {} belongs to other nodes ({}); start this node with its own name or another data directory",
+                store.dir().display(),
+                ring.members.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let view = View::new(ring.clone());
+        let router = Router::new(
+            &config.name,
+            view.clone(),
+            master.clone(),
+            Arc::clone(&peers),
+        );
+        let (changed, _) = watch::channel(ring.version);
+        let conc = config.handoff_concurrency.max(1);
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                me: config.name,
+                addr: config.addr,
+                store,
+                master,
+                view,
+                peers,
+                router,
+                write: tokio::sync::Mutex::new(()),
+                seen: Mutex::new(HashMap::new()),
+                failed: Mutex::new(HashMap::new()),
+                staging: Mutex::new(Staging::default()),
+                handoffs: Handoffs::default(),
+                changed,
+                out_slots: Arc::new(Semaphore::new(conc)),
+                in_slots: Arc::new(Semaphore::new(conc)),
+                redirected: Mutex::new(HashSet::new()),
+            }),
+        };
+        cluster.startup_cleanup(&ring).await?;
+        Ok(cluster)
+    }
+
+    /// Data of partitions this node neither owns nor finished receiving is a
+    /// leftover (a handoff cut short, or sent away before a crash): drop it,
+    /// so it can never be counted again.
+    async fn startup_cleanup(&self, ring: &RingState) -> Result<()> {
+        let me = &self.inner.me;
+        for p in ring.size.partitions() {
+            if ring.owner(p) == me {
+                self.inner.master.ensure_started(p)?;
+                continue;
+            }
+            let incoming = self.inner.store.get_meta(&marker_key(p))?.is_some();
+            if incoming {
+                // Complete and durable; the claimant may flip it to us.
+                self.inner.master.ensure_started(p)?;
+            } else if self.inner.store.has_data(p) {
+                self.inner.master.reset(p).await?;
+                tracing::info!(partition = %p, "dropped data of a partition this node does not own");
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts gossip, the claimant's loop and ownership reconciliation, after
+    /// one quick exchange with the other members so a restarted node does
+    /// not act on a stale ring.
+    pub async fn start(&self) {
+        let snap = self.ring();
+        let others: Vec<(String, String)> = snap
+            .ring
+            .active_members()
+            .filter(|(n, _)| **n != self.inner.me)
+            .map(|(n, m)| (n.clone(), m.addr.clone()))
+            .collect();
+        let pulls = others
+            .iter()
+            .map(|(n, a)| self.gossip_to(n.clone(), a.clone()));
+        let _ =
+            tokio::time::timeout(Duration::from_secs(3), futures::future::join_all(pulls)).await;
+        self.reconcile().await;
+        let c = self.clone();
+        tokio::spawn(async move { c.gossip_loop().await });
+        let c = self.clone();
+        tokio::spawn(async move { c.change_loop().await });
+    }
+
+    /// This node's name.
+    pub fn me(&self) -> &str {
+        &self.inner.me
+    }
+
+    /// The current ring.
+    pub fn ring(&self) -> Arc<Snapshot> {
+        self.inner.view.current()
+    }
+
+    /// The router over this cluster.
+    pub fn router(&self) -> Arc<Router<V>> {
+        Arc::clone(&self.inner.router)
+    }
+
+    /// The local vnode master.
+    pub fn master(&self) -> &VnodeMaster<V> {
+        &self.inner.master
+    }
+
+    /// The peer connections.
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.inner.peers
+    }
+
+    /// Transfers this node is sending now.
+    pub fn inner_handoffs_active(&self) -> Vec<super::handoff::ActiveTransfer> {
+        self.inner.handoffs.active()
+    }
+
+    /// Whether this node is the claimant.
+    pub fn is_claimant(&self) -> bool {
+        self.ring().ring.claimant == self.inner.me
+    }
+
+    /// Address of the claimant.
+    pub fn claimant_addr(&self) -> Result<String> {
+        let snap = self.ring();
+        snap.addr(&snap.ring.claimant)
+            .map(str::to_string)
+            .ok_or_else(|| Error::Rpc("the claimant has no address".into()))
+    }
+
+    /// Members this node could not gossip with recently.
+    pub fn unreachable(&self) -> Vec<String> {
+        let failed = lock(&self.inner.failed);
+        let snap = self.ring();
+        let mut out: Vec<String> = snap
+            .ring
+            .active_members()
+            .filter(|(n, _)| {
+                failed
+                    .get(*n)
+                    .is_some_and(|t| t.elapsed() < UNREACHABLE_FOR)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Every active member has seen the current ring version.
+    pub fn ring_ready(&self) -> bool {
+        let snap = self.ring();
+        let seen = lock(&self.inner.seen);
+        snap.ring.active_members().all(|(n, _)| {
+            *n == self.inner.me || seen.get(n).copied().unwrap_or(0) >= snap.ring.version
+        })
+    }
+
+    fn note_seen(&self, node: &str, version: u64) {
+        let mut seen = lock(&self.inner.seen);
+        let e = seen.entry(node.to_string()).or_insert(0);
+        *e = (*e).max(version);
+        lock(&self.inner.failed).remove(node);
+    }
+
+    async fn install(&self, ring: RingState) -> Result<()> {
+        self.inner.store.put_meta(RING_KEY, &ring.encode())?;
+        let version = ring.version;
+        self.inner.view.set(ring);
+        self.inner.changed.send_replace(version);
+        Ok(())
+    }
+
+    /// Adopts `ring` if it is of this cluster and newer. Returns whether it was.
+    pub async fn adopt(&self, ring: RingState) -> Result<bool> {
+        let _w = self.inner.write.lock().await;
+        let cur = self.ring();
+        match super::state::merge(&cur.ring, &ring, &self.inner.me) {
+            Merge::Ignore => Ok(false),
+            Merge::Adopt => {
+                self.install(ring).await?;
+                Ok(true)
+            }
+            Merge::Reset => {
+                // Removed from the cluster: start over alone, as riak does.
+                tracing::info!(
+                    ring_version = ring.version,
+                    "removed from the cluster; now a one-member cluster"
+                );
+                let fresh = RingState::singleton(
+                    new_cluster_id(),
+                    ring.size,
+                    &self.inner.me,
+                    &self.inner.addr,
+                );
+                lock(&self.inner.seen).clear();
+                self.install(fresh).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Applies a claimant change: `f` returns the new ring or `None`.
+    async fn mutate(
+        &self,
+        f: impl FnOnce(&RingState) -> Result<Option<RingState>>,
+    ) -> Result<Option<RingState>> {
+        let _w = self.inner.write.lock().await;
+        let cur = self.ring();
+        let Some(next) = f(&cur.ring)? else {
+            return Ok(None);
+        };
+        self.install(next.clone()).await?;
+        drop(_w);
+        self.push_all();
+        Ok(Some(next))
+    }
+
+    fn push_all(&self) {
+        let snap = self.ring();
+        // Removed members get the push too: that is how they learn of it.
+        for (n, m) in snap
+            .ring
+            .members
+            .iter()
+            .filter(|(n, _)| **n != self.inner.me)
+        {
+            let c = self.clone();
+            let (n, a) = (n.clone(), m.addr.clone());
+            tokio::spawn(async move { c.gossip_to(n, a).await });
+        }
+    }
+
+    pub(super) async fn gossip_to(&self, node: String, addr: String) {
+        let ring = self.ring();
+        let req = pb::GossipRequest {
+            from: self.inner.me.clone(),
+            ring: Some(pb::RingState::from(&ring.ring)),
+        };
+        let result = match self.inner.peers.cluster(&addr) {
+            Ok(mut c) => c.gossip(req).await.map_err(|s| s.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                self.note_seen(&node, reply.version);
+                if let Some(theirs) = reply.ring {
+                    match RingState::try_from(theirs) {
+                        Ok(r) => {
+                            if let Err(e) = self.adopt(r).await {
+                                tracing::warn!(%node, error = %e, "could not adopt gossiped ring");
+                            }
+                        }
+                        Err(e) => tracing::warn!(%node, error = %e, "bad ring in gossip reply"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%node, error = %e, "gossip failed");
+                lock(&self.inner.failed).insert(node, Instant::now());
+            }
+        }
+    }
+
+    /// Handles a gossip push: adopt if newer, and answer with ours if ours is.
+    pub async fn handle_gossip(&self, req: pb::GossipRequest) -> Result<pb::GossipReply> {
+        let theirs = req
+            .ring
+            .ok_or_else(|| Error::InvalidArgument("gossip without a ring".into()))?;
+        let theirs = RingState::try_from(theirs)?;
+        let their_version = theirs.version;
+        let same_cluster = theirs.cluster_id == self.ring().ring.cluster_id;
+        if same_cluster {
+            self.note_seen(&req.from, their_version);
+            self.adopt(theirs).await?;
+        }
+        let mine = self.ring();
+        Ok(pb::GossipReply {
+            version: mine.ring.version,
+            ring: (same_cluster && mine.ring.version > their_version)
+                .then(|| pb::RingState::from(&mine.ring)),
+        })
+    }
+
+    async fn gossip_loop(&self) {
+        let mut tick = tokio::time::interval(GOSSIP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let snap = self.ring();
+            let others: Vec<(String, String)> = snap
+                .ring
+                .active_members()
+                .filter(|(n, _)| **n != self.inner.me)
+                .map(|(n, m)| (n.clone(), m.addr.clone()))
+                .collect();
+            let pick = others.choose(&mut rand::rng()).cloned();
+            if let Some((n, a)) = pick {
+                self.gossip_to(n, a).await;
+            }
+            if self.is_claimant() {
+                self.claimant_step().await;
+            }
+        }
+    }
+
+    /// Reacts to every ring change: vnodes, handoffs, and the claimant's step.
+    async fn change_loop(&self) {
+        let mut rx = self.inner.changed.subscribe();
+        loop {
+            self.reconcile().await;
+            if self.is_claimant() {
+                self.claimant_step().await;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn claimant_step(&self) {
+        let seen = lock(&self.inner.seen).clone();
+        let unreachable: HashSet<String> = self.unreachable().into_iter().collect();
+        let r = self
+            .mutate(|ring| {
+                let v = ring.version;
+                Ok(claimant::advance(ring, &|n| {
+                    seen.get(n).copied().unwrap_or(0) >= v || unreachable.contains(n)
+                }))
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "claimant step failed");
+        }
+    }
+
+    /// Keeps local vnodes in step with the ring.
+    async fn reconcile(&self) {
+        let snap = self.ring();
+        let me = self.inner.me.as_str();
+        let master = &self.inner.master;
+        for p in snap.ring.size.partitions() {
+            let owner = snap.owner(p);
+            if *owner == *me {
+                if let Err(e) = master.ensure_started(p) {
+                    tracing::error!(partition = %p, error = %e, "cannot start vnode");
+                    continue;
+                }
+                let was_redirected = lock(&self.inner.redirected).remove(&p.0);
+                if was_redirected {
+                    let _ = master.control(p, |_, _, mode| *mode = Mode::Normal).await;
+                }
+                if self.inner.handoffs.clear_inbound(p) {
+                    let _ = self.inner.store.delete_meta(&marker_key(p));
+                }
+                continue;
+            }
+            let busy =
+                self.inner.handoffs.outbound_active(p) || self.inner.handoffs.inbound_active(p);
+            if busy || !master.is_running(p) || lock(&self.inner.redirected).contains(&p.0) {
+                continue;
+            }
+            // Ownership moved away without this node sending it (a join
+            // discarding local data, a forced reassignment, a flip learnt
+            // by gossip): drop the local copy, send strays to the owner.
+            let redirect = super::handoff::redirector(self);
+            let r = master
+                .control(p, move |v, ctx, mode| {
+                    *mode = Mode::Redirect(redirect);
+                    v.delete(ctx)
+                })
+                .await;
+            match r {
+                Ok(Ok(())) => {
+                    lock(&self.inner.redirected).insert(p.0);
+                    let _ = self.inner.store.delete_meta(&marker_key(p));
+                }
+                Ok(Err(e)) | Err(e) => {
+                    tracing::warn!(partition = %p, error = %e, "could not release vnode")
+                }
+            }
+        }
+        for t in &snap.ring.pending {
+            if t.from == me && !self.inner.handoffs.outbound_active(t.partition) {
+                super::handoff::spawn_sender(self.clone(), t.clone());
+            }
+        }
+    }
+
+    // ----- joining -------------------------------------------------------
+
+    /// On the joining node: asks the member at `target` to add this node.
+    pub async fn join(&self, target: &str) -> Result<String> {
+        let snap = self.ring();
+        let others = snap
+            .ring
+            .active_members()
+            .filter(|(n, _)| **n != self.inner.me)
+            .count();
+        if others > 0 {
+            return Err(Error::FailedPrecondition(format!(
+                "Failed: '{}' is already a member of a cluster",
+                self.inner.me
+            )));
+        }
+        if target == self.inner.addr {
+            return Err(Error::InvalidArgument(
+                "Failed: a node cannot join itself".into(),
+            ));
+        }
+        let mut client = self.inner.peers.cluster(target)?;
+        let reply = client
+            .join(pb::JoinRequest {
+                node: self.inner.me.clone(),
+                addr: self.inner.addr.clone(),
+                ring_size: snap.ring.size.get(),
+            })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::PermissionDenied => Error::FailedPrecondition(format!(
+                    "Failed: {target} refused this node's cluster cookie; nodes of a cluster must share one cookie"
+                )),
+                tonic::Code::Unavailable => Error::Rpc(format!(
+                    "Failed: {target} is not reachable: {}",
+                    s.message()
+                )),
+                _ => Error::FailedPrecondition(s.message().to_string()),
+            })?
+            .into_inner();
+        let ring = RingState::try_from(
+            reply
+                .ring
+                .ok_or_else(|| Error::Rpc("join reply without a ring".into()))?,
+        )?;
+        let target_name = ring
+            .members
+            .iter()
+            .find(|(_, m)| m.addr == target)
+            .map_or_else(|| ring.claimant.clone(), |(n, _)| n.clone());
+        {
+            let _w = self.inner.write.lock().await;
+            lock(&self.inner.seen).clear();
+            self.install(ring).await?;
+        }
+        self.push_all();
+        Ok(format!(
+            "Success: staged join request for '{}' to '{}'",
+            self.inner.me, target_name
+        ))
+    }
+
+    /// On a member: lets `req.node` join (forwarded to the claimant).
+    pub async fn handle_join(&self, req: pb::JoinRequest) -> Result<RingState> {
+        if !self.is_claimant() {
+            let addr = self.claimant_addr()?;
+            let reply = self
+                .inner
+                .peers
+                .cluster(&addr)?
+                .join(req)
+                .await
+                .map_err(|s| Error::FailedPrecondition(s.message().to_string()))?
+                .into_inner();
+            return RingState::try_from(
+                reply
+                    .ring
+                    .ok_or_else(|| Error::Rpc("join reply without a ring".into()))?,
+            );
+        }
+        let size = self.ring().ring.size;
+        if req.ring_size != size.get() {
+            return Err(Error::FailedPrecondition(format!(
+                "Failed: '{}' has a ring of size {}, this cluster {size}; nodes of a cluster need the same ring size",
+                req.node, req.ring_size
+            )));
+        }
+        if req.node == self.inner.me {
+            return Err(Error::InvalidArgument(format!(
+                "Failed: '{}' is this node's own name",
+                req.node
+            )));
+        }
+        if req.node.is_empty() || req.addr.is_empty() {
+            return Err(Error::InvalidArgument(
+                "join needs a node name and address".into(),
+            ));
+        }
+        let node = req.node.clone();
+        let ring = self
+            .mutate(|ring| claimant::add_joining(ring, &req.node, &req.addr).map(Some))
+            .await?
+            .ok_or_else(|| Error::Rpc("join produced no ring".into()))?;
+        lock(&self.inner.staging).stage(&ring, Change::Join(node))?;
+        Ok(ring)
+    }
+
+    // ----- the claimant's operations -------------------------------------
+
+    fn require_claimant(&self) -> Result<()> {
+        if self.is_claimant() {
+            Ok(())
+        } else {
+            Err(Error::FailedPrecondition(format!(
+                "this node is not the claimant ({} is)",
+                self.ring().ring.claimant
+            )))
+        }
+    }
+
+    /// Stages a change (claimant only).
+    pub fn stage(&self, change: Change) -> Result<String> {
+        self.require_claimant()?;
+        let ring = self.ring();
+        lock(&self.inner.staging).stage(&ring.ring, change)
+    }
+
+    /// Computes the plan of the staged changes (claimant only).
+    pub fn plan(&self) -> Result<(Plan, RingState)> {
+        self.require_claimant()?;
+        let ready = self.ring_ready();
+        let ring = self.ring();
+        let plan = lock(&self.inner.staging)
+            .make_plan(&ring.ring, ready)?
+            .clone();
+        Ok((plan, ring.ring.clone()))
+    }
+
+    /// Commits the last plan shown (claimant only).
+    pub async fn commit(&self, plan_id: Option<&str>) -> Result<RingState> {
+        self.require_claimant()?;
+        let ready = self.ring_ready();
+        let staging = &self.inner.staging;
+        self.mutate(|ring| lock(staging).commit(ring, ready, plan_id).map(Some))
+            .await?
+            .ok_or_else(|| Error::Rpc("commit produced no ring".into()))
+    }
+
+    /// Drops the staged changes (claimant only).
+    pub fn clear(&self) -> Result<()> {
+        self.require_claimant()?;
+        lock(&self.inner.staging).clear();
+        Ok(())
+    }
+
+    /// Flips `p` to `to` once its handoff is complete (claimant only).
+    pub async fn complete_transfer(&self, p: PartitionId, from: &str, to: &str) -> Result<u64> {
+        self.require_claimant()?;
+        self.mutate(|ring| claimant::complete_transfer(ring, p, from, to))
+            .await?;
+        Ok(self.ring().ring.version)
+    }
+}

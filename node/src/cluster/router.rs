@@ -1,0 +1,354 @@
+//! Routing by ownership: a command for a partition goes to the vnode on the
+//! node that owns it, here or over the peer stream; a coverage request is
+//! split by owner, one batch per node. Requests that reach a node that no
+//! longer owns the partition are forwarded to the owner it knows, at most
+//! [`MAX_HOPS`] times.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use flavio_proto::v1 as pb;
+
+use super::view::View;
+use crate::request::{CoverageSink, Dispatch};
+use crate::ring::{PartitionId, RingSize};
+use crate::rpc::peer::Peers;
+use crate::vnode::{Replier, Vnode, VnodeMaster, Wire};
+use crate::{Error, Result};
+
+/// How often a request may be forwarded before it is refused: enough for
+/// one stale hop and one flip, without looping on disagreeing rings.
+pub const MAX_HOPS: u32 = 3;
+
+/// Encoded reply to a command.
+pub type EncodedReply = Box<dyn FnOnce(Result<Vec<u8>>) + Send>;
+/// Receives encoded coverage answers.
+pub type EncodedSink = Arc<dyn Fn(PartitionId, Result<Vec<u8>>) + Send + Sync>;
+
+/// Sends vnode traffic to owners.
+pub struct Router<V: Vnode> {
+    me: Arc<str>,
+    view: View,
+    master: VnodeMaster<V>,
+    peers: Arc<Peers>,
+    names: Vec<Arc<str>>,
+    this: Weak<Router<V>>,
+}
+
+/// How often a request refused as [`Error::Moved`] is tried again, and how
+/// long to wait in between: the ring settles within a gossip push.
+const RETRIES: u32 = 40;
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+fn error_from_pb(e: pb::Error) -> Error {
+    match tonic::Code::from_i32(e.code) {
+        tonic::Code::Unimplemented => Error::UnknownCommand {
+            partition: "-".into(),
+            command: e.message,
+        },
+        tonic::Code::InvalidArgument => Error::InvalidArgument(e.message),
+        tonic::Code::FailedPrecondition => Error::FailedPrecondition(e.message),
+        tonic::Code::Aborted => Error::Moved(e.message),
+        _ => Error::Rpc(e.message),
+    }
+}
+
+/// The wire form of an error.
+pub fn error_to_pb(e: &Error) -> pb::Error {
+    pb::Error {
+        code: e.code() as i32,
+        message: e.to_string(),
+    }
+}
+
+impl<V: Vnode> Router<V> {
+    /// Routes for node `me`.
+    pub fn new(me: &str, view: View, master: VnodeMaster<V>, peers: Arc<Peers>) -> Arc<Self> {
+        let size = master.ring_size();
+        let names = size
+            .partitions()
+            .map(|p| Arc::clone(master.partition_name(p)))
+            .collect();
+        Arc::new_cyclic(|this| Router {
+            me: Arc::from(me),
+            view,
+            master,
+            peers,
+            names,
+            this: this.clone(),
+        })
+    }
+
+    /// The local vnode master.
+    pub fn master(&self) -> &VnodeMaster<V> {
+        &self.master
+    }
+
+    /// Runs an encoded command at the owner of `p`, forwarding at most
+    /// [`MAX_HOPS`] times. A refusal because the partition moved is retried
+    /// here (nothing was applied) while the ring settles.
+    pub fn command_encoded(&self, p: PartitionId, cmd: Vec<u8>, hops: u32, reply: EncodedReply) {
+        self.command_attempt(p, cmd, hops, reply, 0);
+    }
+
+    fn command_attempt(
+        &self,
+        p: PartitionId,
+        cmd: Vec<u8>,
+        hops: u32,
+        reply: EncodedReply,
+        attempt: u32,
+    ) {
+        let snap = self.view.current();
+        let owner = snap.owner(p);
+        if *owner == *self.me {
+            self.master.command_encoded(p, &cmd, reply);
+            return;
+        }
+        if hops >= MAX_HOPS {
+            reply(Err(Error::Moved(format!(
+                "partition {p} was forwarded {hops} times without reaching its owner; the ring is converging"
+            ))));
+            return;
+        }
+        let Some(addr) = snap.addr(&owner).map(str::to_string) else {
+            reply(Err(Error::Rpc(format!(
+                "owner {owner} of partition {p} has no address"
+            ))));
+            return;
+        };
+        let retry = (hops == 0 && attempt < RETRIES).then(|| (self.this.clone(), cmd.clone()));
+        self.send_command(
+            &addr,
+            &snap.ring.cluster_id,
+            p,
+            cmd,
+            hops + 1,
+            Box::new(move |r| match (r, retry) {
+                (Err(Error::Moved(_)), Some((this, cmd))) => {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        match this.upgrade() {
+                            Some(router) => router.command_attempt(p, cmd, 0, reply, attempt + 1),
+                            None => reply(Err(Error::ShuttingDown)),
+                        }
+                    });
+                }
+                (r, _) => reply(r),
+            }),
+        );
+    }
+
+    /// Sends an encoded command to the node at `addr`.
+    pub fn send_command(
+        &self,
+        addr: &str,
+        cluster_id: &str,
+        p: PartitionId,
+        cmd: Vec<u8>,
+        hops: u32,
+        reply: EncodedReply,
+    ) {
+        self.peers.send(
+            addr,
+            pb::PeerRequest {
+                id: 0,
+                partition: p.0,
+                kind: Some(pb::peer_request::Kind::Command(cmd)),
+                partitions: Vec::new(),
+                handoff_session: 0,
+                hops,
+                cluster_id: cluster_id.to_string(),
+            },
+            Box::new(move |r| {
+                reply(match r {
+                    Ok(pb::peer_reply::Result::Reply(b)) => Ok(b),
+                    Ok(pb::peer_reply::Result::Error(e)) => Err(error_from_pb(e)),
+                    Ok(pb::peer_reply::Result::Coverage(_)) => {
+                        Err(Error::Rpc("coverage answer to a command".into()))
+                    }
+                    Err(e) => Err(e),
+                })
+            }),
+        );
+    }
+
+    /// Runs an encoded coverage request on every partition in `partitions`,
+    /// at their owners.
+    pub fn coverage_encoded(
+        &self,
+        partitions: Vec<PartitionId>,
+        req: Vec<u8>,
+        hops: u32,
+        sink: EncodedSink,
+    ) {
+        self.coverage_attempt(partitions, req, hops, sink, 0);
+    }
+
+    fn coverage_attempt(
+        &self,
+        partitions: Vec<PartitionId>,
+        req: Vec<u8>,
+        hops: u32,
+        sink: EncodedSink,
+        attempt: u32,
+    ) {
+        // Partitions refused as moved are asked again once the ring settles.
+        let sink: EncodedSink = if hops == 0 && attempt < RETRIES {
+            let this = self.this.clone();
+            let req = req.clone();
+            let inner = sink;
+            Arc::new(move |p, r| match r {
+                Err(Error::Moved(_)) => {
+                    let (this, req, inner) = (this.clone(), req.clone(), Arc::clone(&inner));
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        match this.upgrade() {
+                            Some(router) => {
+                                router.coverage_attempt(vec![p], req, 0, inner, attempt + 1)
+                            }
+                            None => inner(p, Err(Error::ShuttingDown)),
+                        }
+                    });
+                }
+                r => inner(p, r),
+            })
+        } else {
+            sink
+        };
+        let snap = self.view.current();
+        let mut by_owner: BTreeMap<Arc<str>, Vec<PartitionId>> = BTreeMap::new();
+        for p in partitions {
+            by_owner.entry(snap.owner(p)).or_default().push(p);
+        }
+        for (owner, parts) in by_owner {
+            if *owner == *self.me {
+                for p in parts {
+                    let sink = Arc::clone(&sink);
+                    self.master
+                        .coverage_encoded(p, &req, Box::new(move |r| sink(p, r)));
+                }
+                continue;
+            }
+            let addr = snap.addr(&owner).map(str::to_string);
+            let fail_all = |parts: &[PartitionId], e: &Error, sink: &EncodedSink| {
+                for p in parts {
+                    let e = match e {
+                        Error::Moved(m) => Error::Moved(m.clone()),
+                        other => Error::Rpc(other.to_string()),
+                    };
+                    sink(*p, Err(e));
+                }
+            };
+            let Some(addr) = addr else {
+                let e = Error::Rpc(format!("owner {owner} has no address"));
+                fail_all(&parts, &e, &sink);
+                continue;
+            };
+            if hops >= MAX_HOPS {
+                let e = Error::Moved(format!("forwarded {hops} times; the ring is converging"));
+                fail_all(&parts, &e, &sink);
+                continue;
+            }
+            let sink = Arc::clone(&sink);
+            let asked = parts.clone();
+            self.peers.send(
+                &addr,
+                pb::PeerRequest {
+                    id: 0,
+                    partition: 0,
+                    kind: Some(pb::peer_request::Kind::Coverage(req.clone())),
+                    partitions: parts.iter().map(|p| p.0).collect(),
+                    handoff_session: 0,
+                    hops: hops + 1,
+                    cluster_id: snap.ring.cluster_id.clone(),
+                },
+                Box::new(move |r| match r {
+                    Ok(pb::peer_reply::Result::Coverage(c)) => {
+                        for item in c.items {
+                            let p = PartitionId(item.partition);
+                            match item.result {
+                                Some(pb::coverage_item::Result::Reply(b)) => sink(p, Ok(b)),
+                                Some(pb::coverage_item::Result::Error(e)) => {
+                                    sink(p, Err(error_from_pb(e)))
+                                }
+                                None => sink(p, Err(Error::Rpc("empty coverage item".into()))),
+                            }
+                        }
+                    }
+                    Ok(pb::peer_reply::Result::Error(e)) => {
+                        fail_all(&asked, &error_from_pb(e), &sink)
+                    }
+                    Ok(pb::peer_reply::Result::Reply(_)) => fail_all(
+                        &asked,
+                        &Error::Rpc("command answer to coverage".into()),
+                        &sink,
+                    ),
+                    Err(e) => fail_all(&asked, &e, &sink),
+                }),
+            );
+        }
+    }
+}
+
+impl<V: Vnode> Dispatch<V> for Router<V> {
+    fn ring_size(&self) -> RingSize {
+        self.master.ring_size()
+    }
+
+    fn partition_name(&self, p: PartitionId) -> Arc<str> {
+        self.names
+            .get(p.0 as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(p.to_string()))
+    }
+
+    fn owner(&self, p: PartitionId) -> Arc<str> {
+        self.view.current().owner(p)
+    }
+
+    fn command(&self, p: PartitionId, cmd: V::Command, reply: Replier<V::Reply>) {
+        // The local path stays typed: no encoding for partitions owned here.
+        if *self.view.current().owner(p) == *self.me {
+            self.master.command(p, cmd, reply);
+            return;
+        }
+        let mut buf = Vec::new();
+        cmd.encode(&mut buf);
+        self.command_encoded(
+            p,
+            buf,
+            0,
+            Box::new(move |r| reply(p, r.and_then(|b| V::Reply::decode(&b)))),
+        );
+    }
+
+    fn coverage(
+        &self,
+        partitions: Vec<PartitionId>,
+        req: Arc<V::CoverageRequest>,
+        sink: CoverageSink<V::CoverageReply>,
+    ) {
+        let snap = self.view.current();
+        let (local, remote): (Vec<PartitionId>, Vec<PartitionId>) = partitions
+            .into_iter()
+            .partition(|p| *snap.owner(*p) == *self.me);
+        for p in local {
+            let sink = Arc::clone(&sink);
+            self.master
+                .coverage(p, Arc::clone(&req), Box::new(move |p, r| sink(p, r)));
+        }
+        if remote.is_empty() {
+            return;
+        }
+        let mut buf = Vec::new();
+        req.encode(&mut buf);
+        self.coverage_encoded(
+            remote,
+            buf,
+            0,
+            Arc::new(move |p, r| sink(p, r.and_then(|b| V::CoverageReply::decode(&b)))),
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! The node's current ring, shared by the request path and the cluster's
+//! tasks. Readers take a cheap snapshot (an `Arc`); writers swap it whole.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use super::state::RingState;
+use crate::ring::PartitionId;
+
+/// One version of the ring with what routing needs precomputed.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The ring.
+    pub ring: RingState,
+    /// Owner of each partition, shared strings for cheap replies.
+    pub owners: Vec<Arc<str>>,
+    addrs: HashMap<String, String>,
+}
+
+impl Snapshot {
+    fn new(ring: RingState) -> Snapshot {
+        let owners = ring.owners.iter().map(|o| Arc::from(o.as_str())).collect();
+        let addrs = ring
+            .members
+            .iter()
+            .map(|(n, m)| (n.clone(), m.addr.clone()))
+            .collect();
+        Snapshot {
+            ring,
+            owners,
+            addrs,
+        }
+    }
+
+    /// Owner of `p`.
+    pub fn owner(&self, p: PartitionId) -> Arc<str> {
+        self.owners
+            .get(p.0 as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(""))
+    }
+
+    /// Address of member `node`.
+    pub fn addr(&self, node: &str) -> Option<&str> {
+        self.addrs.get(node).map(String::as_str)
+    }
+}
+
+/// The shared current ring.
+#[derive(Clone, Debug)]
+pub struct View(Arc<RwLock<Arc<Snapshot>>>);
+
+impl View {
+    /// A view starting at `ring`.
+    pub fn new(ring: RingState) -> View {
+        View(Arc::new(RwLock::new(Arc::new(Snapshot::new(ring)))))
+    }
+
+    /// The current snapshot.
+    pub fn current(&self) -> Arc<Snapshot> {
+        match self.0.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the ring.
+    pub fn set(&self, ring: RingState) {
+        let snap = Arc::new(Snapshot::new(ring));
+        match self.0.write() {
+            Ok(mut g) => *g = snap,
+            Err(poisoned) => *poisoned.into_inner() = snap,
+        }
+    }
+}

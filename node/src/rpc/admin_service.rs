@@ -1,0 +1,334 @@
+//! The `flavio.v1.Admin` service: membership, ring status, transfers, and
+//! staged changes. Staging, plan, commit and clear live on the claimant; any
+//! other node passes those calls on to it, so the CLI can talk to any node.
+
+use std::time::Duration;
+
+use flavio_proto::v1 as pb;
+use flavio_proto::v1::admin_server::Admin as AdminApi;
+use tonic::{Request, Response, Status};
+
+use crate::cluster::Cluster;
+use crate::cluster::claimant::{Change, MemberLine, PairCount, Plan, member_lines};
+use crate::cluster::state::member_state_to_pb;
+use crate::rpc::peer::AdminRpc;
+use crate::vnode::Vnode;
+
+/// Serves operators and `flavio admin`.
+pub struct AdminService<V: Vnode> {
+    cluster: Cluster<V>,
+}
+
+impl<V: Vnode> AdminService<V> {
+    /// The service over `cluster`.
+    pub fn new(cluster: Cluster<V>) -> Self {
+        AdminService { cluster }
+    }
+
+    fn claimant(&self) -> Result<Option<AdminRpc>, Status> {
+        if self.cluster.is_claimant() {
+            return Ok(None);
+        }
+        let addr = self.cluster.claimant_addr()?;
+        Ok(Some(self.cluster.peers().admin(&addr)?))
+    }
+}
+
+fn member_info(l: &MemberLine, addr: &str) -> pb::MemberInfo {
+    pb::MemberInfo {
+        name: l.name.clone(),
+        addr: addr.to_string(),
+        state: member_state_to_pb(l.state),
+        ring_pct: l.ring_pct,
+        pending_pct: l.pending_pct,
+    }
+}
+
+fn counts(v: &[PairCount]) -> Vec<pb::TransferCount> {
+    v.iter()
+        .map(|c| pb::TransferCount {
+            from: c.from.clone(),
+            to: c.to.clone(),
+            count: c.count,
+        })
+        .collect()
+}
+
+fn plan_reply(plan: &Plan, addr_of: &dyn Fn(&str) -> String) -> pb::PlanReply {
+    pb::PlanReply {
+        changes: plan
+            .changes
+            .iter()
+            .map(|c| pb::StagedChange {
+                action: c.action().to_string(),
+                node: c.node().to_string(),
+                new_node: c.new_node().unwrap_or_default().to_string(),
+            })
+            .collect(),
+        transitions: plan
+            .transitions
+            .iter()
+            .map(|t| pb::Transition {
+                members: t
+                    .members
+                    .iter()
+                    .map(|l| member_info(l, &addr_of(&l.name)))
+                    .collect(),
+                total_transfers: t.transfers.iter().map(|c| c.count).sum(),
+                transfers: counts(&t.transfers),
+                total_reassigned: t.reassigned.iter().map(|c| c.count).sum(),
+                reassigned: counts(&t.reassigned),
+                warnings: t.warnings.clone(),
+            })
+            .collect(),
+        warnings: plan.warnings.clone(),
+        plan_id: plan.id.clone(),
+        ring_version: plan.base_version,
+    }
+}
+
+fn stage_reply(message: String) -> Response<pb::StageReply> {
+    Response::new(pb::StageReply { message })
+}
+
+#[tonic::async_trait]
+impl<V: Vnode> AdminApi for AdminService<V> {
+    async fn member_status(
+        &self,
+        _req: Request<pb::MemberStatusRequest>,
+    ) -> Result<Response<pb::MemberStatusReply>, Status> {
+        let snap = self.cluster.ring();
+        let ring = &snap.ring;
+        let future = (!ring.pending.is_empty()).then(|| ring.future_owners());
+        let lines = member_lines(ring, future.as_deref());
+        Ok(Response::new(pb::MemberStatusReply {
+            members: lines
+                .iter()
+                .map(|l| member_info(l, ring.addr_of(&l.name).unwrap_or_default()))
+                .collect(),
+            ring_version: ring.version,
+            claimant: ring.claimant.clone(),
+            node: self.cluster.me().to_string(),
+        }))
+    }
+
+    async fn ring_status(
+        &self,
+        _req: Request<pb::RingStatusRequest>,
+    ) -> Result<Response<pb::RingStatusReply>, Status> {
+        let snap = self.cluster.ring();
+        let ring = &snap.ring;
+        let unreachable = self.cluster.unreachable();
+        let claimant_up =
+            ring.claimant == self.cluster.me() || !unreachable.contains(&ring.claimant);
+        // Readiness is the claimant's to judge: it is the one that hears from
+        // every member.
+        let ring_ready = match self.claimant()? {
+            None => self.cluster.ring_ready(),
+            Some(mut c) => match tokio::time::timeout(
+                Duration::from_secs(2),
+                c.ring_status(pb::RingStatusRequest {}),
+            )
+            .await
+            {
+                Ok(Ok(r)) => {
+                    let r = r.into_inner();
+                    r.ring_ready && r.ring_version == ring.version
+                }
+                _ => false,
+            },
+        };
+        let master = self.cluster.master();
+        Ok(Response::new(pb::RingStatusReply {
+            claimant: ring.claimant.clone(),
+            claimant_up,
+            ring_ready,
+            ring_version: ring.version,
+            pending: ring
+                .pending
+                .iter()
+                .map(|t| pb::PendingTransfer {
+                    partition: master.partition_name(t.partition).to_string(),
+                    owner: t.from.clone(),
+                    next_owner: t.to.clone(),
+                    complete: false,
+                })
+                .collect(),
+            unreachable,
+            node: self.cluster.me().to_string(),
+        }))
+    }
+
+    async fn transfers(
+        &self,
+        req: Request<pb::TransfersRequest>,
+    ) -> Result<Response<pb::TransfersReply>, Status> {
+        let master = self.cluster.master();
+        let me = self.cluster.me().to_string();
+        let mut active: Vec<pb::ActiveTransfer> = self
+            .cluster
+            .inner_handoffs_active()
+            .into_iter()
+            .map(|t| pb::ActiveTransfer {
+                partition: master.partition_name(t.partition).to_string(),
+                from: me.clone(),
+                to: t.to,
+                items_sent: t.items,
+                bytes_sent: t.bytes,
+                elapsed_s: t.elapsed.as_secs_f64(),
+            })
+            .collect();
+        let snap = self.cluster.ring();
+        let mut unreachable = Vec::new();
+        if !req.get_ref().local_only {
+            let others: Vec<(String, String)> = snap
+                .ring
+                .active_members()
+                .filter(|(n, _)| **n != me)
+                .map(|(n, m)| (n.clone(), m.addr.clone()))
+                .collect();
+            let asks = others.iter().map(|(n, a)| {
+                let peers = self.cluster.peers();
+                async move {
+                    let r = match peers.admin(a) {
+                        Ok(mut c) => tokio::time::timeout(
+                            Duration::from_secs(2),
+                            c.transfers(pb::TransfersRequest { local_only: true }),
+                        )
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                        Err(_) => None,
+                    };
+                    (n.clone(), r)
+                }
+            });
+            for (n, r) in futures::future::join_all(asks).await {
+                match r {
+                    Some(r) => active.extend(r.into_inner().active),
+                    None => unreachable.push(n),
+                }
+            }
+        }
+        Ok(Response::new(pb::TransfersReply {
+            active,
+            pending: snap.ring.pending.len() as u32,
+            unreachable,
+        }))
+    }
+
+    async fn stage_join(
+        &self,
+        req: Request<pb::StageJoinRequest>,
+    ) -> Result<Response<pb::StageReply>, Status> {
+        let target = req.into_inner().target;
+        if target.is_empty() {
+            return Err(Status::invalid_argument(
+                "join needs the address of a member",
+            ));
+        }
+        Ok(stage_reply(self.cluster.join(&target).await?))
+    }
+
+    async fn stage_leave(
+        &self,
+        req: Request<pb::StageLeaveRequest>,
+    ) -> Result<Response<pb::StageReply>, Status> {
+        let mut r = req.into_inner();
+        if r.node.is_empty() {
+            r.node = self.cluster.me().to_string();
+        }
+        match self.claimant()? {
+            None => Ok(stage_reply(self.cluster.stage(Change::Leave(r.node))?)),
+            Some(mut c) => c.stage_leave(r).await,
+        }
+    }
+
+    async fn stage_remove(
+        &self,
+        req: Request<pb::StageRemoveRequest>,
+    ) -> Result<Response<pb::StageReply>, Status> {
+        let r = req.into_inner();
+        if r.node.is_empty() {
+            return Err(Status::invalid_argument("force-remove needs a node name"));
+        }
+        match self.claimant()? {
+            None => Ok(stage_reply(
+                self.cluster.stage(Change::ForceRemove(r.node))?,
+            )),
+            Some(mut c) => c.stage_remove(r).await,
+        }
+    }
+
+    async fn stage_replace(
+        &self,
+        req: Request<pb::StageReplaceRequest>,
+    ) -> Result<Response<pb::StageReply>, Status> {
+        let r = req.into_inner();
+        if r.old_node.is_empty() || r.new_node.is_empty() {
+            return Err(Status::invalid_argument(
+                "replace needs the old and the new node",
+            ));
+        }
+        match self.claimant()? {
+            None => {
+                let change = if r.force {
+                    Change::ForceReplace {
+                        old: r.old_node,
+                        new: r.new_node,
+                    }
+                } else {
+                    Change::Replace {
+                        old: r.old_node,
+                        new: r.new_node,
+                    }
+                };
+                Ok(stage_reply(self.cluster.stage(change)?))
+            }
+            Some(mut c) => c.stage_replace(r).await,
+        }
+    }
+
+    async fn plan(&self, req: Request<pb::PlanRequest>) -> Result<Response<pb::PlanReply>, Status> {
+        match self.claimant()? {
+            None => {
+                let (plan, ring) = self.cluster.plan()?;
+                let addr_of = |n: &str| ring.addr_of(n).unwrap_or_default().to_string();
+                Ok(Response::new(plan_reply(&plan, &addr_of)))
+            }
+            Some(mut c) => c.plan(req.into_inner()).await,
+        }
+    }
+
+    async fn commit(
+        &self,
+        req: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitReply>, Status> {
+        match self.claimant()? {
+            None => {
+                let id = req.into_inner().plan_id;
+                let ring = self.cluster.commit(Some(&id)).await?;
+                Ok(Response::new(pb::CommitReply {
+                    message: "Cluster changes committed".into(),
+                    ring_version: ring.version,
+                }))
+            }
+            Some(mut c) => c.commit(req.into_inner()).await,
+        }
+    }
+
+    async fn clear(
+        &self,
+        req: Request<pb::ClearRequest>,
+    ) -> Result<Response<pb::ClearReply>, Status> {
+        match self.claimant()? {
+            None => {
+                self.cluster.clear()?;
+                Ok(Response::new(pb::ClearReply {
+                    message: "Cleared staged cluster changes".into(),
+                }))
+            }
+            Some(mut c) => c.clear(req.into_inner()).await,
+        }
+    }
+}

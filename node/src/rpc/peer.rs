@@ -1,0 +1,191 @@
+//! Connections to other nodes.
+//!
+//! Vnode traffic between two nodes rides one long-lived `Cluster.Channel`
+//! stream per peer (like Erlang's distribution channel): requests carry ids,
+//! replies come back tagged with them, in any order. One task per peer owns
+//! the stream; callers hand it a request and a callback and return at once.
+//! When the stream breaks, every request in flight fails and the next one
+//! reconnects. Unary calls (gossip, join, handoff completion) and handoff
+//! streams use a lazily connected channel per peer, which tonic reconnects.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flavio_proto::v1 as pb;
+use flavio_proto::v1::admin_client::AdminClient;
+use flavio_proto::v1::cluster_client::ClusterClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use super::Cookie;
+use super::client::{CookieLayer, endpoint, source_chain};
+use crate::{Error, Result};
+
+/// What a peer answered to one request.
+pub type PeerResult = Result<pb::peer_reply::Result>;
+/// Receives a peer's answer.
+pub type PeerCallback = Box<dyn FnOnce(PeerResult) + Send>;
+
+/// A cluster client with the cookie attached.
+pub type ClusterRpc = ClusterClient<InterceptedService<Channel, CookieLayer>>;
+/// An admin client with the cookie attached.
+pub type AdminRpc = AdminClient<InterceptedService<Channel, CookieLayer>>;
+
+struct Outgoing {
+    req: pb::PeerRequest,
+    cb: PeerCallback,
+}
+
+struct Link {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    channel: Channel,
+}
+
+/// Every peer this node talks to, by address.
+pub struct Peers {
+    cookie: Cookie,
+    links: Mutex<HashMap<String, Arc<Link>>>,
+}
+
+/// How long after a failed connection new requests fail at once, instead of
+/// each waiting for its own connect timeout.
+const FAIL_FAST: Duration = Duration::from_millis(300);
+
+impl Peers {
+    /// No connections yet; they open on first use.
+    pub fn new(cookie: Cookie) -> Peers {
+        Peers {
+            cookie,
+            links: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn link(&self, addr: &str) -> Result<Arc<Link>> {
+        let mut links = self
+            .links
+            .lock()
+            .map_err(|_| Error::Rpc("peer table poisoned".into()))?;
+        if let Some(l) = links.get(addr) {
+            return Ok(Arc::clone(l));
+        }
+        let channel = endpoint(addr)?
+            .timeout(Duration::from_secs(10))
+            .connect_lazy();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link = Arc::new(Link {
+            tx,
+            channel: channel.clone(),
+        });
+        tokio::spawn(run_link(
+            addr.to_string(),
+            ClusterClient::with_interceptor(channel, CookieLayer::new(self.cookie.clone())),
+            rx,
+        ));
+        links.insert(addr.to_string(), Arc::clone(&link));
+        Ok(link)
+    }
+
+    /// Sends one request on the peer's multiplexed stream.
+    pub fn send(&self, addr: &str, req: pb::PeerRequest, cb: PeerCallback) {
+        match self.link(addr) {
+            Ok(link) => {
+                if let Err(mpsc::error::SendError(out)) = link.tx.send(Outgoing { req, cb }) {
+                    (out.cb)(Err(Error::ShuttingDown));
+                }
+            }
+            Err(e) => cb(Err(e)),
+        }
+    }
+
+    /// A client for the peer's Cluster service (unary calls, handoff streams).
+    pub fn cluster(&self, addr: &str) -> Result<ClusterRpc> {
+        let link = self.link(addr)?;
+        Ok(ClusterClient::with_interceptor(
+            link.channel.clone(),
+            CookieLayer::new(self.cookie.clone()),
+        ))
+    }
+
+    /// A client for the peer's Admin service.
+    pub fn admin(&self, addr: &str) -> Result<AdminRpc> {
+        let link = self.link(addr)?;
+        Ok(AdminClient::with_interceptor(
+            link.channel.clone(),
+            CookieLayer::new(self.cookie.clone()),
+        ))
+    }
+}
+
+fn lost(addr: &str, why: &str) -> Error {
+    Error::Rpc(format!("connection to {addr} lost: {why}"))
+}
+
+/// Owns the multiplexed stream to one peer for the life of the node.
+async fn run_link(addr: String, mut client: ClusterRpc, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    let mut failed_at: Option<Instant> = None;
+    // Wait for traffic before connecting: idle peers cost nothing.
+    while let Some(first) = rx.recv().await {
+        if failed_at.is_some_and(|t| t.elapsed() < FAIL_FAST) {
+            (first.cb)(Err(lost(&addr, "recently unreachable")));
+            continue;
+        }
+        let (stream_tx, stream_rx) = mpsc::channel::<pb::PeerRequest>(4096);
+        let mut pending: HashMap<u64, PeerCallback> = HashMap::new();
+        let mut next_id: u64 = 1;
+        let mut queue = vec![first];
+        // Send the first request before awaiting the response headers: the
+        // server answers headers only once the stream carries something.
+        for out in queue.drain(..) {
+            let id = next_id;
+            next_id += 1;
+            let mut req = out.req;
+            req.id = id;
+            pending.insert(id, out.cb);
+            let _ = stream_tx.try_send(req);
+        }
+        let mut replies = match client.channel(ReceiverStream::new(stream_rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                let why = source_chain(&status);
+                tracing::debug!(%addr, %why, "peer stream failed to open");
+                failed_at = Some(Instant::now());
+                for (_, cb) in pending.drain() {
+                    cb(Err(lost(&addr, &why)));
+                }
+                continue;
+            }
+        };
+        let why = loop {
+            tokio::select! {
+                out = rx.recv() => {
+                    let Some(out) = out else { break "node stopping".to_string() };
+                    let id = next_id;
+                    next_id += 1;
+                    let mut req = out.req;
+                    req.id = id;
+                    pending.insert(id, out.cb);
+                    if stream_tx.send(req).await.is_err() {
+                        break "stream closed".to_string();
+                    }
+                }
+                reply = replies.message() => match reply {
+                    Ok(Some(r)) => {
+                        if let Some(cb) = pending.remove(&r.id) {
+                            cb(r.result.ok_or_else(|| Error::Rpc(format!("empty reply from {addr}"))));
+                        }
+                    }
+                    Ok(None) => break "peer closed the stream".to_string(),
+                    Err(status) => break source_chain(&status),
+                },
+            }
+        };
+        tracing::debug!(%addr, %why, in_flight = pending.len(), "peer stream ended");
+        failed_at = Some(Instant::now());
+        for (_, cb) in pending.drain() {
+            cb(Err(lost(&addr, &why)));
+        }
+    }
+}
