@@ -119,6 +119,7 @@ struct PodRun {
     name: String,
     uid: String,
     ip: Option<Ipv4Addr>,
+    host_network: bool,
     pod_dir: PathBuf,
     log_dir: PathBuf,
     volumes: Option<BTreeMap<String, PathBuf>>,
@@ -630,7 +631,7 @@ impl PodRun {
 
     fn cleanup(&self) {
         let _ = std::fs::remove_dir_all(&self.pod_dir);
-        if let Some(ip) = self.ip {
+        if let Some(ip) = self.ip.filter(|_| !self.host_network) {
             self.shared.free_ip(ip);
         }
     }
@@ -676,6 +677,7 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, pod: Pod, mut rx: watch::Receiv
     let uid = pod.uid().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
     let backoff = shared.cfg.restart_backoff;
+    let host_network = spec.host_network == Some(true);
     let mut ctrs: Vec<Ctr> = spec
         .init_containers
         .unwrap_or_default()
@@ -687,7 +689,12 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, pod: Pod, mut rx: watch::Receiv
             .into_iter()
             .map(|c| Ctr::new(c, false, backoff)),
     );
-    let ip = shared.alloc_ip();
+    // hostNetwork pods share the node's address, as they would on a real node.
+    let ip = if host_network {
+        Some(Ipv4Addr::LOCALHOST)
+    } else {
+        shared.alloc_ip()
+    };
     let pod_dir = shared
         .cfg
         .state_dir
@@ -704,6 +711,7 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, pod: Pod, mut rx: watch::Receiv
         name,
         uid,
         ip,
+        host_network,
         pod_dir,
         log_dir,
         volumes: None,
