@@ -158,9 +158,17 @@ async fn statefulset_of_three_flavio_nodes_comes_up_in_order_and_scales_down() -
             break;
         }
         if Instant::now() > deadline {
+            let logs: Vec<String> = (0..3)
+                .map(|i| {
+                    format!(
+                        "--- flavio-{i}:\n{}",
+                        env.pod_logs(&ns.name, &format!("flavio-{i}"), "flavio")
+                    )
+                })
+                .collect();
             return Err(format!(
-                "StatefulSet not Ready in time: seen {first_seen:?}, ready {ready_seen:?}; logs in {}",
-                env.log_dir().display()
+                "StatefulSet not Ready in time: seen {first_seen:?}, ready {ready_seen:?}; logs:\n{}",
+                logs.join("\n")
             )
             .into());
         }

@@ -103,7 +103,7 @@ async fn killed_process_is_restarted_and_counted() -> TestResult {
     let ns = env.namespace("restart").await?;
     let pods: Api<Pod> = ns.api();
     let out = tempfile::tempdir()?;
-    let script = "touch $OUT/started; exec sleep 3600";
+    let script = "echo run; touch $OUT/started; exec sleep 3600";
     pods.create(
         &PostParams::default(),
         &shell_pod("victim", script, &out.path().display().to_string(), 5)?,
@@ -142,6 +142,11 @@ async fn killed_process_is_restarted_and_counted() -> TestResult {
         .and_then(|s| s.terminated.as_ref())
         .map(|t| t.exit_code);
     assert_eq!(last, Some(137), "lastState should record the SIGKILL");
+    assert_eq!(
+        env.pod_logs(&ns.name, "victim", "main"),
+        "run\nrun\n",
+        "logs of both runs"
+    );
     ns.cleanup().await?;
     assert!(!pid_alive(second), "cleanup left process {second} running");
     Ok(())
