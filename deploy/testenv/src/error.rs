@@ -47,6 +47,9 @@ pub enum Error {
     /// Sending a signal failed.
     #[error("signal: {0}")]
     Signal(#[from] nix::errno::Errno),
+    /// The stand-in's log endpoint could not be set up.
+    #[error("kubelet endpoint: {0}")]
+    Serve(String),
     /// The test environment is not available and could not be started.
     #[error("test environment unavailable: {0}")]
     Unavailable(String),

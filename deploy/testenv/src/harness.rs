@@ -195,25 +195,9 @@ impl TestEnv {
     /// Output of a pod's container (all its runs), as `kubectl logs` would show;
     /// empty when there is none. The newest pod of that name comes last.
     pub fn pod_logs(&self, namespace: &str, pod: &str, container: &str) -> String {
-        let prefix = format!("{namespace}_{pod}_");
-        let suffix = format!("_{container}.log");
-        let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(self.log_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                e.file_name().to_str().is_some_and(|n| {
-                    n.starts_with(&prefix)
-                        && n.ends_with(&suffix)
-                        && n.len() == prefix.len() + 8 + suffix.len()
-                })
-            })
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .collect();
-        files.sort();
-        files
+        crate::standin::container_log_files(&self.log_dir(), namespace, pod, container)
             .iter()
-            .filter_map(|(_, p)| std::fs::read_to_string(p).ok())
+            .filter_map(|p| std::fs::read_to_string(p).ok())
             .collect::<Vec<_>>()
             .join("")
     }

@@ -147,6 +147,11 @@ async fn killed_process_is_restarted_and_counted() -> TestResult {
         "run\nrun\n",
         "logs of both runs"
     );
+    // The same through the API server (`kubectl logs`), proxied to the stand-in.
+    let via_api = pods
+        .logs("victim", &kube::api::LogParams::default())
+        .await?;
+    assert_eq!(via_api, "run\nrun\n");
     ns.cleanup().await?;
     assert!(!pid_alive(second), "cleanup left process {second} running");
     Ok(())

@@ -36,6 +36,15 @@ struct Args {
     /// Last loopback address for pods.
     #[arg(long, default_value = "127.0.0.250")]
     ip_last: Ipv4Addr,
+    /// Serve `kubectl logs` over TLS on this address (needs --tls-cert/--tls-key).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    serve_logs: Option<std::net::SocketAddr>,
+    /// PEM certificate for --serve-logs.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM key for --serve-logs.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
     /// First restart back-off in milliseconds (doubles per crash).
     #[arg(long, default_value_t = 1000)]
     restart_backoff_ms: u64,
@@ -70,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
     cfg.ip_last = args.ip_last;
     cfg.restart_backoff = Duration::from_millis(args.restart_backoff_ms);
     cfg.apiserver = apiserver;
+    if let (Some(addr), Some(cert), Some(key)) = (args.serve_logs, args.tls_cert, args.tls_key) {
+        cfg.logs_endpoint = Some(standin::LogsEndpoint { addr, cert, key });
+    }
     let shutdown = async {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -15,6 +15,7 @@
 //! Container output goes to files under the state directory instead.
 
 mod env;
+mod logs;
 mod node;
 mod pod;
 mod process;
@@ -36,6 +37,7 @@ use tokio::task::JoinHandle;
 
 use crate::Result;
 
+pub use logs::container_log_files;
 pub use process::{PidRecord, is_alive, read_pidfiles};
 
 /// Pod annotation for fault injection: when its value changes, the stand-in
@@ -67,6 +69,19 @@ pub struct Config {
     pub restart_backoff_max: Duration,
     /// The API server as pods should see it (`KUBERNETES_SERVICE_HOST`/`PORT`).
     pub apiserver: Option<(String, u16)>,
+    /// Where to serve `kubectl logs` (see the `logs` module), if anywhere.
+    pub logs_endpoint: Option<LogsEndpoint>,
+}
+
+/// TLS endpoint for the API server's `kubectl logs` proxying.
+#[derive(Clone, Debug)]
+pub struct LogsEndpoint {
+    /// Listen address; its port is published as the node's kubelet port.
+    pub addr: std::net::SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 impl Config {
@@ -82,6 +97,7 @@ impl Config {
             restart_backoff: Duration::from_secs(1),
             restart_backoff_max: Duration::from_secs(16),
             apiserver: None,
+            logs_endpoint: None,
         }
     }
 
@@ -224,7 +240,20 @@ pub async fn run(
         let _ = std::fs::remove_file(cfg.pid_dir().join(rec.pid.to_string()));
     }
     node::register(&client, &cfg).await?;
-    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), cfg.node_name.clone()));
+    let kubelet_port = cfg.logs_endpoint.as_ref().map_or(0, |l| l.addr.port());
+    let heartbeat = tokio::spawn(node::heartbeat(
+        client.clone(),
+        cfg.node_name.clone(),
+        kubelet_port,
+    ));
+    let log_server = cfg.logs_endpoint.clone().map(|l| {
+        let dir = cfg.state_dir.join("logs");
+        tokio::spawn(async move {
+            if let Err(e) = logs::serve(l.addr, &l.cert, &l.key, dir).await {
+                tracing::error!("log endpoint: {e}");
+            }
+        })
+    });
     let shared = Arc::new(Shared {
         ips: Mutex::new(IpPool::new(cfg.ip_first, cfg.ip_last)),
         client: client.clone(),
@@ -272,6 +301,9 @@ pub async fn run(
     }
     tracing::info!("stand-in stopping: terminating {} pod(s)", workers.len());
     heartbeat.abort();
+    if let Some(h) = log_server {
+        h.abort();
+    }
     for w in workers.values() {
         let _ = w.tx.send(PodMsg::Shutdown);
     }

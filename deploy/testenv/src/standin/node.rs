@@ -21,7 +21,7 @@ pub(crate) fn now_rfc3339() -> String {
         .to_string()
 }
 
-fn node_status(name: &str) -> Value {
+fn node_status(name: &str, kubelet_port: u16) -> Value {
     let now = now_rfc3339();
     let cond = |t: &str, s: &str, reason: &str| {
         json!({"type": t, "status": s, "reason": reason, "message": reason,
@@ -43,7 +43,7 @@ fn node_status(name: &str) -> Value {
             ],
             "capacity": capacity,
             "allocatable": capacity,
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
             "nodeInfo": {
                 "machineID": "flavio-testenv", "systemUUID": "flavio-testenv",
                 "bootID": "flavio-testenv", "kernelVersion": "host",
@@ -80,14 +80,17 @@ pub(crate) async fn register(client: &Client, cfg: &Config) -> Result<()> {
     api.patch_status(
         &cfg.node_name,
         &PatchParams::default(),
-        &Patch::Merge(node_status(&cfg.node_name)),
+        &Patch::Merge(node_status(
+            &cfg.node_name,
+            cfg.logs_endpoint.as_ref().map_or(0, |l| l.addr.port()),
+        )),
     )
     .await?;
     Ok(())
 }
 
 /// Refreshes the node's status every 10 s, forever.
-pub(crate) async fn heartbeat(client: Client, name: String) {
+pub(crate) async fn heartbeat(client: Client, name: String, kubelet_port: u16) {
     let api: Api<Node> = Api::all(client);
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -95,7 +98,7 @@ pub(crate) async fn heartbeat(client: Client, name: String) {
             .patch_status(
                 &name,
                 &PatchParams::default(),
-                &Patch::Merge(node_status(&name)),
+                &Patch::Merge(node_status(&name, kubelet_port)),
             )
             .await
         {
