@@ -146,13 +146,13 @@ fn quoted(n: &str) -> String {
 /// Adds a joining node to the ring (riak's join: the node appears as
 /// `joining` before any plan). Returns the new ring.
 pub fn add_joining(ring: &RingState, node: &str, addr: &str) -> Result<RingState> {
-    if let Some(m) = ring.members.get(node) {
-        if m.state.is_active() {
-            return Err(Error::InvalidArgument(format!(
-                "{} is already a member of the cluster",
-                quoted(node)
-            )));
-        }
+    if let Some(m) = ring.members.get(node)
+        && m.state.is_active()
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{} is already a member of the cluster",
+            quoted(node)
+        )));
     }
     let mut next = ring.clone();
     next.members.insert(
@@ -329,13 +329,13 @@ impl Staging {
                 "You must verify the plan with 'flavio admin cluster plan' before committing".into()
             }));
         };
-        if let Some(id) = plan_id.filter(|id| !id.is_empty()) {
-            if id != plan.id {
-                return Err(Error::FailedPrecondition(format!(
-                    "plan {id} is not the current plan {}; run 'cluster plan' again",
-                    plan.id
-                )));
-            }
+        if let Some(id) = plan_id.filter(|id| !id.is_empty())
+            && id != plan.id
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "plan {id} is not the current plan {}; run 'cluster plan' again",
+                plan.id
+            )));
         }
         if ring.version != plan.base_version {
             return Err(Error::FailedPrecondition(format!(
@@ -501,14 +501,12 @@ fn compute_plan(ring: &RingState, changes: &[Change]) -> Result<Plan> {
         .collect();
     next.owners = owners;
     next.pending = pending;
-    if !next
+    let claimant_valid = next
         .members
         .get(&next.claimant)
-        .is_some_and(|m| m.state == MemberState::Valid)
-    {
-        if let Some(first) = valid.first() {
-            next.claimant = first.clone();
-        }
+        .is_some_and(|m| m.state == MemberState::Valid);
+    if !claimant_valid && let Some(first) = valid.first() {
+        next.claimant = first.clone();
     }
     let first = Transition {
         members: member_lines(&next, Some(&claimed)),
@@ -602,13 +600,15 @@ pub fn advance(ring: &RingState, has_seen_exit: &dyn Fn(&str) -> bool) -> Option
                 m.state = MemberState::Exiting;
                 changed = true;
             }
-            MemberState::Exiting if has_seen_exit(name) && ring.version > 0 => {
-                // Only after a gossip round: the exiting node must learn that
-                // it is exiting before it disappears from the member list.
-                if ring.members.get(name).map(|x| x.state) == Some(MemberState::Exiting) {
-                    m.state = MemberState::Removed;
-                    changed = true;
-                }
+            // Only after the exiting node has seen that it is exiting (and
+            // only members that were exiting before this step): it must
+            // learn it before it disappears from the member list.
+            MemberState::Exiting
+                if has_seen_exit(name)
+                    && ring.members.get(name).map(|x| x.state) == Some(MemberState::Exiting) =>
+            {
+                m.state = MemberState::Removed;
+                changed = true;
             }
             _ => {}
         }
@@ -617,15 +617,14 @@ pub fn advance(ring: &RingState, has_seen_exit: &dyn Fn(&str) -> bool) -> Option
         .members
         .get(&next.claimant)
         .is_some_and(|m| m.state == MemberState::Valid);
-    if !claimant_ok {
-        if let Some((first, _)) = next
+    if !claimant_ok
+        && let Some((first, _)) = next
             .members
             .iter()
             .find(|(_, m)| m.state == MemberState::Valid)
-        {
-            next.claimant = first.clone();
-            changed = true;
-        }
+    {
+        next.claimant = first.clone();
+        changed = true;
     }
     if changed {
         next.version += 1;

@@ -267,7 +267,7 @@ pub(super) fn spawn_sender<V: Vnode>(c: Cluster<V>, t: Transfer) {
     }
     tokio::spawn(async move {
         loop {
-            let still = c.ring().ring.pending.iter().any(|x| *x == t);
+            let still = c.ring().ring.pending.contains(&t);
             if !still {
                 break;
             }

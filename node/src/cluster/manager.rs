@@ -35,6 +35,8 @@ pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(1000);
 /// A peer whose gossip failed within this long counts as unreachable.
 const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
 const RING_KEY: &str = "ring";
+/// How long plan and commit wait for the ring to become ready.
+const READY_WAIT: Duration = Duration::from_secs(3);
 
 /// Settings of the cluster layer.
 #[derive(Clone, Debug)]
@@ -191,13 +193,7 @@ impl<V: Vnode> Cluster<V> {
     /// one quick exchange with the other members so a restarted node does
     /// not act on a stale ring.
     pub async fn start(&self) {
-        let snap = self.ring();
-        let others: Vec<(String, String)> = snap
-            .ring
-            .active_members()
-            .filter(|(n, _)| **n != self.inner.me)
-            .map(|(n, m)| (n.clone(), m.addr.clone()))
-            .collect();
+        let others = self.other_members();
         let pulls = others
             .iter()
             .map(|(n, a)| self.gossip_to(n.clone(), a.clone()));
@@ -208,6 +204,16 @@ impl<V: Vnode> Cluster<V> {
         tokio::spawn(async move { c.gossip_loop().await });
         let c = self.clone();
         tokio::spawn(async move { c.change_loop().await });
+    }
+
+    /// Name and address of every active member but this node.
+    pub fn other_members(&self) -> Vec<(String, String)> {
+        self.ring()
+            .ring
+            .active_members()
+            .filter(|(n, _)| **n != self.inner.me)
+            .map(|(n, m)| (n.clone(), m.addr.clone()))
+            .collect()
     }
 
     /// This node's name.
@@ -412,13 +418,7 @@ impl<V: Vnode> Cluster<V> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let snap = self.ring();
-            let others: Vec<(String, String)> = snap
-                .ring
-                .active_members()
-                .filter(|(n, _)| **n != self.inner.me)
-                .map(|(n, m)| (n.clone(), m.addr.clone()))
-                .collect();
+            let others = self.other_members();
             let pick = others.choose(&mut rand::rng()).cloned();
             if let Some((n, a)) = pick {
                 self.gossip_to(n, a).await;
@@ -639,10 +639,27 @@ impl<V: Vnode> Cluster<V> {
         lock(&self.inner.staging).stage(&ring.ring, change)
     }
 
+    /// Waits a little for every member to have seen the current ring: a
+    /// plan right after a join would otherwise be refused for a gossip round
+    /// that is already on its way.
+    async fn settle_ready(&self) -> bool {
+        let deadline = Instant::now() + READY_WAIT;
+        loop {
+            if self.ring_ready() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            self.push_all();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Computes the plan of the staged changes (claimant only).
-    pub fn plan(&self) -> Result<(Plan, RingState)> {
+    pub async fn plan(&self) -> Result<(Plan, RingState)> {
         self.require_claimant()?;
-        let ready = self.ring_ready();
+        let ready = self.settle_ready().await;
         let ring = self.ring();
         let plan = lock(&self.inner.staging)
             .make_plan(&ring.ring, ready)?
@@ -653,7 +670,7 @@ impl<V: Vnode> Cluster<V> {
     /// Commits the last plan shown (claimant only).
     pub async fn commit(&self, plan_id: Option<&str>) -> Result<RingState> {
         self.require_claimant()?;
-        let ready = self.ring_ready();
+        let ready = self.settle_ready().await;
         let staging = &self.inner.staging;
         self.mutate(|ring| lock(staging).commit(ring, ready, plan_id).map(Some))
             .await?

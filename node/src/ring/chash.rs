@@ -8,7 +8,7 @@
 //! is *strictly greater* than the hash, wrapping to partition 0; so a hash equal
 //! to an index belongs to the next partition, and hash 0 to partition 1.
 //!
-//! What this leaves out: who owns a partition (see [`super::claim`] and
+//! What this leaves out: who owns a partition (see [`mod@super::claim`] and
 //! [`super::state`]) and how keys are encoded before hashing (the caller's
 //! business; riak hashes `term_to_binary({Bucket, Key})`, we hash bytes).
 

@@ -7,7 +7,7 @@
 //! partition; a preference list is a partition and its successors.
 //!
 //! - [`chash`]: ring sizes, key hashes, partition indices and their decimal form.
-//! - [`claim`]: balanced, spaced, least-movement assignment of partitions.
+//! - [`mod@claim`]: balanced, spaced, least-movement assignment of partitions.
 //! - [`state`]: [`Ring`], the owner of every partition.
 //! - [`apl`]: preference lists, plain and annotated with fallbacks for down nodes.
 //!

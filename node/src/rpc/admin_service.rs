@@ -181,12 +181,7 @@ impl<V: Vnode> AdminApi for AdminService<V> {
         let snap = self.cluster.ring();
         let mut unreachable = Vec::new();
         if !req.get_ref().local_only {
-            let others: Vec<(String, String)> = snap
-                .ring
-                .active_members()
-                .filter(|(n, _)| **n != me)
-                .map(|(n, m)| (n.clone(), m.addr.clone()))
-                .collect();
+            let others = self.cluster.other_members();
             let asks = others.iter().map(|(n, a)| {
                 let peers = self.cluster.peers();
                 async move {
@@ -292,7 +287,7 @@ impl<V: Vnode> AdminApi for AdminService<V> {
     async fn plan(&self, req: Request<pb::PlanRequest>) -> Result<Response<pb::PlanReply>, Status> {
         match self.claimant()? {
             None => {
-                let (plan, ring) = self.cluster.plan()?;
+                let (plan, ring) = self.cluster.plan().await?;
                 let addr_of = |n: &str| ring.addr_of(n).unwrap_or_default().to_string();
                 Ok(Response::new(plan_reply(&plan, &addr_of)))
             }

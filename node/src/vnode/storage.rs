@@ -65,6 +65,8 @@ pub struct Store {
     vnodes: Keyspace,
     meta: Keyspace,
     jobs: mpsc::Sender<Job>,
+    /// How far metadata writes go before returning, as for vnode writes.
+    mode: PersistMode,
 }
 
 impl std::fmt::Debug for Store {
@@ -125,14 +127,15 @@ impl Store {
             }
         }
         let (jobs, rx) = mpsc::channel();
+        let mode = match durability {
+            Durability::Process => PersistMode::Buffer,
+            Durability::Sync => PersistMode::SyncData,
+        };
         let writer = Writer {
             dir: dir.to_path_buf(),
             db: db.clone(),
             vnodes: vnodes.clone(),
-            mode: match durability {
-                Durability::Process => PersistMode::Buffer,
-                Durability::Sync => PersistMode::SyncData,
-            },
+            mode,
         };
         thread::Builder::new()
             .name("flavio-store-writer".into())
@@ -147,6 +150,7 @@ impl Store {
             vnodes,
             meta,
             jobs,
+            mode,
         })
     }
 
@@ -187,18 +191,19 @@ impl Store {
             .map(|v| v.to_vec()))
     }
 
-    /// Writes a metadata value and makes it durable before returning.
+    /// Writes a metadata value, durable (as far as the store's
+    /// [`Durability`] promises) before returning.
     pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
         let err = storage_err(&self.dir);
         self.meta.insert(key, value).map_err(&err)?;
-        self.db.persist(PersistMode::SyncData).map_err(&err)
+        self.db.persist(self.mode).map_err(&err)
     }
 
-    /// Removes a metadata value durably.
+    /// Removes a metadata value, durable as [`Store::put_meta`].
     pub fn delete_meta(&self, key: &str) -> Result<()> {
         let err = storage_err(&self.dir);
         self.meta.remove(key).map_err(&err)?;
-        self.db.persist(PersistMode::SyncData).map_err(&err)
+        self.db.persist(self.mode).map_err(&err)
     }
 
     /// Whether any item of `partition` is stored.
