@@ -44,8 +44,11 @@ use crate::ring::PartitionId;
 use crate::vnode::{Forwarder, Mode, Redirector, Vnode};
 use crate::{Error, Result};
 
-/// Pause before retrying a failed transfer.
+/// Pause before retrying a failed transfer; it doubles with each failure in
+/// a row, up to [`RETRY_MAX`], so a receiver that is down for long is not
+/// hammered (nor the log flooded).
 const RETRY_AFTER: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(8);
 
 /// Progress of one running transfer.
 #[derive(Debug)]
@@ -266,6 +269,7 @@ pub(super) fn spawn_sender<V: Vnode>(c: Cluster<V>, t: Transfer) {
         out.insert(p.0, Arc::clone(&progress));
     }
     tokio::spawn(async move {
+        let mut pause = RETRY_AFTER;
         loop {
             let still = c.ring().ring.pending.contains(&t);
             if !still {
@@ -286,7 +290,8 @@ pub(super) fn spawn_sender<V: Vnode>(c: Cluster<V>, t: Transfer) {
                     tracing::info!(partition = %p, to = %t.to, error = %e, "handoff failed; will retry");
                     progress.items.store(0, Ordering::Relaxed);
                     progress.bytes.store(0, Ordering::Relaxed);
-                    tokio::time::sleep(RETRY_AFTER).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX);
                 }
             }
         }
