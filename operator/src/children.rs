@@ -129,7 +129,10 @@ pub fn client_service(fc: &FlavioCluster) -> Result<Service> {
 pub fn cookie_secret(fc: &FlavioCluster, cookie: &str) -> Result<Secret> {
     Ok(Secret {
         metadata: meta(fc, secret_name(fc))?,
-        string_data: Some(BTreeMap::from([(COOKIE_KEY.to_string(), cookie.to_string())])),
+        string_data: Some(BTreeMap::from([(
+            COOKIE_KEY.to_string(),
+            cookie.to_string(),
+        )])),
         type_: Some("Opaque".into()),
         ..Default::default()
     })
@@ -185,11 +188,7 @@ fn field_env(name: &str, path: &str) -> EnvVar {
 /// probe, which every Kubernetes version runs).
 pub fn statefulset(fc: &FlavioCluster, naming: &Naming, replicas: i32) -> Result<StatefulSet> {
     let spec = &fc.spec;
-    let host = format!(
-        "$(POD_NAME).{}.{}.svc",
-        naming.headless(),
-        naming.namespace
-    );
+    let host = format!("$(POD_NAME).{}.{}.svc", naming.headless(), naming.namespace);
     let advertise = match spec.address_mode {
         AddressMode::Dns => format!("{host}:{PORT}"),
         AddressMode::PodIp => format!("$(POD_IP):{PORT}"),

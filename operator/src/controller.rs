@@ -91,26 +91,32 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     }
     let c = &ctx.client;
     let pods_cfg = watcher::Config::default().labels("app.kubernetes.io/name=flavio");
-    Controller::new(api::<FlavioCluster>(c, &namespace), watcher::Config::default())
-        .owns(api::<StatefulSet>(c, &namespace), watcher::Config::default())
-        .owns(api::<Service>(c, &namespace), watcher::Config::default())
-        .watches(api::<Pod>(c, &namespace), pods_cfg, |pod: Pod| {
-            // A pod's readiness changes what the decision sees.
-            let ns = pod.namespace();
-            pod.labels()
-                .get("app.kubernetes.io/instance")
-                .cloned()
-                .zip(ns)
-                .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
-        })
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "reconcile failed");
-            }
-        })
-        .await;
+    Controller::new(
+        api::<FlavioCluster>(c, &namespace),
+        watcher::Config::default(),
+    )
+    .owns(
+        api::<StatefulSet>(c, &namespace),
+        watcher::Config::default(),
+    )
+    .owns(api::<Service>(c, &namespace), watcher::Config::default())
+    .watches(api::<Pod>(c, &namespace), pods_cfg, |pod: Pod| {
+        // A pod's readiness changes what the decision sees.
+        let ns = pod.namespace();
+        pod.labels()
+            .get("app.kubernetes.io/instance")
+            .cloned()
+            .zip(ns)
+            .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
+    })
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "reconcile failed");
+        }
+    })
+    .await;
 }
 
 /// One reconcile pass of a FlavioCluster.
@@ -336,7 +342,10 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
         spec: &fc.spec,
         status: &status,
         approved,
-        sts_replicas: sts.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas),
+        sts_replicas: sts
+            .as_ref()
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.replicas),
         pods: &pod_views,
         pvcs: &pvcs,
         ring: observed.as_ref().map(|(_, o)| &o.view),
@@ -350,26 +359,64 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
             .iter()
             .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == d.degraded.reason);
         if !was {
-            event(ctx, fc, true, &d.degraded.reason, d.degraded.message.clone()).await;
+            event(
+                ctx,
+                fc,
+                true,
+                &d.degraded.reason,
+                d.degraded.message.clone(),
+            )
+            .await;
         }
-        write_status(ctx, fc, &status, &d, observed.as_ref().map(|(_, o)| o), &pod_views, now).await?;
+        write_status(
+            ctx,
+            fc,
+            &status,
+            &d,
+            observed.as_ref().map(|(_, o)| o),
+            &pod_views,
+            now,
+        )
+        .await?;
         return Ok(Requeue::requeue(Duration::from_secs(60)));
     };
 
     apply_children(ctx, fc, &naming, replicas).await?;
-    let current = sts.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas);
+    let current = sts
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.replicas);
     if current.is_some_and(|r| r != replicas) {
-        ctx.metrics.action(if Some(replicas) > current { "grow" } else { "shrink" });
+        ctx.metrics.action(if Some(replicas) > current {
+            "grow"
+        } else {
+            "shrink"
+        });
     }
     if d.degraded.status && d.degraded.reason == "TransfersStuck" {
         event(ctx, fc, true, "TransfersStuck", d.degraded.message.clone()).await;
     }
-    let mut new_status =
-        write_status(ctx, fc, &status, &d, observed.as_ref().map(|(_, o)| o), &pod_views, now).await?;
+    let mut new_status = write_status(
+        ctx,
+        fc,
+        &status,
+        &d,
+        observed.as_ref().map(|(_, o)| o),
+        &pod_views,
+        now,
+    )
+    .await?;
 
     for node in &d.removed {
         ctx.metrics.action("removed");
-        event(ctx, fc, false, "MemberRemoved", format!("{node} left the ring")).await;
+        event(
+            ctx,
+            fc,
+            false,
+            "MemberRemoved",
+            format!("{node} left the ring"),
+        )
+        .await;
     }
 
     // The membership action.
@@ -432,7 +479,14 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
             Action::ClearPlan => {
                 ring::clear(&claimant, cookie).await?;
                 ctx.metrics.action("clear");
-                event(ctx, fc, false, "PlanCleared", "the published plan no longer matches the spec".into()).await;
+                event(
+                    ctx,
+                    fc,
+                    false,
+                    "PlanCleared",
+                    "the published plan no longer matches the spec".into(),
+                )
+                .await;
             }
         }
     }
@@ -442,7 +496,14 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
         match pvc_api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {
                 ctx.metrics.action("delete_pvc");
-                event(ctx, fc, false, "PersistentVolumeClaimDeleted", format!("{name} (storage.whenScaled: Delete)")).await;
+                event(
+                    ctx,
+                    fc,
+                    false,
+                    "PersistentVolumeClaimDeleted",
+                    format!("{name} (storage.whenScaled: Delete)"),
+                )
+                .await;
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(e.into()),
@@ -478,18 +539,48 @@ async fn membership_events(
 ) {
     ctx.metrics.action("commit");
     let lines = decide::change_lines(joins, leaves);
-    event(ctx, fc, false, "PlanCommitted", format!("plan {id} committed (ring version {version}): {}", lines.join(", "))).await;
+    event(
+        ctx,
+        fc,
+        false,
+        "PlanCommitted",
+        format!(
+            "plan {id} committed (ring version {version}): {}",
+            lines.join(", ")
+        ),
+    )
+    .await;
     for n in joins {
         ctx.metrics.action("join");
-        event(ctx, fc, false, "MemberJoined", format!("{n} joined the ring")).await;
+        event(
+            ctx,
+            fc,
+            false,
+            "MemberJoined",
+            format!("{n} joined the ring"),
+        )
+        .await;
     }
     for n in leaves {
         ctx.metrics.action("leave");
-        event(ctx, fc, false, "LeaveStarted", format!("{n} is leaving the ring")).await;
+        event(
+            ctx,
+            fc,
+            false,
+            "LeaveStarted",
+            format!("{n} is leaving the ring"),
+        )
+        .await;
     }
 }
 
-fn condition(old: &[Condition], type_: &str, c: &Cond, generation: Option<i64>, now: &str) -> Condition {
+fn condition(
+    old: &[Condition],
+    type_: &str,
+    c: &Cond,
+    generation: Option<i64>,
+    now: &str,
+) -> Condition {
     let status = if c.status { "True" } else { "False" };
     let last = old
         .iter()
@@ -525,21 +616,39 @@ pub fn status_of(
             .map(|o| o.members.iter().filter(|m| m.state == "valid").count())
             .and_then(|n| i32::try_from(n).ok())
             .unwrap_or(old.member_count),
-        members: ring.map(|o| o.members.clone()).unwrap_or_else(|| old.members.clone()),
+        members: ring
+            .map(|o| o.members.clone())
+            .unwrap_or_else(|| old.members.clone()),
         pending_transfers: ring
             .map(|o| u32::try_from(o.view.pending.len()).unwrap_or(u32::MAX))
             .unwrap_or(old.pending_transfers),
         ring_version: ring.map(|o| o.view.version).unwrap_or(old.ring_version),
-        claimant: ring.map(|o| o.view.claimant.clone()).or_else(|| old.claimant.clone()),
+        claimant: ring
+            .map(|o| o.view.claimant.clone())
+            .or_else(|| old.claimant.clone()),
         plan: d.plan.clone(),
         conditions: vec![
-            condition(&old.conditions, "Available", &d.available, generation, &now_s),
-            condition(&old.conditions, "Progressing", &d.progressing, generation, &now_s),
+            condition(
+                &old.conditions,
+                "Available",
+                &d.available,
+                generation,
+                &now_s,
+            ),
+            condition(
+                &old.conditions,
+                "Progressing",
+                &d.progressing,
+                generation,
+                &now_s,
+            ),
             condition(&old.conditions, "Degraded", &d.degraded, generation, &now_s),
         ],
         observed_generation: generation,
         // Recorded once, from the first valid spec: later changes are refused.
-        ring_size: old.ring_size.or(if valid { Some(fc.spec.ring_size) } else { None }),
+        ring_size: old
+            .ring_size
+            .or(if valid { Some(fc.spec.ring_size) } else { None }),
         intent: d.intent.clone(),
     }
 }
@@ -583,7 +692,14 @@ async fn cleanup(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
             api.delete(&p.name_any(), &DeleteParams::default()).await?;
             ctx.metrics.action("delete_pvc");
         }
-        event(ctx, fc, false, "PersistentVolumeClaimsDeleted", "storage.whenDeleted: Delete".into()).await;
+        event(
+            ctx,
+            fc,
+            false,
+            "PersistentVolumeClaimsDeleted",
+            "storage.whenDeleted: Delete".into(),
+        )
+        .await;
     }
     Ok(Requeue::await_change())
 }

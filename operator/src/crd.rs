@@ -342,7 +342,10 @@ pub fn validate(spec: &FlavioClusterSpec, recorded: Option<u32>) -> Result<(), I
     {
         return bad(
             "InvalidWriteQuorum",
-            format!("writeQuorum must be from 1 to nVal ({}), got {w}", spec.n_val),
+            format!(
+                "writeQuorum must be from 1 to nVal ({}), got {w}",
+                spec.n_val
+            ),
         );
     }
     if !(1..=64).contains(&spec.handoff_concurrency) {
@@ -387,13 +390,41 @@ mod tests {
     fn refusals() {
         let cases: Vec<(serde_json::Value, Option<u32>, &str)> = vec![
             (serde_json::json!({"replicas": 0}), None, "InvalidReplicas"),
-            (serde_json::json!({"replicas": 3, "ringSize": 48}), None, "InvalidRingSize"),
-            (serde_json::json!({"replicas": 3, "ringSize": 4}), None, "InvalidRingSize"),
-            (serde_json::json!({"replicas": 3, "ringSize": 2048}), None, "InvalidRingSize"),
-            (serde_json::json!({"replicas": 3, "ringSize": 128}), Some(64), "RingSizeImmutable"),
-            (serde_json::json!({"replicas": 3, "nVal": 0}), None, "InvalidNVal"),
-            (serde_json::json!({"replicas": 3, "writeQuorum": 4}), None, "InvalidWriteQuorum"),
-            (serde_json::json!({"replicas": 3, "handoffConcurrency": 0}), None, "InvalidHandoffConcurrency"),
+            (
+                serde_json::json!({"replicas": 3, "ringSize": 48}),
+                None,
+                "InvalidRingSize",
+            ),
+            (
+                serde_json::json!({"replicas": 3, "ringSize": 4}),
+                None,
+                "InvalidRingSize",
+            ),
+            (
+                serde_json::json!({"replicas": 3, "ringSize": 2048}),
+                None,
+                "InvalidRingSize",
+            ),
+            (
+                serde_json::json!({"replicas": 3, "ringSize": 128}),
+                Some(64),
+                "RingSizeImmutable",
+            ),
+            (
+                serde_json::json!({"replicas": 3, "nVal": 0}),
+                None,
+                "InvalidNVal",
+            ),
+            (
+                serde_json::json!({"replicas": 3, "writeQuorum": 4}),
+                None,
+                "InvalidWriteQuorum",
+            ),
+            (
+                serde_json::json!({"replicas": 3, "handoffConcurrency": 0}),
+                None,
+                "InvalidHandoffConcurrency",
+            ),
         ];
         for (v, rec, reason) in cases {
             let s: FlavioClusterSpec = serde_json::from_value(v.clone()).expect("parses");
@@ -401,7 +432,8 @@ mod tests {
             assert_eq!(got.reason, reason, "{v}");
         }
         let s: FlavioClusterSpec =
-            serde_json::from_value(serde_json::json!({"replicas": 3, "ringSize": 128})).expect("parses");
+            serde_json::from_value(serde_json::json!({"replicas": 3, "ringSize": 128}))
+                .expect("parses");
         assert_eq!(validate(&s, Some(128)), Ok(()));
     }
 }

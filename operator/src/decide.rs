@@ -62,7 +62,12 @@ impl Naming {
 
     /// Pod `ordinal`'s stable DNS name.
     pub fn host(&self, ordinal: i32) -> String {
-        format!("{}.{}.{}.svc", self.pod(ordinal), self.headless(), self.namespace)
+        format!(
+            "{}.{}.{}.svc",
+            self.pod(ordinal),
+            self.headless(),
+            self.namespace
+        )
     }
 
     /// Pod `ordinal`'s node name, riak style.
@@ -300,8 +305,16 @@ pub fn decide(inp: &Input<'_>) -> Decision {
             action: Action::Nothing,
             delete_pvcs: vec![],
             phase: "Degraded",
-            available: Cond::new(false, inv.reason, "the spec is refused; nothing was changed"),
-            progressing: Cond::new(false, inv.reason, "the spec is refused; nothing was changed"),
+            available: Cond::new(
+                false,
+                inv.reason,
+                "the spec is refused; nothing was changed",
+            ),
+            progressing: Cond::new(
+                false,
+                inv.reason,
+                "the spec is refused; nothing was changed",
+            ),
             degraded: Cond::new(true, inv.reason, inv.message),
             intent: status.intent.clone(),
             plan: status.plan.clone(),
@@ -319,7 +332,11 @@ pub fn decide(inp: &Input<'_>) -> Decision {
             sts_replicas: Some(sts),
             action: Action::Nothing,
             delete_pvcs: vec![],
-            phase: if status.members.is_empty() { "Creating" } else { "Progressing" },
+            phase: if status.members.is_empty() {
+                "Creating"
+            } else {
+                "Progressing"
+            },
             available: Cond::new(false, "RingUnknown", "no member answered yet"),
             progressing: Cond::new(true, "WaitingForPods", "waiting for a Ready member to ask"),
             degraded: Cond::new(false, "AsExpected", ""),
@@ -520,7 +537,11 @@ pub fn decide(inp: &Input<'_>) -> Decision {
             d.plan = None;
             intent.leaving = union(&still_leaving, &leaves);
             d.intent = intent;
-            wait(&mut d, "PlanApproved", format!("committing plan {}", plan.id));
+            wait(
+                &mut d,
+                "PlanApproved",
+                format!("committing plan {}", plan.id),
+            );
         } else {
             d.phase = "AwaitingApproval";
             wait(
@@ -545,11 +566,23 @@ pub fn decide(inp: &Input<'_>) -> Decision {
                 format!("{} transfers pending", ring.pending.len()),
             );
         } else if leave_running || !still_leaving.is_empty() {
-            wait(&mut d, "WaitingForLeavers", format!("leaving: {}", still_leaving.join(", ")));
+            wait(
+                &mut d,
+                "WaitingForLeavers",
+                format!("leaving: {}", still_leaving.join(", ")),
+            );
         } else if sts != current {
-            wait(&mut d, "ScalingStatefulSet", format!("StatefulSet {current} -> {sts}"));
+            wait(
+                &mut d,
+                "ScalingStatefulSet",
+                format!("StatefulSet {current} -> {sts}"),
+            );
         } else if !available_now {
-            wait(&mut d, "WaitingForPods", "waiting for pods and ring to settle".into());
+            wait(
+                &mut d,
+                "WaitingForPods",
+                "waiting for pods and ring to settle".into(),
+            );
         } else {
             d.phase = "Available";
             d.requeue = Requeue::Idle;
@@ -559,9 +592,15 @@ pub fn decide(inp: &Input<'_>) -> Decision {
 
     // Something to stage: every gate must be open.
     let gate = if !ring.ring_ready {
-        Some(("RingNotReady", "waiting for the ring to converge".to_string()))
+        Some((
+            "RingNotReady",
+            "waiting for the ring to converge".to_string(),
+        ))
     } else if !ring.claimant_up {
-        Some(("ClaimantDown", format!("claimant {} is not up", ring.claimant)))
+        Some((
+            "ClaimantDown",
+            format!("claimant {} is not up", ring.claimant),
+        ))
     } else if !ring.unreachable.is_empty() {
         Some((
             "MembersUnreachable",
@@ -573,12 +612,15 @@ pub fn decide(inp: &Input<'_>) -> Decision {
             format!("{} transfers pending", ring.pending.len()),
         ))
     } else if leave_running {
-        Some(("WaitingForLeavers", "a committed leave is still running".into()))
-    } else if let Some((o, _)) = wanted
-        .iter()
-        .find(|(o, n)| joins.contains(n) && !ready(*o))
-    {
-        Some(("WaitingForPods", format!("pod {} is not Ready", naming.pod(*o))))
+        Some((
+            "WaitingForLeavers",
+            "a committed leave is still running".into(),
+        ))
+    } else if let Some((o, _)) = wanted.iter().find(|(o, n)| joins.contains(n) && !ready(*o)) {
+        Some((
+            "WaitingForPods",
+            format!("pod {} is not Ready", naming.pod(*o)),
+        ))
     } else {
         None
     };

@@ -164,12 +164,26 @@ fn rows() -> Vec<Row> {
     f.sts = None;
     f.ready = vec![];
     f.pvcs = vec![];
-    row("create: no StatefulSet yet, no ring", f, Some(3), Action::Nothing, "Creating", "WaitingForPods");
+    row(
+        "create: no StatefulSet yet, no ring",
+        f,
+        Some(3),
+        Action::Nothing,
+        "Creating",
+        "WaitingForPods",
+    );
 
     let mut f = fx(3, 3, Some(ring(&valid(1))));
     f.ready = vec![0, 2];
     f.unready = vec![1];
-    row("form: wait until every wanted pod is Ready", f, Some(3), Action::Nothing, "Creating", "WaitingForPods");
+    row(
+        "form: wait until every wanted pod is Ready",
+        f,
+        Some(3),
+        Action::Nothing,
+        "Creating",
+        "WaitingForPods",
+    );
 
     row(
         "form: pod 0 is a one-member ring, the others join it in one commit",
@@ -182,36 +196,85 @@ fn rows() -> Vec<Row> {
 
     let mut r = ring(&valid(1));
     r.ring_ready = false;
-    row("never plan before the ring is ready", fx(3, 3, Some(r)), Some(3), Action::Nothing, "Creating", "RingNotReady");
+    row(
+        "never plan before the ring is ready",
+        fx(3, 3, Some(r)),
+        Some(3),
+        Action::Nothing,
+        "Creating",
+        "RingNotReady",
+    );
 
     let mut r = ring(&valid(1));
     r.claimant_up = false;
-    row("never plan while the claimant is down", fx(3, 3, Some(r)), Some(3), Action::Nothing, "Creating", "ClaimantDown");
+    row(
+        "never plan while the claimant is down",
+        fx(3, 3, Some(r)),
+        Some(3),
+        Action::Nothing,
+        "Creating",
+        "ClaimantDown",
+    );
 
     let mut r = ring(&valid(2));
     r.unreachable = vec![n(1)];
-    row("never plan while a member is unreachable", fx(3, 3, Some(r)), Some(3), Action::Nothing, "ScalingUp", "MembersUnreachable");
+    row(
+        "never plan while a member is unreachable",
+        fx(3, 3, Some(r)),
+        Some(3),
+        Action::Nothing,
+        "ScalingUp",
+        "MembersUnreachable",
+    );
 
     let mut r = ring(&valid(3));
     r.pending = vec![transfer("0", 0, 2)];
-    row("formed, transfers still draining", fx(3, 3, Some(r)), Some(3), Action::Nothing, "ScalingUp", "TransfersPending");
+    row(
+        "formed, transfers still draining",
+        fx(3, 3, Some(r)),
+        Some(3),
+        Action::Nothing,
+        "ScalingUp",
+        "TransfersPending",
+    );
 
     let mut f = fx(3, 3, Some(ring(&valid(3))));
     f.status.intent.progress = Some(Progress {
         fingerprint: "old".into(),
         since: 1,
     });
-    row("steady: Available, nothing to do", f, Some(3), Action::Nothing, "Available", "Stable");
+    row(
+        "steady: Available, nothing to do",
+        f,
+        Some(3),
+        Action::Nothing,
+        "Available",
+        "Stable",
+    );
 
     // --- scale up
     let mut f = fx(5, 3, Some(ring(&valid(3))));
     f.ready = vec![0, 1, 2];
-    row("scale up: grow the StatefulSet first, wait for the pods", f, Some(5), Action::Nothing, "ScalingUp", "WaitingForPods");
+    row(
+        "scale up: grow the StatefulSet first, wait for the pods",
+        f,
+        Some(5),
+        Action::Nothing,
+        "ScalingUp",
+        "WaitingForPods",
+    );
 
     let mut f = fx(5, 5, Some(ring(&valid(3))));
     f.ready = vec![0, 1, 2, 3];
     f.unready = vec![4];
-    row("scale up: one pod not Ready yet, no partial commit", f, Some(5), Action::Nothing, "ScalingUp", "WaitingForPods");
+    row(
+        "scale up: one pod not Ready yet, no partial commit",
+        f,
+        Some(5),
+        Action::Nothing,
+        "ScalingUp",
+        "WaitingForPods",
+    );
 
     row(
         "scale up: both new pods joined with one commit",
@@ -239,18 +302,39 @@ fn rows() -> Vec<Row> {
     // --- manual approval
     let mut f = fx(5, 5, Some(ring(&valid(3))));
     f.auto_commit = false;
-    row("autoCommit false: stage and plan, do not commit", f, Some(5), change(&[3, 4], &[], false), "ScalingUp", "Planning");
+    row(
+        "autoCommit false: stage and plan, do not commit",
+        f,
+        Some(5),
+        change(&[3, 4], &[], false),
+        "ScalingUp",
+        "Planning",
+    );
 
     let mut f = fx(5, 5, Some(ring(&valid(3))));
     f.auto_commit = false;
     f.status.plan = Some(plan("p1", &[3, 4], &[]));
-    row("autoCommit false: published plan waits for approval", f, Some(5), Action::Nothing, "AwaitingApproval", "AwaitingApproval");
+    row(
+        "autoCommit false: published plan waits for approval",
+        f,
+        Some(5),
+        Action::Nothing,
+        "AwaitingApproval",
+        "AwaitingApproval",
+    );
 
     let mut f = fx(5, 5, Some(ring(&valid(3))));
     f.auto_commit = false;
     f.status.plan = Some(plan("p1", &[3, 4], &[]));
     f.approved = Some("p0");
-    row("approval naming another plan is ignored", f, Some(5), Action::Nothing, "AwaitingApproval", "AwaitingApproval");
+    row(
+        "approval naming another plan is ignored",
+        f,
+        Some(5),
+        Action::Nothing,
+        "AwaitingApproval",
+        "AwaitingApproval",
+    );
 
     let mut f = fx(5, 5, Some(ring(&valid(3))));
     f.auto_commit = false;
@@ -268,7 +352,14 @@ fn rows() -> Vec<Row> {
     let mut f = fx(4, 5, Some(ring(&valid(3))));
     f.auto_commit = false;
     f.status.plan = Some(plan("p1", &[3, 4], &[]));
-    row("published plan outdated by a spec change is cleared", f, Some(4), Action::ClearPlan, "ScalingUp", "PlanOutdated");
+    row(
+        "published plan outdated by a spec change is cleared",
+        f,
+        Some(4),
+        Action::ClearPlan,
+        "ScalingUp",
+        "PlanOutdated",
+    );
 
     // --- scale down
     row(
@@ -287,7 +378,14 @@ fn rows() -> Vec<Row> {
     r.pending = vec![transfer("0", 2, 0), transfer("9", 4, 1)];
     let mut f = fx(2, 5, Some(r));
     f.status.intent.leaving = vec![n(2), n(3), n(4)];
-    row("never shrink while leavers own partitions", f, Some(5), Action::Nothing, "ScalingDown", "TransfersPending");
+    row(
+        "never shrink while leavers own partitions",
+        f,
+        Some(5),
+        Action::Nothing,
+        "ScalingDown",
+        "TransfersPending",
+    );
 
     let mut r = ring(&valid(2));
     r.members.push(member(2, State::Removed));
@@ -320,7 +418,14 @@ fn rows() -> Vec<Row> {
     let mut r = ring(&valid(2));
     r.pending = vec![transfer("3", 1, 4)];
     let f = fx(2, 5, Some(r));
-    row("a pod named by a pending transfer is kept", f, Some(5), Action::Nothing, "ScalingDown", "TransfersPending");
+    row(
+        "a pod named by a pending transfer is kept",
+        f,
+        Some(5),
+        Action::Nothing,
+        "ScalingDown",
+        "TransfersPending",
+    );
 
     let mut r = ring(&valid(5));
     r.members[4].state = State::Leaving;
@@ -394,16 +499,37 @@ fn rows() -> Vec<Row> {
     // --- invalid spec
     let mut f = fx(3, 3, Some(ring(&valid(3))));
     f.replicas = 0;
-    row("replicas 0 refused, nothing touched", f, None, Action::Nothing, "Degraded", "InvalidReplicas");
+    row(
+        "replicas 0 refused, nothing touched",
+        f,
+        None,
+        Action::Nothing,
+        "Degraded",
+        "InvalidReplicas",
+    );
 
     let mut f = fx(3, 3, Some(ring(&valid(3))));
     f.ring_size = 128;
-    row("ring size change refused", f, None, Action::Nothing, "Degraded", "RingSizeImmutable");
+    row(
+        "ring size change refused",
+        f,
+        None,
+        Action::Nothing,
+        "Degraded",
+        "RingSizeImmutable",
+    );
 
     let mut f = fx(3, 3, Some(ring(&valid(3))));
     f.ring_size = 100;
     f.status.ring_size = None;
-    row("ring size not a power of two refused", f, None, Action::Nothing, "Degraded", "InvalidRingSize");
+    row(
+        "ring size not a power of two refused",
+        f,
+        None,
+        Action::Nothing,
+        "Degraded",
+        "InvalidRingSize",
+    );
 
     // --- no ring view
     let mut f = fx(2, 5, None);
@@ -413,7 +539,14 @@ fn rows() -> Vec<Row> {
         ring_pct: 100.0,
         pending_pct: None,
     }];
-    row("no ring view: never shrink", f, Some(5), Action::Nothing, "Progressing", "WaitingForPods");
+    row(
+        "no ring view: never shrink",
+        f,
+        Some(5),
+        Action::Nothing,
+        "Progressing",
+        "WaitingForPods",
+    );
 
     rows
 }
@@ -423,7 +556,12 @@ fn table() {
     let mut failures = Vec::new();
     for r in rows() {
         let d = run(&r.fx);
-        let got = (d.sts_replicas, d.action.clone(), d.phase, d.progressing.reason.as_str());
+        let got = (
+            d.sts_replicas,
+            d.action.clone(),
+            d.phase,
+            d.progressing.reason.as_str(),
+        );
         let want = (r.sts, r.action.clone(), r.phase, r.progressing);
         if got != want {
             failures.push(format!("{}:\n  got  {got:?}\n  want {want:?}", r.name));
@@ -450,7 +588,13 @@ fn stuck_progress_sets_degraded_naming_transfers() {
     let d = run(&f);
     assert!(d.degraded.status, "{d:?}");
     assert_eq!(d.degraded.reason, "TransfersStuck");
-    assert!(d.degraded.message.contains(&format!("42 {} -> {}", n(2), n(0))), "{}", d.degraded.message);
+    assert!(
+        d.degraded
+            .message
+            .contains(&format!("42 {} -> {}", n(2), n(0))),
+        "{}",
+        d.degraded.message
+    );
     assert_eq!(d.phase, "Degraded");
     // Progress resets the clock.
     if let Some(r) = f.ring.as_mut() {

@@ -10,7 +10,11 @@ use flavio_operator::leader::LeaseLock;
 use flavio_operator::metrics::{self, Metrics};
 
 #[derive(Parser)]
-#[command(name = "flavio-operator", version, about = "The FlavioDB Kubernetes operator")]
+#[command(
+    name = "flavio-operator",
+    version,
+    about = "The FlavioDB Kubernetes operator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,7 +40,11 @@ struct RunArgs {
     #[arg(long, env = "FLAVIO_OPERATOR_NAMESPACE")]
     namespace: Option<String>,
     /// Address of /metrics and /healthz.
-    #[arg(long, env = "FLAVIO_OPERATOR_METRICS", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "FLAVIO_OPERATOR_METRICS",
+        default_value = "127.0.0.1:8080"
+    )]
     metrics_addr: String,
     /// Log format.
     #[arg(long, value_enum, env = "FLAVIO_OPERATOR_LOG_FORMAT", default_value_t = LogFormat::Human)]
@@ -68,10 +76,15 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     match a.log_format {
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
         LogFormat::Human => tracing_subscriber::fmt().with_env_filter(filter).init(),
     }
-    let client = kube::Client::try_default().await.context("connecting to Kubernetes")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
     let metrics = Arc::new(Metrics::new());
     let listener = tokio::net::TcpListener::bind(&a.metrics_addr)
         .await

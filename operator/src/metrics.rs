@@ -155,10 +155,22 @@ mod tests {
             out
         };
         let body = get("/metrics").await;
-        assert!(body.contains("flavio_operator_reconciles_total 1"), "{body}");
-        assert!(body.contains("flavio_operator_reconcile_errors_total{kind=\"missing\"} 1"), "{body}");
-        assert!(body.contains("flavio_operator_actions_total{action=\"commit\"} 1"), "{body}");
-        assert!(body.contains("flavio_operator_reconcile_duration_seconds_count 1"), "{body}");
+        assert!(
+            body.contains("flavio_operator_reconciles_total 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("flavio_operator_reconcile_errors_total{kind=\"missing\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("flavio_operator_actions_total{action=\"commit\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("flavio_operator_reconcile_duration_seconds_count 1"),
+            "{body}"
+        );
         assert!(get("/healthz").await.ends_with("ok\n"));
         task.abort();
     }

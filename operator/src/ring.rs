@@ -65,7 +65,10 @@ pub async fn observe(addr: &str, cookie: &Cookie) -> Result<Observed> {
         .into_inner();
     // Transfer progress is optional: a failure here only weakens the
     // stuck-progress fingerprint.
-    let items_sent = match c.transfers(pb::TransfersRequest { local_only: false }).await {
+    let items_sent = match c
+        .transfers(pb::TransfersRequest { local_only: false })
+        .await
+    {
         Ok(t) => t.into_inner().active.iter().map(|a| a.items_sent).sum(),
         Err(_) => 0,
     };
