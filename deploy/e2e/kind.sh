@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test on a real Kubernetes cluster made with kind (or k3d), for
 # users with a container runtime: it cannot run on our CI machines (no image
-# pulls, no container networks), where CI only checks it with bash -n and
-# shellcheck.
+# pulls, no container networks), where CI only checks its syntax and lints
+# it (bash -n, shellcheck).
 #
 #   deploy/e2e/kind.sh            # kind (default)
 #   E2E_TOOL=k3d deploy/e2e/kind.sh
@@ -66,7 +66,7 @@ kubectl -n "$ns" apply -f deploy/examples/flaviocluster.yaml
 
 # Waits until the FlavioCluster is Available with $1 ready members.
 wait_available() {
-  local want="$1" deadline=$((SECONDS + 600)) ready avail
+  local want="$1" deadline=$((SECONDS + 600)) ready avail members
   while ((SECONDS < deadline)); do
     ready="$(kubectl -n "$ns" get fc "$fc" -o jsonpath='{.status.readyReplicas}' 2>/dev/null || true)"
     avail="$(kubectl -n "$ns" get fc "$fc" \
