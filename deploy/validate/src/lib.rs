@@ -110,7 +110,8 @@ impl Schemas {
     }
 
     fn get(&self, api_version: &str, kind: &str) -> Option<&Value> {
-        self.by_kind.get(&(api_version.to_string(), kind.to_string()))
+        self.by_kind
+            .get(&(api_version.to_string(), kind.to_string()))
     }
 }
 
@@ -213,7 +214,10 @@ pub fn check_schema(v: &Value, schema: &Value, path: &str, errors: &mut Vec<Stri
     if let Some(allowed) = schema["enum"].as_array()
         && !allowed.contains(v)
     {
-        errors.push(format!("{at}: {v} is not one of {}", Value::from(allowed.clone())));
+        errors.push(format!(
+            "{at}: {v} is not one of {}",
+            Value::from(allowed.clone())
+        ));
     }
     let ty = schema["type"].as_str().unwrap_or_default();
     match ty {

@@ -55,7 +55,11 @@ fn every_committed_and_rendered_manifest_is_valid() {
             problems.push(format!("{}: {e}", o.origin));
         }
     }
-    assert!(problems.is_empty(), "invalid manifests:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "invalid manifests:\n{}",
+        problems.join("\n")
+    );
     // The files this test exists for were really read.
     for expected in [
         "deploy/crd/flaviocluster.yaml",
@@ -93,12 +97,19 @@ fn every_option_renders_every_kind() {
     // The default install is namespaced and creates no cluster.
     let default = kinds(&load(&repo().join("deploy/rendered/default.yaml")));
     assert!(default.iter().any(|x| x == "Role"));
-    assert!(!default.iter().any(|x| x == "ClusterRole" || x == "FlavioCluster"));
+    assert!(
+        !default
+            .iter()
+            .any(|x| x == "ClusterRole" || x == "FlavioCluster")
+    );
 }
 
 #[test]
 fn operator_pods_run_non_root_with_a_read_only_root_and_no_capabilities() {
-    for file in ["deploy/rendered/default.yaml", "deploy/manifests/flavio-operator.yaml"] {
+    for file in [
+        "deploy/rendered/default.yaml",
+        "deploy/manifests/flavio-operator.yaml",
+    ] {
         let objects = load(&repo().join(file));
         let d = objects
             .iter()
@@ -109,7 +120,11 @@ fn operator_pods_run_non_root_with_a_read_only_root_and_no_capabilities() {
         let c = &pod["containers"][0]["securityContext"];
         assert_eq!(c["readOnlyRootFilesystem"], true, "{file}");
         assert_eq!(c["allowPrivilegeEscalation"], false, "{file}");
-        assert_eq!(c["capabilities"]["drop"], serde_json::json!(["ALL"]), "{file}");
+        assert_eq!(
+            c["capabilities"]["drop"],
+            serde_json::json!(["ALL"]),
+            "{file}"
+        );
     }
 }
 
@@ -126,7 +141,10 @@ fn chart_rbac_is_the_operators_least_privilege_list() {
             .clone()
     };
     let operator = rules_of("deploy/operator/rbac.yaml", "ClusterRole");
-    assert_eq!(rules_of("deploy/manifests/flavio-operator.yaml", "ClusterRole"), operator);
+    assert_eq!(
+        rules_of("deploy/manifests/flavio-operator.yaml", "ClusterRole"),
+        operator
+    );
     assert_eq!(rules_of("deploy/rendered/default.yaml", "Role"), operator);
 }
 
@@ -162,8 +180,12 @@ fn broken_fixtures_are_caught() {
             .next()
             .and_then(|l| l.strip_prefix("# expect: "))
             .unwrap_or_else(|| panic!("{}: first line must be `# expect: ...`", f.display()));
-        let objects = parse_documents(&f.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));
-        let errors: Vec<String> = objects.iter().flat_map(|o| check_object(&o.value, &schemas)).collect();
+        let objects =
+            parse_documents(&f.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));
+        let errors: Vec<String> = objects
+            .iter()
+            .flat_map(|o| check_object(&o.value, &schemas))
+            .collect();
         assert!(
             errors.iter().any(|e| e.contains(expect)),
             "{}: expected an error containing {expect:?}, got {errors:?}",
