@@ -117,10 +117,35 @@ impl Schemas {
 
 /// Parses `value` as `T`, reporting unknown fields (by path), missing required
 /// fields and wrong types.
-pub fn check_typed<T: DeserializeOwned>(value: &Value) -> Vec<String> {
+pub fn check_typed<T: DeserializeOwned + schemars::JsonSchema>(value: &Value) -> Vec<String> {
+    let mut errors = check_unknown_and_types::<T>(value);
+    // k8s-openapi fills a missing required field with its default instead of
+    // failing, so required fields are checked against the type's schema.
+    let mut all = Vec::new();
+    check_schema(value, &inlined_schema::<T>(), "", &mut all);
+    errors.extend(
+        all.into_iter()
+            .filter(|e| e.contains("missing required field")),
+    );
+    errors
+}
+
+/// The type's JSON schema with every subschema inlined (no `$ref`s).
+fn inlined_schema<T: schemars::JsonSchema>() -> Value {
+    let generator = schemars::generate::SchemaSettings::draft07()
+        .with(|s| s.inline_subschemas = true)
+        .into_generator();
+    generator.into_root_schema_for::<T>().to_value()
+}
+
+fn check_unknown_and_types<T: DeserializeOwned>(value: &Value) -> Vec<String> {
     let mut unknown = Vec::new();
     let parsed: Result<T, _> = serde_ignored::deserialize(value.clone(), |path| {
-        unknown.push(format!("unknown field `{path}`"));
+        // serde_ignored writes `?` for each Option on the way; drop them so
+        // the path reads as in the YAML (spec.template.spec.containers.0...).
+        let path = path.to_string();
+        let path = path.split('.').filter(|s| *s != "?").collect::<Vec<_>>();
+        unknown.push(format!("unknown field `{}`", path.join(".")));
     });
     match parsed {
         Ok(_) => unknown,
@@ -154,10 +179,15 @@ pub fn check_object(value: &Value, schemas: &Schemas) -> Vec<String> {
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             check_typed::<ClusterRoleBinding>(value)
         }
+        // JSONSchemaProps is recursive, so its schema cannot be inlined:
+        // unknown fields and types only.
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
-            check_typed::<CustomResourceDefinition>(value)
+            check_unknown_and_types::<CustomResourceDefinition>(value)
         }
-        ("monitoring.coreos.com/v1", "ServiceMonitor") => check_typed::<ServiceMonitor>(value),
+        // Its serde attributes reject unknown and missing fields themselves.
+        ("monitoring.coreos.com/v1", "ServiceMonitor") => {
+            check_unknown_and_types::<ServiceMonitor>(value)
+        }
         ("flaviodb.io/v1alpha1", "FlavioCluster") => check_flaviocluster(value, schemas),
         _ => vec![format!(
             "no validator for apiVersion `{api_version}` kind `{kind}`: add one to flavio-manifests"
@@ -169,14 +199,17 @@ fn check_flaviocluster(value: &Value, schemas: &Schemas) -> Vec<String> {
     let Some(schema) = schemas.get("flaviodb.io/v1alpha1", "FlavioCluster") else {
         return vec!["no CRD schema for flaviodb.io/v1alpha1 FlavioCluster was loaded".into()];
     };
-    let mut errors = check_typed::<ObjectMeta>(&value["metadata"])
+    let mut errors = check_unknown_and_types::<ObjectMeta>(&value["metadata"])
         .into_iter()
         .map(|e| format!("metadata: {e}"))
         .collect::<Vec<_>>();
-    // The API server validates everything but metadata against the schema.
+    // The API server checks apiVersion, kind and metadata itself (the
+    // schema names only spec and status); the rest must match the schema.
     let mut body = value.clone();
     if let Some(m) = body.as_object_mut() {
-        m.remove("metadata");
+        for k in ["apiVersion", "kind", "metadata"] {
+            m.remove(k);
+        }
     }
     check_schema(&body, schema, "", &mut errors);
     if errors.is_empty() {
