@@ -1,0 +1,80 @@
+{{/* Full name of the release's objects: the release name, with "-flavio"
+unless the release name already says flavio. Cut at 63 (DNS label limit). */}}
+{{- define "flavio.fullname" -}}
+{{- if contains "flavio" .Release.Name -}}
+{{- printf "%s-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-flavio-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "flavio.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/part-of: flavio
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Selects the operator's pods. */}}
+{{- define "flavio.operatorSelector" -}}
+app.kubernetes.io/name: flavio-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "flavio.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "flavio.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "flavio.operatorImage" -}}
+{{ .Values.operator.image.repository }}:{{ default .Chart.AppVersion .Values.operator.image.tag }}
+{{- end -}}
+
+{{- define "flavio.nodeImage" -}}
+{{ .Values.cluster.image.repository }}:{{ default .Chart.AppVersion .Values.cluster.image.tag }}
+{{- end -}}
+
+{{/* The labels the operator puts on a FlavioCluster's node pods
+(operator/src/children.rs selector_labels): keep in step with it. */}}
+{{- define "flavio.nodeSelector" -}}
+app.kubernetes.io/name: flavio
+app.kubernetes.io/instance: {{ .Values.cluster.name }}
+{{- end -}}
+
+{{/* The operator's permissions: exactly the verbs it uses, the same list as
+deploy/operator/rbac.yaml (the validation test compares them). */}}
+{{- define "flavio.rbacRules" -}}
+- apiGroups: ["flaviodb.io"]
+  resources: ["flavioclusters"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["flaviodb.io"]
+  resources: ["flavioclusters/status"]
+  verbs: ["patch"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["list", "delete"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
+{{- end -}}

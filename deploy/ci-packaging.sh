@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Packaging checks, run by .ci/run after the workspace tests (and by hand):
+# tools, shellcheck, helm lint, the values schema, CRD and rendered-manifest
+# drift, the offline manifest validation, and the node image built from the
+# host's release binary, run under podman, probed and used as a user would.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+step "packaging tools (podman, runc, shellcheck, helm)"
+# shellcheck source=deploy/tools.sh
+source deploy/tools.sh
+"$HELM" version --short
+podman --version
+# runc and cgroupfs: what works in our sandbox (no systemd, no crun).
+pm=(podman --runtime runc --cgroup-manager=cgroupfs)
+export PODMAN="${pm[*]}"  # for build-local.sh
+
+step "shellcheck and bash -n"
+scripts=(deploy/*.sh deploy/images/*.sh deploy/e2e/*.sh)
+for s in "${scripts[@]}"; do bash -n "$s"; done
+shellcheck -x "${scripts[@]}"
+echo "${#scripts[@]} scripts clean"
+
+step "helm lint --strict"
+"$HELM" lint --strict charts/flavio
+"$HELM" lint --strict charts/flavio --values charts/flavio/ci/all-options-values.yaml
+
+step "values.schema.json rejects bad values"
+for bad in cluster.replicas=0 cluster.ringSize=100 cluster.replica=3 \
+  cluster.storage.whenScaled=Keep cluster.storage.size=lots operator.logFormat=xml \
+  cluster.addressMode=ip rbac.clusterwide=true metrics.port=0; do
+  if "$HELM" template flavio charts/flavio --set "$bad" >/dev/null 2>&1; then
+    fail "the chart accepted --set $bad"
+  fi
+  echo "rejected --set $bad"
+done
+
+step "CRD drift: the chart's and deploy/'s CRD are what 'flavio-operator crd' prints"
+tmp="$(mktemp -d)"
+container=""
+cleanup() {
+  if [[ -n "$container" ]]; then "${pm[@]}" rm -f -v "$container" >/dev/null 2>&1 || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+cargo run --quiet --locked -p flavio-operator -- crd >"$tmp/crd.yaml"
+cmp "$tmp/crd.yaml" charts/flavio/crds/flaviocluster.yaml || fail "charts/flavio/crds/ is stale: copy 'flavio-operator crd' output there"
+cmp "$tmp/crd.yaml" deploy/crd/flaviocluster.yaml || fail "deploy/crd/ is stale: regenerate with 'flavio-operator crd'"
+echo "CRD identical in charts/flavio/crds and deploy/crd"
+
+step "rendered manifests drift (deploy/render.sh)"
+deploy/render.sh "$tmp/render"
+for f in rendered/default.yaml rendered/all-options.yaml manifests/flavio-operator.yaml; do
+  diff -u "deploy/$f" "$tmp/render/$f" || fail "deploy/$f is stale: run deploy/render.sh and commit"
+done
+echo "deploy/rendered and deploy/manifests match the chart"
+
+step "offline manifest validation (k8s-openapi types, CRD schema)"
+cargo test --locked -p flavio-manifests
+
+step "node image from the host's release binary"
+cargo build --release --locked -p flavio-node --bin flavio
+image=localhost/flavio:ci
+deploy/images/build-local.sh node target/release/flavio "$image"
+size="$("${pm[@]}" image inspect --format '{{.Size}}' "$image")"
+echo "node image size: $size bytes ($((size / 1024 / 1024)) MiB)"
+((size < 40 * 1000 * 1000)) || fail "node image is $size bytes, over 40 MB"
+
+step "operator image from the host's binary (crd printed inside it)"
+# The debug binary the tests built: this proves the image layout and its
+# libraries, not the optimiser, and spares CI a second release build.
+deploy/images/build-local.sh operator target/debug/flavio-operator localhost/flavio-operator:ci
+"${pm[@]}" run --rm --network host --read-only \
+  --entrypoint /usr/local/bin/flavio-operator localhost/flavio-operator:ci crd >"$tmp/crd-image.yaml"
+cmp "$tmp/crd.yaml" "$tmp/crd-image.yaml" || fail "the operator image prints a different CRD"
+echo "operator image runs (non-root, read-only root fs)"
+
+step "run the node image, health, ping from the host, kubectl-exec-style commands"
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+mkdir -p "$tmp/cookie"
+head -c 24 /dev/urandom | base64 >"$tmp/cookie/cookie"
+chmod 0644 "$tmp/cookie/cookie"
+container="flavio-ci-$$"
+# The environment the operator's StatefulSet gives a pod (children.rs), with
+# the cookie Secret mounted read-only and the root filesystem read-only.
+"${pm[@]}" run -d --name "$container" --network host --read-only \
+  -e FLAVIO_NAME=flavio@127.0.0.1 \
+  -e FLAVIO_LISTEN="127.0.0.1:$port" \
+  -e FLAVIO_NODE="127.0.0.1:$port" \
+  -e FLAVIO_RING_SIZE=64 \
+  -e FLAVIO_COOKIE_FILE=/etc/flavio/cookie/cookie \
+  -v "$tmp/cookie:/etc/flavio/cookie:ro" \
+  "$image" >/dev/null
+healthy=""
+for _ in $(seq 1 60); do
+  if target/release/flavio health --node "127.0.0.1:$port" >/dev/null 2>&1; then healthy=1; break; fi
+  sleep 0.5
+done
+[[ -n "$healthy" ]] || { "${pm[@]}" logs "$container" >&2 || true; fail "node container never became healthy"; }
+echo "healthy on 127.0.0.1:$port"
+FLAVIO_COOKIE_FILE="$tmp/cookie/cookie" target/release/flavio ping --node "127.0.0.1:$port" | grep -q '^pong ' \
+  || fail "flavio ping from the host failed"
+echo "host: flavio ping -> pong"
+if target/release/flavio ping --node "127.0.0.1:$port" --cookie-file /dev/null >/dev/null 2>&1; then
+  fail "a ping without the cookie was answered"
+fi
+echo "host: a ping without the cookie is refused"
+
+# As `kubectl exec <pod> -- flavio ...`: no flags, the container's env only.
+in_pod() { "${pm[@]}" exec "$container" flavio "$@"; }
+in_pod ping | grep -q '^pong ' || fail "exec: flavio ping"
+[[ "$(in_pod add 2 5 | head -n 1)" == 7 ]] || fail "exec: flavio add 2 5 did not print 7"
+in_pod stats | grep -q '^Total: 3 ops in 64 vnodes' || fail "exec: flavio stats did not count the add's 3 replicas"
+in_pod admin member-status | grep -q "valid .*100.0%.*'flavio@127.0.0.1'" || fail "exec: flavio admin member-status"
+in_pod health | grep -q SERVING || fail "exec: flavio health"
+echo "exec: ping, add 2 5 (=7), stats (3 ops), admin member-status, health all work with no flags"
+
+"${pm[@]}" stop -t 10 "$container" >/dev/null
+"${pm[@]}" rm -v "$container" >/dev/null
+container=""
+echo "node container stopped and removed"
+
+echo
+echo "packaging: 9 passed, 0 failed"

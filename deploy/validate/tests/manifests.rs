@@ -1,0 +1,220 @@
+//! Every committed manifest (the CRD, the chart's rendered output with default
+//! values and with every option on, the plain manifests, the example) parses
+//! into its Kubernetes type with no unknown field, and every deliberately
+//! broken fixture is caught. deploy/ci-packaging.sh checks beforehand that
+//! the rendered files are what `helm template` prints today.
+
+use std::path::{Path, PathBuf};
+
+use flavio_manifests::{Object, Schemas, check_object, parse_documents, yaml_files};
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn load(path: &Path) -> Vec<Object> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let origin = path
+        .strip_prefix(repo())
+        .unwrap_or(path)
+        .display()
+        .to_string();
+    parse_documents(&origin, &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Every object under deploy/ (but this crate's own fixtures) and the chart's
+/// crds/.
+fn committed() -> Vec<Object> {
+    let r = repo();
+    let fixtures = r.join("deploy/validate");
+    let mut files = yaml_files(&r.join("deploy"), &[fixtures.as_path()]);
+    files.extend(yaml_files(&r.join("charts/flavio/crds"), &[]));
+    files.iter().flat_map(|f| load(f)).collect()
+}
+
+fn schemas() -> Schemas {
+    Schemas::from_objects(&load(&repo().join("charts/flavio/crds/flaviocluster.yaml")))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn kinds(objects: &[Object]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| o.value["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn every_committed_and_rendered_manifest_is_valid() {
+    let objects = committed();
+    let schemas = schemas();
+    let mut problems = Vec::new();
+    for o in &objects {
+        for e in check_object(&o.value, &schemas) {
+            problems.push(format!("{}: {e}", o.origin));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "invalid manifests:\n{}",
+        problems.join("\n")
+    );
+    // The files this test exists for were really read.
+    for expected in [
+        "deploy/crd/flaviocluster.yaml",
+        "deploy/operator/rbac.yaml",
+        "deploy/rendered/default.yaml",
+        "deploy/rendered/all-options.yaml",
+        "deploy/manifests/flavio-operator.yaml",
+        "deploy/examples/flaviocluster.yaml",
+        "charts/flavio/crds/flaviocluster.yaml",
+    ] {
+        assert!(
+            objects.iter().any(|o| o.origin.starts_with(expected)),
+            "{expected} was not validated"
+        );
+    }
+    println!("{} objects valid", objects.len());
+}
+
+#[test]
+fn every_option_renders_every_kind() {
+    let all = load(&repo().join("deploy/rendered/all-options.yaml"));
+    let k = kinds(&all);
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceMonitor",
+        "NetworkPolicy",
+        "FlavioCluster",
+    ] {
+        assert!(k.iter().any(|x| x == kind), "all-options lacks a {kind}");
+    }
+    // The default install is namespaced and creates no cluster.
+    let default = kinds(&load(&repo().join("deploy/rendered/default.yaml")));
+    assert!(default.iter().any(|x| x == "Role"));
+    assert!(
+        !default
+            .iter()
+            .any(|x| x == "ClusterRole" || x == "FlavioCluster")
+    );
+}
+
+#[test]
+fn operator_pods_run_non_root_with_a_read_only_root_and_no_capabilities() {
+    for file in [
+        "deploy/rendered/default.yaml",
+        "deploy/manifests/flavio-operator.yaml",
+    ] {
+        let objects = load(&repo().join(file));
+        let d = objects
+            .iter()
+            .find(|o| o.value["kind"] == "Deployment")
+            .unwrap_or_else(|| panic!("{file}: no Deployment"));
+        let pod = &d.value["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{file}");
+        let c = &pod["containers"][0]["securityContext"];
+        assert_eq!(c["readOnlyRootFilesystem"], true, "{file}");
+        assert_eq!(c["allowPrivilegeEscalation"], false, "{file}");
+        assert_eq!(
+            c["capabilities"]["drop"],
+            serde_json::json!(["ALL"]),
+            "{file}"
+        );
+    }
+}
+
+/// The chart's Role/ClusterRole grants exactly what the operator's own RBAC
+/// manifest (written next to its code) lists: no more, no less.
+#[test]
+fn chart_rbac_is_the_operators_least_privilege_list() {
+    let rules_of = |file: &str, kind: &str| -> Value {
+        load(&repo().join(file))
+            .into_iter()
+            .find(|o| o.value["kind"] == kind)
+            .unwrap_or_else(|| panic!("{file}: no {kind}"))
+            .value["rules"]
+            .clone()
+    };
+    let operator = rules_of("deploy/operator/rbac.yaml", "ClusterRole");
+    assert_eq!(
+        rules_of("deploy/manifests/flavio-operator.yaml", "ClusterRole"),
+        operator
+    );
+    assert_eq!(rules_of("deploy/rendered/default.yaml", "Role"), operator);
+}
+
+#[test]
+fn the_chart_crd_is_byte_identical_to_the_committed_crd() {
+    let read = |p: &str| std::fs::read(repo().join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert!(
+        read("charts/flavio/crds/flaviocluster.yaml") == read("deploy/crd/flaviocluster.yaml"),
+        "charts/flavio/crds/flaviocluster.yaml differs from deploy/crd/flaviocluster.yaml"
+    );
+}
+
+#[test]
+fn the_example_is_four_members_on_a_64_ring() {
+    let ex = load(&repo().join("deploy/examples/flaviocluster.yaml"));
+    assert_eq!(ex.len(), 1);
+    assert_eq!(ex[0].value["spec"]["replicas"], 4);
+    assert_eq!(ex[0].value["spec"]["ringSize"], 64);
+}
+
+/// Each fixture under fixtures/invalid names, in its first line
+/// (`# expect: ...`), a piece of the error it must produce.
+#[test]
+fn broken_fixtures_are_caught() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/invalid");
+    let schemas = schemas();
+    let files = yaml_files(&dir, &[]);
+    assert!(files.len() >= 8, "fixtures missing: {files:?}");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{}: first line must be `# expect: ...`", f.display()));
+        let objects =
+            parse_documents(&f.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));
+        let errors: Vec<String> = objects
+            .iter()
+            .flat_map(|o| check_object(&o.value, &schemas))
+            .collect();
+        assert!(
+            errors.iter().any(|e| e.contains(expect)),
+            "{}: expected an error containing {expect:?}, got {errors:?}",
+            f.display()
+        );
+    }
+}
+
+/// The issue's own example: `replica:` for `replicas:` in a committed file
+/// fails, in the chart's Deployment and in the example FlavioCluster.
+#[test]
+fn a_replicas_typo_in_committed_files_fails() {
+    let schemas = schemas();
+    for (file, kind) in [
+        ("deploy/rendered/default.yaml", "Deployment"),
+        ("deploy/examples/flaviocluster.yaml", "FlavioCluster"),
+    ] {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(text.contains("  replicas:"), "{file}");
+        let broken = text.replace("  replicas:", "  replica:");
+        let objects = parse_documents(file, &broken).unwrap_or_else(|e| panic!("{e}"));
+        let o = objects
+            .iter()
+            .find(|o| o.value["kind"] == kind)
+            .unwrap_or_else(|| panic!("{file}: no {kind}"));
+        let errors = check_object(&o.value, &schemas);
+        assert!(
+            errors.iter().any(|e| e.contains("replica")),
+            "{file}: the typo passed: {errors:?}"
+        );
+    }
+}

@@ -1,0 +1,311 @@
+//! The objects a FlavioCluster owns, built as plain values (no I/O) so their
+//! exact shape is testable: a headless Service (stable pod DNS), a client
+//! Service, the StatefulSet (one PVC per pod), the cookie Secret and the
+//! PodDisruptionBudget. All carry the cluster's labels and a controller owner
+//! reference, so the garbage collector deletes them with the cluster; the
+//! PVCs come from the StatefulSet's template and deliberately have no owner,
+//! so they outlive it unless the retention policy says otherwise.
+//!
+//! What it leaves out: TLS between nodes, and a NetworkPolicy (packaging).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Secret,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{AddressMode, FlavioCluster};
+use crate::decide::Naming;
+use crate::{Error, Result};
+
+/// The node's gRPC port (client, admin and node-to-node).
+pub const PORT: i32 = 10017;
+/// Where the data PVC is mounted.
+pub const DATA_DIR: &str = "/var/lib/flavio";
+/// Where the cookie Secret is mounted.
+pub const COOKIE_DIR: &str = "/etc/flavio/cookie";
+/// The Secret's key holding the cookie.
+pub const COOKIE_KEY: &str = "cookie";
+/// The PVC template's name (PVCs are `data-<pod>`).
+pub const DATA_VOLUME: &str = "data";
+
+/// The naming of `fc`'s nodes and children.
+pub fn naming(fc: &FlavioCluster) -> Result<Naming> {
+    Ok(Naming {
+        cluster: fc.name_any(),
+        namespace: fc.namespace().ok_or(Error::Missing("namespace"))?,
+    })
+}
+
+/// The cookie Secret's name.
+pub fn secret_name(fc: &FlavioCluster) -> String {
+    format!("{}-cookie", fc.name_any())
+}
+
+/// The PVC name of pod `ordinal`.
+pub fn pvc_name(fc: &FlavioCluster, ordinal: i32) -> String {
+    format!("{DATA_VOLUME}-{}-{ordinal}", fc.name_any())
+}
+
+/// Labels selecting the cluster's pods (and put on every child).
+pub fn selector_labels(fc: &FlavioCluster) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "flavio".to_string()),
+        ("app.kubernetes.io/instance".to_string(), fc.name_any()),
+    ])
+}
+
+fn labels(fc: &FlavioCluster) -> BTreeMap<String, String> {
+    let mut l = selector_labels(fc);
+    l.insert(
+        "app.kubernetes.io/managed-by".into(),
+        crate::MANAGER.to_string(),
+    );
+    l
+}
+
+fn owner(fc: &FlavioCluster) -> Result<OwnerReference> {
+    fc.controller_owner_ref(&()).ok_or(Error::Missing("uid"))
+}
+
+fn meta(fc: &FlavioCluster, name: String) -> Result<ObjectMeta> {
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: fc.namespace(),
+        labels: Some(labels(fc)),
+        owner_references: Some(vec![owner(fc)?]),
+        ..Default::default()
+    })
+}
+
+fn grpc_port() -> ServicePort {
+    ServicePort {
+        name: Some("grpc".into()),
+        port: PORT,
+        target_port: Some(IntOrString::Int(PORT)),
+        ..Default::default()
+    }
+}
+
+/// The headless Service: gives each pod its stable DNS name, published
+/// before Ready because nodes must find each other to become Ready.
+pub fn headless_service(fc: &FlavioCluster, naming: &Naming) -> Result<Service> {
+    Ok(Service {
+        metadata: meta(fc, naming.headless())?,
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(fc)),
+            ports: Some(vec![grpc_port()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The client Service: Ready pods only.
+pub fn client_service(fc: &FlavioCluster) -> Result<Service> {
+    Ok(Service {
+        metadata: meta(fc, fc.name_any())?,
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(fc)),
+            ports: Some(vec![grpc_port()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The cookie Secret, created once with `cookie` and never rewritten.
+pub fn cookie_secret(fc: &FlavioCluster, cookie: &str) -> Result<Secret> {
+    Ok(Secret {
+        metadata: meta(fc, secret_name(fc))?,
+        string_data: Some(BTreeMap::from([(
+            COOKIE_KEY.to_string(),
+            cookie.to_string(),
+        )])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    })
+}
+
+/// The PodDisruptionBudget (policy/v1): at most one member down by eviction.
+pub fn pdb(fc: &FlavioCluster) -> Result<PodDisruptionBudget> {
+    Ok(PodDisruptionBudget {
+        metadata: meta(fc, fc.name_any())?,
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(fc)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The StatefulSet with `replicas` pods.
+///
+/// Pods start in parallel: membership is ordered by the operator, not by pod
+/// start order, and parallel start halves the time to grow. Each pod listens
+/// on its pod IP (several pods share one host's loopback in the test
+/// environment), names itself by its stable DNS name, and advertises that
+/// name or its pod IP per `addressMode`. `FLAVIO_NODE` and
+/// `FLAVIO_COOKIE_FILE` make `kubectl exec <pod> -- flavio ping` work without
+/// flags, and readiness is `flavio health` (gRPC health through an exec
+/// probe, which every Kubernetes version runs).
+pub fn statefulset(fc: &FlavioCluster, naming: &Naming, replicas: i32) -> Result<StatefulSet> {
+    let spec = &fc.spec;
+    let host = format!("$(POD_NAME).{}.{}.svc", naming.headless(), naming.namespace);
+    let advertise = match spec.address_mode {
+        AddressMode::Dns => format!("{host}:{PORT}"),
+        AddressMode::PodIp => format!("$(POD_IP):{PORT}"),
+    };
+    let w = spec.write_quorum.unwrap_or(spec.n_val);
+    let container = Container {
+        name: "flavio".into(),
+        image: Some(spec.image.clone()),
+        command: Some(vec!["flavio".into()]),
+        args: Some(vec![
+            "serve".into(),
+            "--n-val".into(),
+            spec.n_val.to_string(),
+            "--w-val".into(),
+            w.to_string(),
+        ]),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_IP", "status.podIP"),
+            env("FLAVIO_NAME", format!("flavio@{host}")),
+            env("FLAVIO_LISTEN", format!("$(POD_IP):{PORT}")),
+            env("FLAVIO_ADVERTISE", advertise),
+            env("FLAVIO_DATA_DIR", DATA_DIR),
+            env("FLAVIO_RING_SIZE", spec.ring_size.to_string()),
+            env(
+                "FLAVIO_HANDOFF_CONCURRENCY",
+                spec.handoff_concurrency.to_string(),
+            ),
+            env("FLAVIO_COOKIE_FILE", format!("{COOKIE_DIR}/{COOKIE_KEY}")),
+            env("FLAVIO_NODE", format!("$(POD_IP):{PORT}")),
+            env("FLAVIO_LOG_FORMAT", "json"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("grpc".into()),
+            container_port: PORT,
+            ..Default::default()
+        }]),
+        readiness_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(vec!["flavio".into(), "health".into()]),
+            }),
+            period_seconds: Some(2),
+            timeout_seconds: Some(3),
+            failure_threshold: Some(3),
+            ..Default::default()
+        }),
+        resources: spec.resources.clone(),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: DATA_VOLUME.into(),
+                mount_path: DATA_DIR.into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "cookie".into(),
+                mount_path: COOKIE_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    let pvc = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.into()),
+            labels: Some(selector_labels(fc)),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: spec.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(spec.storage.size.clone()),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(StatefulSet {
+        metadata: meta(fc, fc.name_any())?,
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(naming.headless()),
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(fc)),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(fc)),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "cookie".into(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(secret_name(fc)),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
+                    termination_grace_period_seconds: Some(30),
+                    node_selector: spec.node_selector.clone(),
+                    tolerations: spec.tolerations.clone(),
+                    affinity: spec.affinity.clone(),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![pvc]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}

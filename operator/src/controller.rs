@@ -1,0 +1,705 @@
+//! The kube-rs shell around [`crate::decide`]: observe (StatefulSet, pods,
+//! PVCs, the ring through one member), decide, then act (server-side apply of
+//! the children, status, at most one membership action, PVC deletions,
+//! events). Shaped like kube-rs's controller-rs: `reconcile` beside
+//! `error_policy`, a [`Context`], and a finalizer that runs the PVC policy on
+//! deletion.
+//!
+//! Status (with the intent) is written *before* the membership action, so a
+//! crash right after a commit still finds its intent recorded. What it leaves
+//! out: admission webhooks (validation happens in the decision).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flavio_node::rpc::Cookie;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::children;
+use crate::crd::{
+    APPROVE_ANNOTATION, Condition, FINALIZER, FlavioCluster, FlavioClusterStatus, Retention,
+};
+use crate::decide::{self, Action, Cond, Decision, Naming, PodView};
+use crate::metrics::Metrics;
+use crate::ring;
+use crate::{Error, MANAGER, Result};
+
+/// Shared state of the reconciler.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes events.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Whether the API server serves `policy/v1` (PodDisruptionBudget).
+    pub pdb_v1: bool,
+    /// Clusters already warned about the missing PDB API (warn once).
+    pdb_warned: Mutex<HashSet<String>>,
+}
+
+impl Context {
+    /// A context; `pdb_v1` comes from [`has_policy_v1`].
+    pub fn new(client: Client, metrics: Arc<Metrics>, pdb_v1: bool) -> Context {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Context {
+            client,
+            recorder,
+            metrics,
+            pdb_v1,
+            pdb_warned: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+/// Asks discovery whether `policy/v1` exists (Kubernetes 1.21+).
+pub async fn has_policy_v1(client: &Client) -> bool {
+    client.list_api_group_resources("policy/v1").await.is_ok()
+}
+
+/// Runs the controller until a shutdown signal; `namespace` limits it to one.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+    fn api<K>(c: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(c.clone(), ns),
+            None => Api::all(c.clone()),
+        }
+    }
+    let c = &ctx.client;
+    let pods_cfg = watcher::Config::default().labels("app.kubernetes.io/name=flavio");
+    Controller::new(
+        api::<FlavioCluster>(c, &namespace),
+        watcher::Config::default(),
+    )
+    .owns(
+        api::<StatefulSet>(c, &namespace),
+        watcher::Config::default(),
+    )
+    .owns(api::<Service>(c, &namespace), watcher::Config::default())
+    .watches(api::<Pod>(c, &namespace), pods_cfg, |pod: Pod| {
+        // A pod's readiness changes what the decision sees.
+        let ns = pod.namespace();
+        pod.labels()
+            .get("app.kubernetes.io/instance")
+            .cloned()
+            .zip(ns)
+            .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
+    })
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "reconcile failed");
+        }
+    })
+    .await;
+}
+
+/// One reconcile pass of a FlavioCluster.
+pub async fn reconcile(fc: Arc<FlavioCluster>, ctx: Arc<Context>) -> Result<Requeue> {
+    let start = Instant::now();
+    let ns = fc.namespace().ok_or(Error::Missing("namespace"))?;
+    let api: Api<FlavioCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let r = finalizer(&api, FINALIZER, fc, |ev| async {
+        match ev {
+            Finalizer::Apply(fc) => apply(&fc, &ctx).await,
+            Finalizer::Cleanup(fc) => cleanup(&fc, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics.reconciled(start.elapsed());
+    r
+}
+
+/// Logs, counts, and retries soon.
+pub fn error_policy(fc: Arc<FlavioCluster>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(cluster = %fc.name_any(), error = %err, "reconcile failed");
+    ctx.metrics.error(err);
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+async fn event(ctx: &Context, fc: &FlavioCluster, warn: bool, reason: &str, note: String) {
+    let ev = Event {
+        type_: if warn {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    // Events are best effort: a failure must not block the reconcile.
+    if let Err(e) = ctx.recorder.publish(&ev, &fc.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "cannot publish event");
+    }
+}
+
+fn ssa() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+/// Server-side applies `obj` (its name from its metadata).
+pub async fn apply_object<K>(api: &Api<K>, obj: &K) -> Result<()>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let name = obj.meta().name.clone().ok_or(Error::Missing("name"))?;
+    let mut value = serde_json::to_value(obj).map_err(|e| Error::Serde(e.to_string()))?;
+    // Server-side apply needs apiVersion and kind in the body.
+    let dt = K::DynamicType::default();
+    value["apiVersion"] = K::api_version(&dt).into();
+    value["kind"] = K::kind(&dt).into();
+    api.patch(&name, &ssa(), &Patch::Apply(value)).await?;
+    Ok(())
+}
+
+/// Creates the cookie Secret if missing; returns the cookie. Never rewrites
+/// an existing Secret: rotating the cookie would cut the cluster in two.
+pub async fn ensure_cookie(client: &Client, fc: &FlavioCluster) -> Result<Cookie> {
+    let ns = fc.namespace().ok_or(Error::Missing("namespace"))?;
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let name = children::secret_name(fc);
+    let text = match api.get_opt(&name).await? {
+        Some(s) => s
+            .data
+            .as_ref()
+            .and_then(|d| d.get(children::COOKIE_KEY))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .ok_or(Error::Missing("cookie in the cluster's Secret"))?,
+        None => {
+            let cookie = Cookie::random();
+            let secret = children::cookie_secret(fc, cookie.as_str())?;
+            api.create(&PostParams::default(), &secret).await?;
+            cookie.as_str().to_string()
+        }
+    };
+    Ok(Cookie::new(&text)?)
+}
+
+/// Applies the Services, the StatefulSet with `replicas`, and the PDB.
+pub async fn apply_children(
+    ctx: &Context,
+    fc: &FlavioCluster,
+    naming: &Naming,
+    replicas: i32,
+) -> Result<()> {
+    let ns = &naming.namespace;
+    let c = &ctx.client;
+    let svc: Api<Service> = Api::namespaced(c.clone(), ns);
+    apply_object(&svc, &children::headless_service(fc, naming)?).await?;
+    apply_object(&svc, &children::client_service(fc)?).await?;
+    let sts: Api<StatefulSet> = Api::namespaced(c.clone(), ns);
+    apply_object(&sts, &children::statefulset(fc, naming, replicas)?).await?;
+    if ctx.pdb_v1 {
+        let pdb: Api<PodDisruptionBudget> = Api::namespaced(c.clone(), ns);
+        apply_object(&pdb, &children::pdb(fc)?).await?;
+    } else {
+        let key = format!("{ns}/{}", naming.cluster);
+        let first = ctx
+            .pdb_warned
+            .lock()
+            .map(|mut s| s.insert(key))
+            .unwrap_or(false);
+        if first {
+            event(
+                ctx,
+                fc,
+                true,
+                "PodDisruptionBudgetUnsupported",
+                "the API server has no policy/v1; no PodDisruptionBudget is created".into(),
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
+fn ordinal_of(name: &str, prefix: &str) -> Option<i32> {
+    name.strip_prefix(prefix)?.parse().ok()
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn pod_addr(p: &Pod) -> Option<String> {
+    p.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .map(|ip| format!("{ip}:{}", children::PORT))
+}
+
+async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
+    let naming = children::naming(fc)?;
+    let ns = naming.namespace.clone();
+    let c = &ctx.client;
+    let status = fc.status.clone().unwrap_or_default();
+
+    // Observe.
+    let sts_api: Api<StatefulSet> = Api::namespaced(c.clone(), &ns);
+    let sts = sts_api.get_opt(&naming.cluster).await?;
+    let sel = format!("app.kubernetes.io/instance={}", naming.cluster);
+    let pods: Vec<Pod> = Api::<Pod>::namespaced(c.clone(), &ns)
+        .list(&ListParams::default().labels(&sel))
+        .await?
+        .items;
+    let pod_prefix = format!("{}-", naming.cluster);
+    let mut by_ordinal: Vec<(i32, &Pod)> = pods
+        .iter()
+        .filter_map(|p| ordinal_of(&p.name_any(), &pod_prefix).map(|o| (o, p)))
+        .collect();
+    by_ordinal.sort_by_key(|(o, _)| *o);
+    let pod_views: Vec<PodView> = by_ordinal
+        .iter()
+        .map(|(o, p)| PodView {
+            ordinal: *o,
+            ready: pod_ready(p),
+        })
+        .collect();
+    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), &ns);
+    let pvc_prefix = format!("{}-{}-", children::DATA_VOLUME, naming.cluster);
+    let pvcs: Vec<i32> = pvc_api
+        .list(&ListParams::default().labels(&sel))
+        .await?
+        .items
+        .iter()
+        .filter_map(|p| ordinal_of(&p.name_any(), &pvc_prefix))
+        .collect();
+    let addr_of = |node: &str| -> Option<String> {
+        let o = naming.ordinal(node)?;
+        by_ordinal
+            .iter()
+            .find(|(po, p)| *po == o && pod_ready(p))
+            .and_then(|(_, p)| pod_addr(p))
+    };
+
+    // The cookie, unless the spec is refused (then nothing is created).
+    let invalid = crate::crd::validate(&fc.spec, status.ring_size).err();
+    let cookie = match invalid {
+        None => Some(ensure_cookie(c, fc).await?),
+        Some(_) => None,
+    };
+
+    // The ring: pod 0 first (the seed, never asked to leave), then any Ready
+    // pod that status names as a member.
+    let mut observed = None;
+    if let Some(cookie) = &cookie {
+        let mut sources: Vec<String> = vec![naming.node(0)];
+        sources.extend(status.members.iter().map(|m| m.name.clone()));
+        for node in sources {
+            let Some(addr) = addr_of(&node) else { continue };
+            match ring::observe(&addr, cookie).await {
+                Ok(o) if o.view.member(&node).is_some() => {
+                    observed = Some((addr, o));
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(node, error = %e, "cannot read the ring"),
+            }
+        }
+    }
+
+    let now = Timestamp::now();
+    let approved = fc.annotations().get(APPROVE_ANNOTATION).map(String::as_str);
+    let d = decide::decide(&decide::Input {
+        naming: &naming,
+        spec: &fc.spec,
+        status: &status,
+        approved,
+        sts_replicas: sts
+            .as_ref()
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.replicas),
+        pods: &pod_views,
+        pvcs: &pvcs,
+        ring: observed.as_ref().map(|(_, o)| &o.view),
+        now: now.as_second(),
+    });
+
+    // Refused spec: report, touch nothing.
+    let Some(replicas) = d.sts_replicas else {
+        let was = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == d.degraded.reason);
+        if !was {
+            event(
+                ctx,
+                fc,
+                true,
+                &d.degraded.reason,
+                d.degraded.message.clone(),
+            )
+            .await;
+        }
+        write_status(
+            ctx,
+            fc,
+            &status,
+            &d,
+            observed.as_ref().map(|(_, o)| o),
+            &pod_views,
+            now,
+        )
+        .await?;
+        return Ok(Requeue::requeue(Duration::from_secs(60)));
+    };
+
+    apply_children(ctx, fc, &naming, replicas).await?;
+    let current = sts
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.replicas);
+    if current.is_some_and(|r| r != replicas) {
+        ctx.metrics.action(if Some(replicas) > current {
+            "grow"
+        } else {
+            "shrink"
+        });
+    }
+    if d.degraded.status && d.degraded.reason == "TransfersStuck" {
+        event(ctx, fc, true, "TransfersStuck", d.degraded.message.clone()).await;
+    }
+    let mut new_status = write_status(
+        ctx,
+        fc,
+        &status,
+        &d,
+        observed.as_ref().map(|(_, o)| o),
+        &pod_views,
+        now,
+    )
+    .await?;
+
+    for node in &d.removed {
+        ctx.metrics.action("removed");
+        event(
+            ctx,
+            fc,
+            false,
+            "MemberRemoved",
+            format!("{node} left the ring"),
+        )
+        .await;
+    }
+
+    // The membership action.
+    if let (Some((source, o)), Some(cookie)) = (&observed, &cookie) {
+        let claimant = addr_of(&o.view.claimant).unwrap_or_else(|| source.clone());
+        match &d.action {
+            Action::Nothing => {}
+            Action::Change {
+                joins,
+                leaves,
+                commit,
+            } => {
+                let joiners: Vec<(String, String)> = joins
+                    .iter()
+                    .map(|n| {
+                        addr_of(n)
+                            .map(|a| (n.clone(), a))
+                            .ok_or(Error::Missing("a Ready joiner's pod IP"))
+                    })
+                    .collect::<Result<_>>()?;
+                let plan = ring::stage_and_plan(&claimant, cookie, &joiners, leaves).await?;
+                if *commit {
+                    let v = ring::commit(&claimant, cookie, &plan.id).await?;
+                    membership_events(ctx, fc, joins, leaves, &plan.id, v).await;
+                } else {
+                    event(
+                        ctx,
+                        fc,
+                        false,
+                        "PlanAwaitingApproval",
+                        format!(
+                            "plan {}: {}; approve with kubectl annotate fc {} {APPROVE_ANNOTATION}={}",
+                            plan.id,
+                            plan.changes.join(", "),
+                            naming.cluster,
+                            plan.id
+                        ),
+                    )
+                    .await;
+                    ctx.metrics.action("plan");
+                    new_status.plan = Some(plan);
+                    patch_status(ctx, fc, &new_status).await?;
+                }
+            }
+            Action::CommitPlan { id } => {
+                let plan = status.plan.clone();
+                match ring::commit(&claimant, cookie, id).await {
+                    Ok(v) => {
+                        let (joins, leaves) = split_changes(plan.as_ref());
+                        membership_events(ctx, fc, &joins, &leaves, id, v).await;
+                    }
+                    Err(e) => {
+                        // The claimant no longer has this plan (restart, ring
+                        // moved): drop it so the next pass plans again.
+                        event(ctx, fc, true, "CommitFailed", e.to_string()).await;
+                        return Err(e);
+                    }
+                }
+            }
+            Action::ClearPlan => {
+                ring::clear(&claimant, cookie).await?;
+                ctx.metrics.action("clear");
+                event(
+                    ctx,
+                    fc,
+                    false,
+                    "PlanCleared",
+                    "the published plan no longer matches the spec".into(),
+                )
+                .await;
+            }
+        }
+    }
+
+    for o in &d.delete_pvcs {
+        let name = children::pvc_name(fc, *o);
+        match pvc_api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {
+                ctx.metrics.action("delete_pvc");
+                event(
+                    ctx,
+                    fc,
+                    false,
+                    "PersistentVolumeClaimDeleted",
+                    format!("{name} (storage.whenScaled: Delete)"),
+                )
+                .await;
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    Ok(match d.requeue {
+        decide::Requeue::Soon => Requeue::requeue(Duration::from_secs(2)),
+        decide::Requeue::Idle => Requeue::requeue(Duration::from_secs(60)),
+    })
+}
+
+fn split_changes(plan: Option<&crate::crd::PlanStatus>) -> (Vec<String>, Vec<String>) {
+    let mut joins = vec![];
+    let mut leaves = vec![];
+    for line in plan.map(|p| p.changes.as_slice()).unwrap_or_default() {
+        if let Some(n) = line.strip_prefix("join ") {
+            joins.push(n.to_string());
+        } else if let Some(n) = line.strip_prefix("leave ") {
+            leaves.push(n.to_string());
+        }
+    }
+    (joins, leaves)
+}
+
+async fn membership_events(
+    ctx: &Context,
+    fc: &FlavioCluster,
+    joins: &[String],
+    leaves: &[String],
+    id: &str,
+    version: u64,
+) {
+    ctx.metrics.action("commit");
+    let lines = decide::change_lines(joins, leaves);
+    event(
+        ctx,
+        fc,
+        false,
+        "PlanCommitted",
+        format!(
+            "plan {id} committed (ring version {version}): {}",
+            lines.join(", ")
+        ),
+    )
+    .await;
+    for n in joins {
+        ctx.metrics.action("join");
+        event(
+            ctx,
+            fc,
+            false,
+            "MemberJoined",
+            format!("{n} joined the ring"),
+        )
+        .await;
+    }
+    for n in leaves {
+        ctx.metrics.action("leave");
+        event(
+            ctx,
+            fc,
+            false,
+            "LeaveStarted",
+            format!("{n} is leaving the ring"),
+        )
+        .await;
+    }
+}
+
+fn condition(
+    old: &[Condition],
+    type_: &str,
+    c: &Cond,
+    generation: Option<i64>,
+    now: &str,
+) -> Condition {
+    let status = if c.status { "True" } else { "False" };
+    let last = old
+        .iter()
+        .find(|o| o.type_ == type_ && o.status == status)
+        .map(|o| o.last_transition_time.clone())
+        .unwrap_or_else(|| now.to_string());
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+        last_transition_time: last,
+        observed_generation: generation,
+    }
+}
+
+/// The status a decision and an observation make.
+pub fn status_of(
+    fc: &FlavioCluster,
+    old: &FlavioClusterStatus,
+    d: &Decision,
+    ring: Option<&ring::Observed>,
+    pods: &[PodView],
+    now: Timestamp,
+) -> FlavioClusterStatus {
+    let generation = fc.metadata.generation;
+    let now_s = now.to_string();
+    let valid = d.sts_replicas.is_some();
+    FlavioClusterStatus {
+        phase: Some(d.phase.to_string()),
+        ready_replicas: i32::try_from(pods.iter().filter(|p| p.ready).count()).unwrap_or(i32::MAX),
+        member_count: ring
+            .map(|o| o.members.iter().filter(|m| m.state == "valid").count())
+            .and_then(|n| i32::try_from(n).ok())
+            .unwrap_or(old.member_count),
+        members: ring
+            .map(|o| o.members.clone())
+            .unwrap_or_else(|| old.members.clone()),
+        pending_transfers: ring
+            .map(|o| u32::try_from(o.view.pending.len()).unwrap_or(u32::MAX))
+            .unwrap_or(old.pending_transfers),
+        ring_version: ring.map(|o| o.view.version).unwrap_or(old.ring_version),
+        claimant: ring
+            .map(|o| o.view.claimant.clone())
+            .or_else(|| old.claimant.clone()),
+        plan: d.plan.clone(),
+        conditions: vec![
+            condition(
+                &old.conditions,
+                "Available",
+                &d.available,
+                generation,
+                &now_s,
+            ),
+            condition(
+                &old.conditions,
+                "Progressing",
+                &d.progressing,
+                generation,
+                &now_s,
+            ),
+            condition(&old.conditions, "Degraded", &d.degraded, generation, &now_s),
+        ],
+        observed_generation: generation,
+        // Recorded once, from the first valid spec: later changes are refused.
+        ring_size: old
+            .ring_size
+            .or(if valid { Some(fc.spec.ring_size) } else { None }),
+        intent: d.intent.clone(),
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    fc: &FlavioCluster,
+    old: &FlavioClusterStatus,
+    d: &Decision,
+    ring: Option<&ring::Observed>,
+    pods: &[PodView],
+    now: Timestamp,
+) -> Result<FlavioClusterStatus> {
+    let s = status_of(fc, old, d, ring, pods, now);
+    patch_status(ctx, fc, &s).await?;
+    Ok(s)
+}
+
+async fn patch_status(ctx: &Context, fc: &FlavioCluster, s: &FlavioClusterStatus) -> Result<()> {
+    let ns = fc.namespace().ok_or(Error::Missing("namespace"))?;
+    let api: Api<FlavioCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let body = serde_json::json!({
+        "apiVersion": "flaviodb.io/v1alpha1",
+        "kind": "FlavioCluster",
+        "status": s,
+    });
+    api.patch_status(&fc.name_any(), &ssa(), &Patch::Apply(body))
+        .await?;
+    Ok(())
+}
+
+/// Deletion: the children go with their owner (garbage collection); the
+/// PVCs have no owner and are deleted only when `storage.whenDeleted` says so.
+async fn cleanup(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
+    if fc.spec.storage.when_deleted == Retention::Delete {
+        let ns = fc.namespace().ok_or(Error::Missing("namespace"))?;
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+        let sel = format!("app.kubernetes.io/instance={}", fc.name_any());
+        let pvcs = api.list(&ListParams::default().labels(&sel)).await?;
+        for p in pvcs.items {
+            api.delete(&p.name_any(), &DeleteParams::default()).await?;
+            ctx.metrics.action("delete_pvc");
+        }
+        event(
+            ctx,
+            fc,
+            false,
+            "PersistentVolumeClaimsDeleted",
+            "storage.whenDeleted: Delete".into(),
+        )
+        .await;
+    }
+    Ok(Requeue::await_change())
+}

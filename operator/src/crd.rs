@@ -1,0 +1,439 @@
+//! The `FlavioCluster` custom resource (`flaviodb.io/v1alpha1`, short name
+//! `fc`): what the user asks for (spec) and what the operator reports
+//! (status), with the schema generated from these types by schemars.
+//!
+//! Validation lives here too, in [`validate`], because the API servers we
+//! must support (1.20) ignore CEL rules: the operator refuses an invalid spec
+//! itself (Degraded, an event, no action). The schema's `minimum`s are a
+//! first line only. What this leaves out: defaulting webhooks and conversion
+//! between versions (there is one version).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The annotation a user sets to the id of the published plan to approve it
+/// (only with `membership.autoCommit: false`).
+pub const APPROVE_ANNOTATION: &str = "flaviodb.io/approve-plan";
+
+/// The finalizer that keeps a FlavioCluster until its PVC policy has run.
+pub const FINALIZER: &str = "flaviodb.io/cleanup";
+
+/// A FlavioDB cluster: a StatefulSet of `flavio serve` pods whose ring
+/// membership the operator keeps equal to `replicas`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "flaviodb.io",
+    version = "v1alpha1",
+    kind = "FlavioCluster",
+    plural = "flavioclusters",
+    shortname = "fc",
+    namespaced,
+    status = "FlavioClusterStatus",
+    scale = r#"{"specReplicasPath":".spec.replicas","statusReplicasPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Members","type":"integer","jsonPath":".status.memberCount"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Transfers","type":"integer","jsonPath":".status.pendingTransfers"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FlavioClusterSpec {
+    /// Number of ring members (and pods). At least 1.
+    #[schemars(range(min = 1))]
+    pub replicas: i32,
+    /// The node image; its entrypoint is the `flavio` binary.
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// Partitions in the ring: a power of two from 8 to 1024. Fixed at
+    /// creation; a change is refused.
+    #[serde(default = "default_ring_size")]
+    pub ring_size: u32,
+    /// Default replicas of a client write (N).
+    #[serde(default = "default_n_val")]
+    pub n_val: u32,
+    /// Default replies a client write waits for (W); defaults to `nVal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_quorum: Option<u32>,
+    /// The data volume of each pod.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Resources of the node container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Concurrent handoff transfers per node.
+    #[serde(default = "default_handoff_concurrency")]
+    pub handoff_concurrency: u32,
+    /// How membership changes are committed and watched.
+    #[serde(default)]
+    pub membership: Membership,
+    /// Which address each node advertises to the others: its stable DNS
+    /// name (`dns`, the default) or its pod IP (`podIP`, for environments
+    /// without cluster DNS, such as our test control plane).
+    #[serde(default)]
+    pub address_mode: AddressMode,
+    /// Pod placement: node selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Pod placement: tolerations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Pod placement: affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}
+
+/// The per-pod data volume and what happens to it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    /// Requested size, e.g. `1Gi`.
+    #[serde(default = "default_storage_size")]
+    pub size: String,
+    /// Storage class; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// What happens to a removed member's PVC after a scale-down.
+    #[serde(default)]
+    pub when_scaled: Retention,
+    /// What happens to every PVC when the FlavioCluster is deleted.
+    #[serde(default)]
+    pub when_deleted: Retention,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            size: default_storage_size(),
+            storage_class_name: None,
+            when_scaled: Retention::Retain,
+            when_deleted: Retention::Retain,
+        }
+    }
+}
+
+/// PVC retention.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum Retention {
+    /// Keep the PVC (the default: data is never deleted implicitly).
+    #[default]
+    Retain,
+    /// Delete the PVC once its member has left (or the cluster is deleted).
+    Delete,
+}
+
+/// How membership changes are committed.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Membership {
+    /// Commit plans without asking (default). When false, the plan is
+    /// published in status and committed only after the annotation
+    /// `flaviodb.io/approve-plan: <plan id>` names it.
+    #[serde(default = "default_true")]
+    pub auto_commit: bool,
+    /// Seconds without any transfer advancing before the cluster is marked
+    /// Degraded with the stuck transfers named.
+    #[serde(default = "default_stuck_after")]
+    pub stuck_after_seconds: u64,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership {
+            auto_commit: true,
+            stuck_after_seconds: default_stuck_after(),
+        }
+    }
+}
+
+/// The address a node advertises.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum AddressMode {
+    /// `<pod>.<headless service>.<namespace>.svc:10017`: stable across restarts.
+    #[default]
+    #[serde(rename = "dns")]
+    Dns,
+    /// The pod IP: for clusters without DNS. A pod that comes back with a new
+    /// IP re-advertises it when it starts.
+    #[serde(rename = "podIP")]
+    PodIp,
+}
+
+fn default_image() -> String {
+    "flaviodb/flavio:latest".into()
+}
+fn default_ring_size() -> u32 {
+    64
+}
+fn default_n_val() -> u32 {
+    3
+}
+fn default_handoff_concurrency() -> u32 {
+    2
+}
+fn default_storage_size() -> String {
+    "1Gi".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_stuck_after() -> u64 {
+    300
+}
+
+/// What the operator observed and intends, as the user sees it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlavioClusterStatus {
+    /// Creating, ScalingUp, ScalingDown, AwaitingApproval, Available, Degraded, Terminating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Pods that are Ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Members of the ring that are `valid`.
+    #[serde(default)]
+    pub member_count: i32,
+    /// Ring members with their share now and after pending transfers.
+    #[serde(default)]
+    pub members: Vec<MemberStatus>,
+    /// Ownership changes still pending in the ring.
+    #[serde(default)]
+    pub pending_transfers: u32,
+    /// The ring version last seen.
+    #[serde(default)]
+    pub ring_version: u64,
+    /// The claimant's node name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimant: Option<String>,
+    /// The plan awaiting approval (autoCommit false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanStatus>,
+    /// Available, Progressing, Degraded.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The spec generation this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The ring size the cluster was created with (to refuse changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_size: Option<u32>,
+    /// The membership change under way, kept so that a restart resumes it.
+    #[serde(default)]
+    pub intent: Intent,
+}
+
+/// One ring member.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Node name.
+    pub name: String,
+    /// joining, valid, leaving, exiting, down, removed.
+    pub state: String,
+    /// Percent of partitions owned now.
+    pub ring_pct: f64,
+    /// Percent owned once pending transfers complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_pct: Option<f64>,
+}
+
+/// A plan published for approval.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanStatus {
+    /// The claimant's plan id; approve with the annotation naming it.
+    pub id: String,
+    /// The staged changes, as `join <node>` / `leave <node>`.
+    pub changes: Vec<String>,
+    /// Transfers the plan starts.
+    #[serde(default)]
+    pub transfers: u32,
+}
+
+/// The operator's record of a membership change in flight.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Intent {
+    /// Nodes the operator asked to leave that have not yet been seen removed.
+    #[serde(default)]
+    pub leaving: Vec<String>,
+    /// A fingerprint of transfer progress and when it last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// Transfer progress fingerprint.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Changes whenever a transfer advances or completes.
+    pub fingerprint: String,
+    /// Unix seconds when the fingerprint last changed.
+    pub since: i64,
+}
+
+/// A standard condition.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Available, Progressing or Degraded.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    /// A CamelCase reason.
+    pub reason: String,
+    /// A human message.
+    pub message: String,
+    /// RFC 3339 time of the last status change.
+    pub last_transition_time: String,
+    /// The generation this condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Why a spec is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// CamelCase reason for the condition and the event.
+    pub reason: &'static str,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// Checks `spec` on its own and against the ring size the cluster was
+/// created with (`recorded`, from status).
+pub fn validate(spec: &FlavioClusterSpec, recorded: Option<u32>) -> Result<(), Invalid> {
+    let bad = |reason, message: String| Err(Invalid { reason, message });
+    if spec.replicas < 1 {
+        return bad(
+            "InvalidReplicas",
+            format!("replicas must be at least 1, got {}", spec.replicas),
+        );
+    }
+    let rs = spec.ring_size;
+    if !(8..=1024).contains(&rs) || !rs.is_power_of_two() {
+        return bad(
+            "InvalidRingSize",
+            format!("ringSize must be a power of two from 8 to 1024, got {rs}"),
+        );
+    }
+    if let Some(old) = recorded
+        && old != rs
+    {
+        return bad(
+            "RingSizeImmutable",
+            format!("ringSize is fixed at creation: the cluster has {old}, the spec asks for {rs}"),
+        );
+    }
+    if spec.n_val < 1 || spec.n_val > rs {
+        return bad(
+            "InvalidNVal",
+            format!("nVal must be from 1 to ringSize ({rs}), got {}", spec.n_val),
+        );
+    }
+    if let Some(w) = spec.write_quorum
+        && (w < 1 || w > spec.n_val)
+    {
+        return bad(
+            "InvalidWriteQuorum",
+            format!(
+                "writeQuorum must be from 1 to nVal ({}), got {w}",
+                spec.n_val
+            ),
+        );
+    }
+    if !(1..=64).contains(&spec.handoff_concurrency) {
+        return bad(
+            "InvalidHandoffConcurrency",
+            format!(
+                "handoffConcurrency must be from 1 to 64, got {}",
+                spec.handoff_concurrency
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The CRD as YAML, as `flavio-operator crd` prints it and
+/// `deploy/crd/flaviocluster.yaml` holds it.
+pub fn crd_yaml() -> crate::Result<String> {
+    use kube::CustomResourceExt;
+    serde_yaml::to_string(&FlavioCluster::crd()).map_err(|e| crate::Error::Serde(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> FlavioClusterSpec {
+        serde_json::from_value(serde_json::json!({"replicas": 3})).expect("minimal spec")
+    }
+
+    #[test]
+    fn defaults() {
+        let s = spec();
+        assert_eq!(s.ring_size, 64);
+        assert_eq!(s.n_val, 3);
+        assert!(s.membership.auto_commit);
+        assert_eq!(s.address_mode, AddressMode::Dns);
+        assert_eq!(s.storage.when_deleted, Retention::Retain);
+        assert_eq!(validate(&s, None), Ok(()));
+    }
+
+    #[test]
+    fn refusals() {
+        let cases: Vec<(serde_json::Value, Option<u32>, &str)> = vec![
+            (serde_json::json!({"replicas": 0}), None, "InvalidReplicas"),
+            (
+                serde_json::json!({"replicas": 3, "ringSize": 48}),
+                None,
+                "InvalidRingSize",
+            ),
+            (
+                serde_json::json!({"replicas": 3, "ringSize": 4}),
+                None,
+                "InvalidRingSize",
+            ),
+            (
+                serde_json::json!({"replicas": 3, "ringSize": 2048}),
+                None,
+                "InvalidRingSize",
+            ),
+            (
+                serde_json::json!({"replicas": 3, "ringSize": 128}),
+                Some(64),
+                "RingSizeImmutable",
+            ),
+            (
+                serde_json::json!({"replicas": 3, "nVal": 0}),
+                None,
+                "InvalidNVal",
+            ),
+            (
+                serde_json::json!({"replicas": 3, "writeQuorum": 4}),
+                None,
+                "InvalidWriteQuorum",
+            ),
+            (
+                serde_json::json!({"replicas": 3, "handoffConcurrency": 0}),
+                None,
+                "InvalidHandoffConcurrency",
+            ),
+        ];
+        for (v, rec, reason) in cases {
+            let s: FlavioClusterSpec = serde_json::from_value(v.clone()).expect("parses");
+            let got = validate(&s, rec).expect_err(&format!("{v} must be refused"));
+            assert_eq!(got.reason, reason, "{v}");
+        }
+        let s: FlavioClusterSpec =
+            serde_json::from_value(serde_json::json!({"replicas": 3, "ringSize": 128}))
+                .expect("parses");
+        assert_eq!(validate(&s, Some(128)), Ok(()));
+    }
+}

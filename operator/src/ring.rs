@@ -1,0 +1,191 @@
+//! The ring as the operator sees it, through the Admin gRPC API: reading a
+//! [`RingView`] from one member, and carrying out the decision's membership
+//! [`Action`]s (stage, plan, check, commit; commit an approved plan; clear).
+//!
+//! The operator always calls nodes at `<pod IP>:10017`, whatever they
+//! advertise, so it needs no cluster DNS. What it leaves out: retries (the
+//! controller requeues) and TLS.
+
+use flavio_node::rpc::Cookie;
+use flavio_node::rpc::client::{Admin, admin};
+use flavio_proto::v1 as pb;
+
+use crate::crd::{MemberStatus, PlanStatus};
+use crate::decide::{Member, RingView, State, Transfer, change_lines};
+use crate::{Error, Result};
+
+/// What one member reported: the decision's view plus status details.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// For the decision.
+    pub view: RingView,
+    /// For status.
+    pub members: Vec<MemberStatus>,
+}
+
+fn admin_err(node: &str, s: impl std::fmt::Display) -> Error {
+    Error::Admin {
+        node: node.to_string(),
+        message: s.to_string(),
+    }
+}
+
+async fn connect(addr: &str, cookie: &Cookie) -> Result<Admin> {
+    admin(addr, cookie.clone())
+        .await
+        .map_err(|e| admin_err(addr, e))
+}
+
+fn state(s: i32) -> State {
+    match pb::MemberState::try_from(s) {
+        Ok(pb::MemberState::Joining) => State::Joining,
+        Ok(pb::MemberState::Valid) => State::Valid,
+        Ok(pb::MemberState::Leaving) => State::Leaving,
+        Ok(pb::MemberState::Exiting) => State::Exiting,
+        Ok(pb::MemberState::Down) => State::Down,
+        // Unknown states count as removed only if the node says so; an
+        // unspecified state is treated as down, which blocks nothing unsafe.
+        Ok(pb::MemberState::Removed) => State::Removed,
+        _ => State::Down,
+    }
+}
+
+/// Reads the ring from the member at `addr`.
+pub async fn observe(addr: &str, cookie: &Cookie) -> Result<Observed> {
+    let mut c = connect(addr, cookie).await?;
+    let ms = c
+        .member_status(pb::MemberStatusRequest {})
+        .await
+        .map_err(|s| admin_err(addr, s.message()))?
+        .into_inner();
+    let rs = c
+        .ring_status(pb::RingStatusRequest {})
+        .await
+        .map_err(|s| admin_err(addr, s.message()))?
+        .into_inner();
+    // Transfer progress is optional: a failure here only weakens the
+    // stuck-progress fingerprint.
+    let items_sent = match c
+        .transfers(pb::TransfersRequest { local_only: false })
+        .await
+    {
+        Ok(t) => t.into_inner().active.iter().map(|a| a.items_sent).sum(),
+        Err(_) => 0,
+    };
+    let members: Vec<Member> = ms
+        .members
+        .iter()
+        .map(|m| Member {
+            name: m.name.clone(),
+            state: state(m.state),
+            ring_pct: m.ring_pct,
+            pending_pct: m.pending_pct,
+        })
+        .collect();
+    let status_members = members
+        .iter()
+        .map(|m| MemberStatus {
+            name: m.name.clone(),
+            state: m.state.as_str().into(),
+            ring_pct: (m.ring_pct * 10.0).round() / 10.0,
+            pending_pct: m.pending_pct.map(|p| (p * 10.0).round() / 10.0),
+        })
+        .collect();
+    Ok(Observed {
+        view: RingView {
+            members,
+            ring_ready: rs.ring_ready,
+            claimant: rs.claimant,
+            claimant_up: rs.claimant_up,
+            version: rs.ring_version.max(ms.ring_version),
+            pending: rs
+                .pending
+                .into_iter()
+                .map(|p| Transfer {
+                    partition: p.partition,
+                    owner: p.owner,
+                    next_owner: p.next_owner,
+                    complete: p.complete,
+                })
+                .collect(),
+            unreachable: rs.unreachable,
+            items_sent,
+        },
+        members: status_members,
+    })
+}
+
+/// Stages `joins` (each on its own node, at `join_addrs`, targeting the member
+/// at `claimant`) and `leaves` (on the claimant), plans, and checks that the
+/// plan holds exactly those changes. Any leftover staging is cleared first:
+/// the operator owns this cluster's membership. Returns the plan.
+pub async fn stage_and_plan(
+    claimant: &str,
+    cookie: &Cookie,
+    joins: &[(String, String)],
+    leaves: &[String],
+) -> Result<PlanStatus> {
+    let mut c = connect(claimant, cookie).await?;
+    c.clear(pb::ClearRequest {})
+        .await
+        .map_err(|s| admin_err(claimant, s.message()))?;
+    for (_, addr) in joins {
+        let mut j = connect(addr, cookie).await?;
+        j.stage_join(pb::StageJoinRequest {
+            target: claimant.to_string(),
+        })
+        .await
+        .map_err(|s| admin_err(addr, s.message()))?;
+    }
+    for node in leaves {
+        c.stage_leave(pb::StageLeaveRequest { node: node.clone() })
+            .await
+            .map_err(|s| admin_err(claimant, s.message()))?;
+    }
+    let plan = c
+        .plan(pb::PlanRequest {})
+        .await
+        .map_err(|s| admin_err(claimant, s.message()))?
+        .into_inner();
+    let mut got: Vec<String> = plan
+        .changes
+        .iter()
+        .map(|ch| format!("{} {}", ch.action, ch.node))
+        .collect();
+    got.sort();
+    let join_names: Vec<String> = joins.iter().map(|(n, _)| n.clone()).collect();
+    let want = change_lines(&join_names, leaves);
+    if got != want {
+        // Never commit what we did not ask for.
+        let _ = c.clear(pb::ClearRequest {}).await;
+        return Err(Error::UnexpectedPlan(format!(
+            "staged {want:?}, the claimant plans {got:?}"
+        )));
+    }
+    Ok(PlanStatus {
+        id: plan.plan_id,
+        changes: got,
+        transfers: plan.transitions.iter().map(|t| t.total_transfers).sum(),
+    })
+}
+
+/// Commits plan `id` on the claimant. Returns the new ring version.
+pub async fn commit(claimant: &str, cookie: &Cookie, id: &str) -> Result<u64> {
+    let mut c = connect(claimant, cookie).await?;
+    let r = c
+        .commit(pb::CommitRequest {
+            plan_id: id.to_string(),
+        })
+        .await
+        .map_err(|s| admin_err(claimant, s.message()))?;
+    Ok(r.into_inner().ring_version)
+}
+
+/// Drops staged changes on the claimant.
+pub async fn clear(claimant: &str, cookie: &Cookie) -> Result<()> {
+    let mut c = connect(claimant, cookie).await?;
+    c.clear(pb::ClearRequest {})
+        .await
+        .map_err(|s| admin_err(claimant, s.message()))?;
+    Ok(())
+}
