@@ -454,8 +454,18 @@ async fn wait_settled(
     }
 }
 
+/// Whether `dir` is one of the directories of PATH.
+fn on_path(dir: &Path) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|x| x == dir))
+}
+
 /// How to talk to the running devrel.
-fn usage(nodes: &[DevNode], dir: &Path, cookie_file: Option<&Path>) -> String {
+fn usage(
+    nodes: &[DevNode],
+    dir: &Path,
+    cookie_file: Option<&Path>,
+    bin_dir: Option<&Path>,
+) -> String {
     let mut s = format!(
         "\n{} running; data and logs in {}/dev*/.\n\n",
         if nodes.len() == 1 {
@@ -465,6 +475,10 @@ fn usage(nodes: &[DevNode], dir: &Path, cookie_file: Option<&Path>) -> String {
         },
         dir.display()
     );
+    // After `cargo run` the binary is not on PATH; say where it is.
+    if let Some(d) = bin_dir {
+        s.push_str(&format!("  export PATH={}:$PATH\n", d.display()));
+    }
     match cookie_file {
         Some(f) => s.push_str(&format!("  export FLAVIO_COOKIE_FILE={}\n", f.display())),
         None => s.push_str("  # the nodes use FLAVIO_COOKIE from this environment\n"),
@@ -529,7 +543,12 @@ async fn supervise(
         r = start(procs, exe, nodes, args, cookie, cookie_file.as_deref()) => r?,
         _ = &mut stop => return Err(failure("interrupted during start-up")),
     }
-    print!("{}", usage(nodes, dir, cookie_file.as_deref()));
+    let exe = std::env::current_exe().ok();
+    let bin_dir = exe
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|d| !on_path(d));
+    print!("{}", usage(nodes, dir, cookie_file.as_deref(), bin_dir));
 
     // Run until told to stop; say so if a node dies meanwhile, but keep the
     // others up: the user may be testing exactly that.
@@ -721,7 +740,7 @@ mod tests {
     #[test]
     fn usage_names_the_cookie_and_the_nodes() {
         let nodes = layout(1, 10017, Path::new("/d")).expect("valid");
-        let u = usage(&nodes, Path::new("/d"), Some(Path::new("/d/cookie")));
+        let u = usage(&nodes, Path::new("/d"), Some(Path::new("/d/cookie")), None);
         assert!(u.contains("export FLAVIO_COOKIE_FILE=/d/cookie"), "{u}");
         assert!(u.contains("flavio stats --node 127.0.0.1:10017"), "{u}");
     }
