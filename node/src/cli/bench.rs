@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// W for `add` (node default when omitted).
     #[arg(long)]
     w: Option<u32>,
+    /// Also print the throughput of every interval of this length (e.g.
+    /// `500ms`), to see it change while the cluster does something.
+    #[arg(long, value_parser = parse_duration)]
+    report_every: Option<Duration>,
     /// More node addresses to spread the load over (besides --node).
     #[arg(long = "also-node", value_name = "HOST:PORT")]
     also: Vec<String>,
@@ -75,6 +79,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// What one worker measured.
 struct Tally {
+    /// Shared with the interval reporter.
+    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
     ok: u64,
     errors: u64,
     first_error: Option<String>,
@@ -82,8 +88,9 @@ struct Tally {
 }
 
 impl Tally {
-    fn new() -> Result<Tally, Failure> {
+    fn new(done: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Result<Tally, Failure> {
         Ok(Tally {
+            done,
             ok: 0,
             errors: 0,
             first_error: None,
@@ -98,7 +105,10 @@ impl Tally {
         let us = started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
         let _ = self.latency_us.record(us);
         match outcome {
-            Ok(()) => self.ok += 1,
+            Ok(()) => {
+                self.ok += 1;
+                self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             Err(e) => {
                 self.errors += 1;
                 self.first_error.get_or_insert(e);
@@ -132,13 +142,16 @@ fn make_op(op: Op, seq: u64, args: &BenchArgs) -> pb::session_request::Op {
     }
 }
 
+type Done = std::sync::Arc<std::sync::atomic::AtomicU64>;
+
 async fn session_worker(
     client: Client,
     in_flight: u32,
     deadline: Instant,
     args: &BenchArgs,
+    done: Done,
 ) -> Result<Tally, Failure> {
-    let mut tally = Tally::new()?;
+    let mut tally = Tally::new(done)?;
     let (tx, rx) = mpsc::channel(in_flight as usize * 2);
     let mut replies = client
         .raw()
@@ -147,14 +160,19 @@ async fn session_worker(
         .into_inner();
     let mut started: HashMap<u64, Instant> = HashMap::with_capacity(in_flight as usize * 2);
     let mut seq = 0u64;
-    for _ in 0..in_flight {
-        started.insert(seq, Instant::now());
+    // Sends the next request, remembering when it left; false once the
+    // session is gone.
+    let send_next = |started: &mut HashMap<u64, Instant>, seq: &mut u64| {
+        started.insert(*seq, Instant::now());
         let req = pb::SessionRequest {
-            id: seq,
-            op: Some(make_op(args.op, seq, args)),
+            id: *seq,
+            op: Some(make_op(args.op, *seq, args)),
         };
-        seq += 1;
-        if tx.send(req).await.is_err() {
+        *seq += 1;
+        tx.send(req)
+    };
+    for _ in 0..in_flight {
+        if send_next(&mut started, &mut seq).await.is_err() {
             break;
         }
     }
@@ -173,16 +191,8 @@ async fn session_worker(
             None => Err("empty reply".to_string()),
         };
         tally.record(t0, outcome);
-        if Instant::now() < deadline {
-            started.insert(seq, Instant::now());
-            let req = pb::SessionRequest {
-                id: seq,
-                op: Some(make_op(args.op, seq, args)),
-            };
-            seq += 1;
-            if tx.send(req).await.is_err() {
-                break;
-            }
+        if Instant::now() < deadline && send_next(&mut started, &mut seq).await.is_err() {
+            break;
         }
     }
     Ok(tally)
@@ -193,9 +203,10 @@ async fn unary_worker(
     worker: u64,
     deadline: Instant,
     args: &BenchArgs,
+    done: Done,
 ) -> Result<Tally, Failure> {
     use pb::session_request::Op as P;
-    let mut tally = Tally::new()?;
+    let mut tally = Tally::new(done)?;
     let mut seq = worker << 40;
     while Instant::now() < deadline {
         let t0 = Instant::now();
@@ -221,11 +232,29 @@ pub(super) async fn run(args: BenchArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let deadline = started + args.duration;
     let c = args.concurrency;
-    let mut tally = Tally::new()?;
+    let done: Done = Done::default();
+    let mut tally = Tally::new(Done::clone(&done))?;
+    let reporter = args.report_every.map(|every| {
+        let done = Done::clone(&done);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let mut last = 0u64;
+            loop {
+                tick.tick().await;
+                let now = done.load(std::sync::atomic::Ordering::Relaxed);
+                let rate = (now - last) as f64 / every.as_secs_f64();
+                last = now;
+                println!(
+                    "t {:>6.2}s  throughput {rate:.0} ops/s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        })
+    });
     let results: Vec<Result<Tally, Failure>> = if args.unary {
         let futs = (0..c).map(|i| {
             let client = clients[i as usize % clients.len()].clone();
-            unary_worker(client, u64::from(i), deadline, &args)
+            unary_worker(client, u64::from(i), deadline, &args, Done::clone(&done))
         });
         futures::future::join_all(futs).await
     } else {
@@ -233,10 +262,19 @@ pub(super) async fn run(args: BenchArgs) -> Result<(), Failure> {
         let k = clients.len() as u32;
         let futs = clients.iter().enumerate().map(|(i, client)| {
             let share = c / k + u32::from((i as u32) < c % k);
-            session_worker(client.clone(), share.max(1), deadline, &args)
+            session_worker(
+                client.clone(),
+                share.max(1),
+                deadline,
+                &args,
+                Done::clone(&done),
+            )
         });
         futures::future::join_all(futs).await
     };
+    if let Some(r) = reporter {
+        r.abort();
+    }
     for r in results {
         tally.merge(r?);
     }

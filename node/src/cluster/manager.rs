@@ -193,13 +193,7 @@ impl<V: Vnode> Cluster<V> {
     /// one quick exchange with the other members so a restarted node does
     /// not act on a stale ring.
     pub async fn start(&self) {
-        let snap = self.ring();
-        let others: Vec<(String, String)> = snap
-            .ring
-            .active_members()
-            .filter(|(n, _)| **n != self.inner.me)
-            .map(|(n, m)| (n.clone(), m.addr.clone()))
-            .collect();
+        let others = self.other_members();
         let pulls = others
             .iter()
             .map(|(n, a)| self.gossip_to(n.clone(), a.clone()));
@@ -210,6 +204,16 @@ impl<V: Vnode> Cluster<V> {
         tokio::spawn(async move { c.gossip_loop().await });
         let c = self.clone();
         tokio::spawn(async move { c.change_loop().await });
+    }
+
+    /// Name and address of every active member but this node.
+    pub fn other_members(&self) -> Vec<(String, String)> {
+        self.ring()
+            .ring
+            .active_members()
+            .filter(|(n, _)| **n != self.inner.me)
+            .map(|(n, m)| (n.clone(), m.addr.clone()))
+            .collect()
     }
 
     /// This node's name.
@@ -414,13 +418,7 @@ impl<V: Vnode> Cluster<V> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let snap = self.ring();
-            let others: Vec<(String, String)> = snap
-                .ring
-                .active_members()
-                .filter(|(n, _)| **n != self.inner.me)
-                .map(|(n, m)| (n.clone(), m.addr.clone()))
-                .collect();
+            let others = self.other_members();
             let pick = others.choose(&mut rand::rng()).cloned();
             if let Some((n, a)) = pick {
                 self.gossip_to(n, a).await;

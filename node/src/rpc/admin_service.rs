@@ -181,12 +181,7 @@ impl<V: Vnode> AdminApi for AdminService<V> {
         let snap = self.cluster.ring();
         let mut unreachable = Vec::new();
         if !req.get_ref().local_only {
-            let others: Vec<(String, String)> = snap
-                .ring
-                .active_members()
-                .filter(|(n, _)| **n != me)
-                .map(|(n, m)| (n.clone(), m.addr.clone()))
-                .collect();
+            let others = self.cluster.other_members();
             let asks = others.iter().map(|(n, a)| {
                 let peers = self.cluster.peers();
                 async move {

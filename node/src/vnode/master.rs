@@ -11,6 +11,17 @@ use super::{Replier, Store, Vnode, VnodeCtx, Wire};
 use crate::ring::{PartitionId, RingSize};
 use crate::{Error, Result};
 
+/// A replier that encodes the answer for `reply`.
+fn encoding<T: Wire + 'static>(reply: Box<dyn FnOnce(Result<Vec<u8>>) + Send>) -> Replier<T> {
+    Box::new(move |_, r| {
+        reply(r.map(|v| {
+            let mut buf = Vec::new();
+            v.encode(&mut buf);
+            buf
+        }))
+    })
+}
+
 /// Routes messages to the vnodes of one node. Cheap to clone.
 pub struct VnodeMaster<V: Vnode> {
     inner: Arc<Inner<V>>,
@@ -180,17 +191,7 @@ impl<V: Vnode> VnodeMaster<V> {
         reply: Box<dyn FnOnce(Result<Vec<u8>>) + Send>,
     ) {
         match V::Command::decode(cmd) {
-            Ok(cmd) => self.command(
-                p,
-                cmd,
-                Box::new(move |_, r| {
-                    reply(r.map(|v| {
-                        let mut buf = Vec::new();
-                        v.encode(&mut buf);
-                        buf
-                    }))
-                }),
-            ),
+            Ok(cmd) => self.command(p, cmd, encoding(reply)),
             Err(e) => reply(Err(e)),
         }
     }
@@ -203,17 +204,7 @@ impl<V: Vnode> VnodeMaster<V> {
         reply: Box<dyn FnOnce(Result<Vec<u8>>) + Send>,
     ) {
         match V::CoverageRequest::decode(req) {
-            Ok(req) => self.coverage(
-                p,
-                Arc::new(req),
-                Box::new(move |_, r| {
-                    reply(r.map(|v| {
-                        let mut buf = Vec::new();
-                        v.encode(&mut buf);
-                        buf
-                    }))
-                }),
-            ),
+            Ok(req) => self.coverage(p, Arc::new(req), encoding(reply)),
             Err(e) => reply(Err(e)),
         }
     }
