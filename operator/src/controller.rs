@@ -591,7 +591,13 @@ fn condition(
         type_: type_.into(),
         status: status.into(),
         reason: c.reason.clone(),
-        message: c.message.clone(),
+        // 1.20's server-side apply turns an empty string into null, which the
+        // schema (message: string) then refuses.
+        message: if c.message.is_empty() {
+            c.reason.clone()
+        } else {
+            c.message.clone()
+        },
         last_transition_time: last,
         observed_generation: generation,
     }
