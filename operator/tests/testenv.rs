@@ -619,3 +619,61 @@ async fn invalid_spec_and_ring_size_change_are_refused() -> TestResult {
     assert_eq!(r, Some(1), "no action while the spec is refused");
     s.finish().await
 }
+
+/// Acceptance 3: the operator is stopped in the middle of a scale-down and
+/// started again: it resumes from the intent in status and finishes, with one
+/// commit for the step and no acknowledged add lost.
+#[tokio::test]
+async fn operator_restart_mid_scale_down_resumes() -> TestResult {
+    let Some(mut s) = setup("op-restart").await? else {
+        return Ok(());
+    };
+    s.create(json!({"replicas": 4, "addressMode": "podIP", "ringSize": 64}))
+        .await?;
+    s.wait_available(4, Duration::from_secs(120)).await?;
+    let cookie = s.cookie().await?;
+    let seed = s.pod_addr(0).await?;
+    let c = flavio_node::rpc::client::Client::connect(&seed, cookie.clone()).await?;
+    let mut acked = 0u64;
+    for i in 0..300 {
+        c.add(flavio_proto::v1::AddRequest {
+            a: i,
+            b: 1,
+            ..Default::default()
+        })
+        .await?;
+        acked += 1;
+    }
+    s.scale(2).await?;
+    // Stop the operator as soon as the leave is recorded.
+    poll("leave recorded", Duration::from_secs(60), || async {
+        let fc = s.fcs.get("demo").await?;
+        Ok(fc
+            .status
+            .filter(|st| !st.intent.leaving.is_empty())
+            .map(|_| ()))
+    })
+    .await?;
+    s.operator.abort();
+    let _ = (&mut s.operator).await;
+    let commits_before = s.commits();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let client = s.env.client().await?;
+    s.operator = start_operator(&client, &s.metrics, &s.ns.name).await;
+    s.wait_available(2, Duration::from_secs(120)).await?;
+    let sts: Api<StatefulSet> = s.ns.api();
+    poll("StatefulSet at 2", Duration::from_secs(30), || async {
+        Ok((sts.get("demo").await?.spec.and_then(|x| x.replicas) == Some(2)).then_some(()))
+    })
+    .await?;
+    assert_eq!(commits_before, 2, "form + the one leave commit");
+    assert_eq!(
+        s.commits(),
+        2,
+        "the restarted operator did not commit again"
+    );
+    let stats = c.stats(flavio_proto::v1::StatsRequest::default()).await?;
+    assert!(!stats.partial);
+    assert_eq!(stats.total_ops, 3 * acked);
+    s.finish().await
+}
