@@ -91,6 +91,10 @@ fn grpc_port() -> ServicePort {
     ServicePort {
         name: Some("grpc".into()),
         port: PORT,
+        // Explicit although it is the default: 1.20's server-side apply
+        // refuses list entries that omit a key field (ports are keyed by
+        // port and protocol).
+        protocol: Some("TCP".into()),
         target_port: Some(IntOrString::Int(PORT)),
         ..Default::default()
     }
@@ -224,6 +228,8 @@ pub fn statefulset(fc: &FlavioCluster, naming: &Naming, replicas: i32) -> Result
         ports: Some(vec![ContainerPort {
             name: Some("grpc".into()),
             container_port: PORT,
+            // See grpc_port(): 1.20's apply needs the key field spelled out.
+            protocol: Some("TCP".into()),
             ..Default::default()
         }]),
         readiness_probe: Some(Probe {

@@ -426,6 +426,7 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
             Action::Nothing => {}
             Action::Change {
                 joins,
+                staged_joins,
                 leaves,
                 commit,
             } => {
@@ -437,10 +438,13 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
                             .ok_or(Error::Missing("a Ready joiner's pod IP"))
                     })
                     .collect::<Result<_>>()?;
-                let plan = ring::stage_and_plan(&claimant, cookie, &joiners, leaves).await?;
+                let plan =
+                    ring::stage_and_plan(&claimant, cookie, &joiners, staged_joins, leaves).await?;
                 if *commit {
                     let v = ring::commit(&claimant, cookie, &plan.id).await?;
-                    membership_events(ctx, fc, joins, leaves, &plan.id, v).await;
+                    let all_joins: Vec<String> =
+                        joins.iter().chain(staged_joins).cloned().collect();
+                    membership_events(ctx, fc, &all_joins, leaves, &plan.id, v).await;
                 } else {
                     event(
                         ctx,
@@ -472,6 +476,8 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
                         // The claimant no longer has this plan (restart, ring
                         // moved): drop it so the next pass plans again.
                         event(ctx, fc, true, "CommitFailed", e.to_string()).await;
+                        new_status.plan = None;
+                        patch_status(ctx, fc, &new_status).await?;
                         return Err(e);
                     }
                 }
@@ -591,7 +597,13 @@ fn condition(
         type_: type_.into(),
         status: status.into(),
         reason: c.reason.clone(),
-        message: c.message.clone(),
+        // 1.20's server-side apply turns an empty string into null, which the
+        // schema (message: string) then refuses.
+        message: if c.message.is_empty() {
+            c.reason.clone()
+        } else {
+            c.message.clone()
+        },
         last_transition_time: last,
         observed_generation: generation,
     }

@@ -157,8 +157,8 @@ pub enum AddressMode {
     #[default]
     #[serde(rename = "dns")]
     Dns,
-    /// The pod IP: for clusters without DNS. A pod that comes back with a new
-    /// IP re-advertises it when it starts.
+    /// The pod IP: for clusters without DNS (our test control plane). Whether
+    /// the ring follows a pod that comes back with another IP is untested.
     #[serde(rename = "podIP")]
     PodIp,
 }

@@ -209,10 +209,13 @@ pub enum Action {
     /// Nothing to do on the ring.
     Nothing,
     /// Stage these joins and leaves, plan, check that the plan holds exactly
-    /// them, then commit (or publish the plan when `commit` is false).
+    /// them and `staged_joins`, then commit (or publish the plan when
+    /// `commit` is false).
     Change {
         /// Node names to join (run on each joiner, targeting a member).
         joins: Vec<String>,
+        /// Nodes already joining (staged earlier, not committed).
+        staged_joins: Vec<String>,
         /// Node names to leave.
         leaves: Vec<String>,
         /// Commit right away (autoCommit).
@@ -430,9 +433,17 @@ pub fn decide(inp: &Input<'_>) -> Decision {
         .filter(|(_, n)| ring.member(n).is_none())
         .map(|(_, n)| n.clone())
         .collect();
+    // A staged join puts the node in the ring as `joining` (riak's join) and
+    // it can't be staged again: such nodes are part of the next plan as they are.
+    let staged_joins: Vec<String> = wanted
+        .iter()
+        .filter(|(_, n)| ring.member(n).is_some_and(|m| m.state == State::Joining))
+        .map(|(_, n)| n.clone())
+        .collect();
+    // Only valid members can leave (the claimant refuses a joining one).
     let mut leaves: Vec<String> = live
         .iter()
-        .filter(|m| matches!(m.state, State::Joining | State::Valid))
+        .filter(|m| m.state == State::Valid)
         .filter(|m| ord(&m.name).is_some_and(|o| o >= desired))
         .map(|m| m.name.clone())
         .collect();
@@ -463,6 +474,7 @@ pub fn decide(inp: &Input<'_>) -> Decision {
     let all_wanted_ready = wanted.iter().all(|(o, _)| ready(*o));
     let available_now = all_wanted_ready
         && joins.is_empty()
+        && staged_joins.is_empty()
         && live.len() == wanted.len()
         && live.iter().all(|m| m.state == State::Valid)
         && ring.pending.is_empty()
@@ -519,7 +531,7 @@ pub fn decide(inp: &Input<'_>) -> Decision {
 
     // A published plan: commit on approval, clear when outdated, else wait.
     if let Some(plan) = &status.plan {
-        let expected = change_lines(&joins, &leaves);
+        let expected = change_lines(&union(&joins, &staged_joins), &leaves);
         let mut have = plan.changes.clone();
         have.sort();
         if have != expected {
@@ -558,7 +570,7 @@ pub fn decide(inp: &Input<'_>) -> Decision {
         return finish(d);
     }
 
-    if joins.is_empty() && leaves.is_empty() {
+    if joins.is_empty() && staged_joins.is_empty() && leaves.is_empty() {
         if !ring.pending.is_empty() {
             wait(
                 &mut d,
@@ -635,7 +647,7 @@ pub fn decide(inp: &Input<'_>) -> Decision {
         intent.leaving = union(&still_leaving, &leaves);
         d.intent = intent;
     }
-    let lines = change_lines(&joins, &leaves);
+    let lines = change_lines(&union(&joins, &staged_joins), &leaves);
     wait(
         &mut d,
         if commit { "Committing" } else { "Planning" },
@@ -643,6 +655,7 @@ pub fn decide(inp: &Input<'_>) -> Decision {
     );
     d.action = Action::Change {
         joins,
+        staged_joins,
         leaves,
         commit,
     };

@@ -121,6 +121,7 @@ fn run(f: &Fx) -> Decision {
 fn change(joins: &[i32], leaves: &[i32], commit: bool) -> Action {
     Action::Change {
         joins: joins.iter().map(|o| n(*o)).collect(),
+        staged_joins: vec![],
         leaves: leaves.iter().map(|o| n(*o)).collect(),
         commit,
     }
@@ -347,6 +348,39 @@ fn rows() -> Vec<Row> {
         Action::CommitPlan { id: "p1".into() },
         "ScalingUp",
         "PlanApproved",
+    );
+
+    let mut r = ring(&valid(3));
+    r.members.push(member(3, State::Joining));
+    r.members.push(member(4, State::Joining));
+    let mut f = fx(5, 5, Some(r));
+    f.auto_commit = false;
+    f.status.plan = Some(plan("p1", &[3, 4], &[]));
+    f.approved = Some("p1");
+    row(
+        "staged joiners are in the ring as joining: the plan still matches",
+        f,
+        Some(5),
+        Action::CommitPlan { id: "p1".into() },
+        "ScalingUp",
+        "PlanApproved",
+    );
+
+    let mut r = ring(&valid(3));
+    r.members.push(member(3, State::Joining));
+    let f = fx(4, 4, Some(r));
+    row(
+        "a join staged before a restart is planned with the rest, not staged again",
+        f,
+        Some(4),
+        Action::Change {
+            joins: vec![],
+            staged_joins: vec![n(3)],
+            leaves: vec![],
+            commit: true,
+        },
+        "ScalingUp",
+        "Committing",
     );
 
     let mut f = fx(4, 5, Some(ring(&valid(3))));

@@ -117,18 +117,19 @@ pub async fn observe(addr: &str, cookie: &Cookie) -> Result<Observed> {
 
 /// Stages `joins` (each on its own node, at `join_addrs`, targeting the member
 /// at `claimant`) and `leaves` (on the claimant), plans, and checks that the
-/// plan holds exactly those changes. Any leftover staging is cleared first:
-/// the operator owns this cluster's membership. Returns the plan.
+/// plan holds exactly those changes plus `staged_joins` (joins staged by an
+/// earlier pass: a joining node can't stage its join twice). A leave already
+/// staged by an interrupted pass is accepted as it is; anything else the
+/// plan holds makes it refuse (and clear): never commit what we did not ask
+/// for. Returns the plan.
 pub async fn stage_and_plan(
     claimant: &str,
     cookie: &Cookie,
     joins: &[(String, String)],
+    staged_joins: &[String],
     leaves: &[String],
 ) -> Result<PlanStatus> {
     let mut c = connect(claimant, cookie).await?;
-    c.clear(pb::ClearRequest {})
-        .await
-        .map_err(|s| admin_err(claimant, s.message()))?;
     for (_, addr) in joins {
         let mut j = connect(addr, cookie).await?;
         j.stage_join(pb::StageJoinRequest {
@@ -138,9 +139,14 @@ pub async fn stage_and_plan(
         .map_err(|s| admin_err(addr, s.message()))?;
     }
     for node in leaves {
-        c.stage_leave(pb::StageLeaveRequest { node: node.clone() })
+        match c
+            .stage_leave(pb::StageLeaveRequest { node: node.clone() })
             .await
-            .map_err(|s| admin_err(claimant, s.message()))?;
+        {
+            Ok(_) => {}
+            Err(s) if s.message().contains("already has a staged change") => {}
+            Err(s) => return Err(admin_err(claimant, s.message())),
+        }
     }
     let plan = c
         .plan(pb::PlanRequest {})
@@ -153,10 +159,10 @@ pub async fn stage_and_plan(
         .map(|ch| format!("{} {}", ch.action, ch.node))
         .collect();
     got.sort();
-    let join_names: Vec<String> = joins.iter().map(|(n, _)| n.clone()).collect();
+    let mut join_names: Vec<String> = joins.iter().map(|(n, _)| n.clone()).collect();
+    join_names.extend(staged_joins.iter().cloned());
     let want = change_lines(&join_names, leaves);
     if got != want {
-        // Never commit what we did not ask for.
         let _ = c.clear(pb::ClearRequest {}).await;
         return Err(Error::UnexpectedPlan(format!(
             "staged {want:?}, the claimant plans {got:?}"

@@ -1,0 +1,679 @@
+//! Integration tests on the real Kubernetes 1.20 control plane of
+//! `deploy/testenv` (real apiserver, StatefulSet controller and garbage
+//! collector; pods run as real `flavio` processes on loopback addresses).
+//!
+//! The operator runs in this test process, limited to the test's namespace.
+//! Pods advertise their pod IP (`addressMode: podIP`): the test environment
+//! has no cluster DNS. Skips when the environment can't be had, fails with
+//! `FLAVIO_TESTENV=required` (CI). Needs `cargo build -p flavio-node --bin flavio`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flavio_operator::controller::{self, Context};
+use flavio_operator::crd::FlavioCluster;
+use flavio_operator::metrics::Metrics;
+use flavio_testenv::harness::{TestEnv, required, target_dir};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt};
+use serde_json::json;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn flavio_bin() -> PathBuf {
+    std::env::var_os("FLAVIO_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/flavio"))
+}
+
+/// Installs (server-side applies) the CRD and waits until it is Established.
+async fn install_crd(client: &Client) -> TestResult {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = FlavioCluster::crd();
+    let name = "flavioclusters.flaviodb.io";
+    crds.patch(
+        name,
+        &PatchParams::apply("flavio-operator-test").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    poll("CRD Established", Duration::from_secs(30), || async {
+        let c = crds.get(name).await?;
+        Ok(c.status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(()))
+    })
+    .await
+}
+
+async fn poll<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<T, Box<dyn std::error::Error>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, Box<dyn std::error::Error>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "timed out after {timeout:?} waiting for {what} (last error: {last})"
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The environment, a namespace, and an operator running in it.
+struct Setup {
+    env: TestEnv,
+    ns: flavio_testenv::harness::TestNamespace,
+    metrics: Arc<Metrics>,
+    operator: tokio::task::JoinHandle<()>,
+    fcs: Api<FlavioCluster>,
+}
+
+async fn setup(prefix: &str) -> Result<Option<Setup>, Box<dyn std::error::Error>> {
+    if !flavio_bin().exists() {
+        let msg = format!(
+            "{} missing: cargo build -p flavio-node --bin flavio",
+            flavio_bin().display()
+        );
+        if required() {
+            return Err(msg.into());
+        }
+        eprintln!("SKIPPING: {msg}");
+        return Ok(None);
+    }
+    let Some(env) = TestEnv::get().await? else {
+        return Ok(None);
+    };
+    let client = env.client().await?;
+    install_crd(&client).await?;
+    let ns = env.namespace(prefix).await?;
+    let metrics = Arc::new(Metrics::new());
+    let operator = start_operator(&client, &metrics, &ns.name).await;
+    let fcs = ns.api();
+    Ok(Some(Setup {
+        env,
+        ns,
+        metrics,
+        operator,
+        fcs,
+    }))
+}
+
+async fn start_operator(
+    client: &Client,
+    metrics: &Arc<Metrics>,
+    ns: &str,
+) -> tokio::task::JoinHandle<()> {
+    let pdb_v1 = controller::has_policy_v1(client).await;
+    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), pdb_v1));
+    tokio::spawn(controller::run(ctx, Some(ns.to_string())))
+}
+
+impl Setup {
+    /// Deletes the cluster while the operator still runs (its finalizer must
+    /// run), then stops the operator and removes the namespace.
+    async fn finish(self) -> TestResult {
+        let _ = self.fcs.delete("demo", &DeleteParams::default()).await;
+        poll("cluster gone", Duration::from_secs(60), || async {
+            Ok(self.fcs.get_opt("demo").await?.is_none().then_some(()))
+        })
+        .await?;
+        self.operator.abort();
+        self.ns.cleanup().await?;
+        Ok(())
+    }
+
+    fn commits(&self) -> u64 {
+        count(
+            &self.metrics.render(),
+            "flavio_operator_actions_total{action=\"commit\"}",
+        )
+    }
+
+    async fn create(&self, spec: serde_json::Value) -> TestResult {
+        let fc: FlavioCluster = serde_json::from_value(json!({
+            "apiVersion": "flaviodb.io/v1alpha1", "kind": "FlavioCluster",
+            "metadata": {"name": "demo"}, "spec": spec
+        }))?;
+        self.fcs.create(&PostParams::default(), &fc).await?;
+        Ok(())
+    }
+
+    async fn wait_available(
+        &self,
+        members: usize,
+        timeout: Duration,
+    ) -> Result<FlavioCluster, Box<dyn std::error::Error>> {
+        let res = poll(
+            &format!("Available with {members} valid members"),
+            timeout,
+            || async {
+                let fc = self.fcs.get("demo").await?;
+                let Some(s) = fc.status.as_ref() else {
+                    return Ok(None);
+                };
+                let avail = condition(&fc, "Available").is_some_and(|(st, _, _)| st == "True");
+                let valid = s.members.iter().filter(|m| m.state == "valid").count();
+                let live = s.members.iter().filter(|m| m.state != "removed").count();
+                Ok(
+                    (avail && valid == members && live == members && s.pending_transfers == 0)
+                        .then(|| fc.clone()),
+                )
+            },
+        )
+        .await;
+        res.map_err(|e| {
+            let logs: Vec<String> = (0..5)
+                .map(|i| {
+                    format!(
+                        "--- demo-{i}:\n{}",
+                        self.env
+                            .pod_logs(&self.ns.name, &format!("demo-{i}"), "flavio")
+                    )
+                })
+                .collect();
+            format!("{e}\n{}", logs.join("\n")).into()
+        })
+    }
+
+    async fn scale(&self, replicas: i32) -> TestResult {
+        self.fcs
+            .patch(
+                "demo",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn cookie(&self) -> Result<flavio_node::rpc::Cookie, Box<dyn std::error::Error>> {
+        let secrets: Api<Secret> = self.ns.api();
+        let s = secrets.get("demo-cookie").await?;
+        let b = s
+            .data
+            .and_then(|d| d.get("cookie").cloned())
+            .ok_or("no cookie")?;
+        Ok(flavio_node::rpc::Cookie::new(&String::from_utf8_lossy(
+            &b.0,
+        ))?)
+    }
+
+    async fn pod_addr(&self, ordinal: i32) -> Result<String, Box<dyn std::error::Error>> {
+        let pods: Api<Pod> = self.ns.api();
+        let p = pods.get(&format!("demo-{ordinal}")).await?;
+        let ip = p.status.and_then(|s| s.pod_ip).ok_or("no pod IP")?;
+        Ok(format!("{ip}:10017"))
+    }
+}
+
+fn count(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn condition(fc: &FlavioCluster, type_: &str) -> Option<(String, String, String)> {
+    fc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn three_replicas_become_available_then_delete_keeps_pvcs() -> TestResult {
+    if !flavio_bin().exists() {
+        let msg = format!(
+            "{} missing: cargo build -p flavio-node --bin flavio",
+            flavio_bin().display()
+        );
+        if required() {
+            return Err(msg.into());
+        }
+        eprintln!("SKIPPING: {msg}");
+        return Ok(());
+    }
+    let Some(env) = TestEnv::get().await? else {
+        return Ok(());
+    };
+    let client = env.client().await?;
+    install_crd(&client).await?;
+    let ns = env.namespace("op-form").await?;
+    let pdb_v1 = controller::has_policy_v1(&client).await;
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(Metrics::new()),
+        pdb_v1,
+    ));
+    let operator = tokio::spawn(controller::run(ctx, Some(ns.name.clone())));
+
+    let fcs: Api<FlavioCluster> = ns.api();
+    let fc: FlavioCluster = serde_json::from_value(json!({
+        "apiVersion": "flaviodb.io/v1alpha1", "kind": "FlavioCluster",
+        "metadata": {"name": "demo"},
+        "spec": {"replicas": 3, "addressMode": "podIP"}
+    }))?;
+    let t0 = Instant::now();
+    fcs.create(&PostParams::default(), &fc).await?;
+
+    let res = poll(
+        "Available with 3 valid members",
+        Duration::from_secs(120),
+        || async {
+            let fc = fcs.get("demo").await?;
+            let Some(s) = fc.status.as_ref() else {
+                return Ok(None);
+            };
+            let avail = condition(&fc, "Available").is_some_and(|(st, _, _)| st == "True");
+            let valid = s.members.iter().filter(|m| m.state == "valid").count();
+            Ok((avail && valid == 3 && s.pending_transfers == 0).then(|| fc.clone()))
+        },
+    )
+    .await;
+    let fc = match res {
+        Ok(fc) => fc,
+        Err(e) => {
+            let now = fcs.get("demo").await.ok().and_then(|f| f.status);
+            let logs: Vec<String> = (0..3)
+                .map(|i| {
+                    format!(
+                        "--- demo-{i}:\n{}",
+                        env.pod_logs(&ns.name, &format!("demo-{i}"), "flavio")
+                    )
+                })
+                .collect();
+            return Err(format!("{e}\nstatus: {now:#?}\n{}", logs.join("\n")).into());
+        }
+    };
+    eprintln!("Available after {:?}", t0.elapsed());
+    let s = fc.status.as_ref().ok_or("status")?;
+    assert_eq!(s.member_count, 3);
+    assert_eq!(s.phase.as_deref(), Some("Available"));
+    assert_eq!(s.ready_replicas, 3);
+    assert_eq!(s.ring_size, Some(64));
+    for m in &s.members {
+        assert!(
+            (30.0..=37.0).contains(&m.ring_pct),
+            "{m:?} should own about a third"
+        );
+        assert!(
+            m.name.starts_with("flavio@demo-")
+                && m.name.ends_with(&format!(".demo-headless.{}.svc", ns.name))
+        );
+    }
+
+    // `kubectl get fc` shows the printer columns.
+    let out = std::process::Command::new("kubectl")
+        .args(["get", "fc", "-n", &ns.name])
+        .env("KUBECONFIG", env.kubeconfig())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    let header: Vec<&str> = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "REPLICAS",
+            "READY",
+            "MEMBERS",
+            "PHASE",
+            "TRANSFERS",
+            "AGE"
+        ]
+    );
+    assert!(text.contains("Available"), "{text}");
+
+    // The children exist with their owner; the cookie Secret was made once.
+    let svcs: Api<Service> = ns.api();
+    svcs.get("demo").await?;
+    svcs.get("demo-headless").await?;
+    let secrets: Api<Secret> = ns.api();
+    let cookie = secrets.get("demo-cookie").await?;
+    assert!(
+        cookie
+            .data
+            .as_ref()
+            .is_some_and(|d| d.contains_key("cookie"))
+    );
+
+    // Deleting the cluster: the finalizer runs, the garbage collector removes
+    // the children, the PVCs stay (default retention).
+    fcs.delete("demo", &DeleteParams::default()).await?;
+    let sts: Api<StatefulSet> = ns.api();
+    poll(
+        "cluster and StatefulSet gone",
+        Duration::from_secs(60),
+        || async {
+            let fc_gone = fcs.get_opt("demo").await?.is_none();
+            let sts_gone = sts.get_opt("demo").await?.is_none();
+            Ok((fc_gone && sts_gone).then_some(()))
+        },
+    )
+    .await?;
+    let pvcs: Api<PersistentVolumeClaim> = ns.api();
+    let left = pvcs.list(&ListParams::default()).await?.items.len();
+    assert_eq!(left, 3, "PVCs are kept by default");
+
+    operator.abort();
+    ns.cleanup().await?;
+    Ok(())
+}
+
+/// Acceptance 2: while a client runs quorum adds, scale 3 -> 5 -> 2: one
+/// commit per step, the StatefulSet shrinks only after the leavers are gone,
+/// and no acknowledged add is lost.
+#[tokio::test]
+async fn scale_up_and_down_under_load_without_loss() -> TestResult {
+    let Some(s) = setup("op-scale").await? else {
+        return Ok(());
+    };
+    s.create(json!({"replicas": 3, "addressMode": "podIP", "ringSize": 32}))
+        .await?;
+    s.wait_available(3, Duration::from_secs(120)).await?;
+    assert_eq!(s.commits(), 1, "forming is one commit");
+    let cookie = s.cookie().await?;
+    // The client talks to pods 0 and 1, which every step keeps.
+    let addrs = [s.pod_addr(0).await?, s.pod_addr(1).await?];
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let cookie = cookie.clone();
+        tokio::spawn(async move {
+            let (mut acked, mut failed) = (0u64, 0u64);
+            let clients = [
+                flavio_node::rpc::client::Client::connect(&addrs[0], cookie.clone()).await,
+                flavio_node::rpc::client::Client::connect(&addrs[1], cookie.clone()).await,
+            ];
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let Ok(c) = &clients[i % 2] else {
+                    failed += 1;
+                    continue;
+                };
+                let r = c
+                    .add(flavio_proto::v1::AddRequest {
+                        a: i as i64,
+                        b: 1,
+                        ..Default::default()
+                    })
+                    .await;
+                match r {
+                    Ok(_) => acked += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            (acked, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let t = Instant::now();
+    s.scale(5).await?;
+    s.wait_available(5, Duration::from_secs(120)).await?;
+    eprintln!(
+        "3 -> 5 Available with all transfers done after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(s.commits(), 2, "scale up 3 -> 5 is one commit");
+
+    let t = Instant::now();
+    s.scale(2).await?;
+    let sts: Api<StatefulSet> = s.ns.api();
+    let seed = s.pod_addr(0).await?;
+    let naming = flavio_operator::decide::Naming {
+        cluster: "demo".into(),
+        namespace: s.ns.name.clone(),
+    };
+    // Watch the StatefulSet: whenever it is smaller than 5, no node of a
+    // removed ordinal may still be in the ring.
+    poll(
+        "shrunk to 2 and Available",
+        Duration::from_secs(120),
+        || async {
+            let r = sts
+                .get("demo")
+                .await?
+                .spec
+                .and_then(|x| x.replicas)
+                .unwrap_or(0);
+            if r < 5 {
+                let o = flavio_operator::ring::observe(&seed, &cookie).await?;
+                for m in &o.view.members {
+                    if m.state != flavio_operator::decide::State::Removed {
+                        let ord = naming.ordinal(&m.name).ok_or("foreign member")?;
+                        assert!(
+                            ord < r,
+                            "StatefulSet at {r} while {} is still {:?}",
+                            m.name,
+                            m.state
+                        );
+                    }
+                }
+            }
+            let fc = s.fcs.get("demo").await?;
+            let avail = condition(&fc, "Available").is_some_and(|(st, _, _)| st == "True");
+            Ok((r == 2 && avail).then_some(()))
+        },
+    )
+    .await?;
+    s.wait_available(2, Duration::from_secs(60)).await?;
+    eprintln!("5 -> 2 Available after {:?}", t.elapsed());
+    assert_eq!(s.commits(), 3, "scale down 5 -> 2 is one commit");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, failed) = load.await?;
+    let c = flavio_node::rpc::client::Client::connect(&seed, cookie.clone()).await?;
+    let stats = c.stats(flavio_proto::v1::StatsRequest::default()).await?;
+    eprintln!(
+        "acked {acked}, failed {failed}, total_ops {}",
+        stats.total_ops
+    );
+    assert!(!stats.partial);
+    assert!(acked > 0);
+    // A failed add may have reached some replicas; an acknowledged one reached all three.
+    assert!(
+        stats.total_ops >= 3 * acked && stats.total_ops <= 3 * (acked + failed),
+        "{acked} {failed} {}",
+        stats.total_ops
+    );
+    if failed == 0 {
+        assert_eq!(stats.total_ops, 3 * acked);
+    }
+    s.finish().await
+}
+
+/// Acceptance 4: with autoCommit false the plan appears in status and nothing
+/// changes until the approval annotation names it.
+#[tokio::test]
+async fn manual_approval_commits_only_the_named_plan() -> TestResult {
+    let Some(s) = setup("op-approve").await? else {
+        return Ok(());
+    };
+    s.create(json!({"replicas": 2, "addressMode": "podIP", "ringSize": 16, "membership": {"autoCommit": false}})).await?;
+    let plan = poll("a published plan", Duration::from_secs(120), || async {
+        let fc = s.fcs.get("demo").await?;
+        Ok(fc.status.and_then(|st| st.plan))
+    })
+    .await?;
+    assert_eq!(plan.changes.len(), 1, "{plan:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fc = s.fcs.get("demo").await?;
+    let st = fc.status.ok_or("status")?;
+    assert_eq!(st.phase.as_deref(), Some("AwaitingApproval"));
+    assert_eq!(
+        st.plan.as_ref().map(|p| p.id.clone()),
+        Some(plan.id.clone()),
+        "plan stays the same"
+    );
+    // As in riak, a staged join shows the node as `joining`; it becomes
+    // valid only at the commit.
+    let states: Vec<&str> = st.members.iter().map(|m| m.state.as_str()).collect();
+    assert_eq!(states, ["joining", "valid"], "nothing committed yet");
+    assert_eq!(s.commits(), 0);
+    s.fcs
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"flaviodb.io/approve-plan": plan.id}}}),
+            ),
+        )
+        .await?;
+    s.wait_available(2, Duration::from_secs(60)).await?;
+    assert_eq!(s.commits(), 1);
+    s.finish().await
+}
+
+/// Acceptance 5: an invalid spec and a ring-size change are refused with
+/// Degraded and an event, and nothing is created or changed.
+#[tokio::test]
+async fn invalid_spec_and_ring_size_change_are_refused() -> TestResult {
+    let Some(s) = setup("op-invalid").await? else {
+        return Ok(());
+    };
+    s.create(json!({"replicas": 1, "addressMode": "podIP", "ringSize": 48}))
+        .await?;
+    let reason = poll("Degraded", Duration::from_secs(30), || async {
+        let fc = s.fcs.get("demo").await?;
+        Ok(condition(&fc, "Degraded")
+            .filter(|(st, _, _)| st == "True")
+            .map(|(_, r, _)| r))
+    })
+    .await?;
+    assert_eq!(reason, "InvalidRingSize");
+    let sts: Api<StatefulSet> = s.ns.api();
+    assert!(
+        sts.get_opt("demo").await?.is_none(),
+        "nothing created for an invalid spec"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = s.ns.api();
+    poll(
+        "an InvalidRingSize event",
+        Duration::from_secs(10),
+        || async {
+            let l = events.list(&ListParams::default()).await?.items;
+            Ok(l.iter()
+                .any(|e| e.reason.as_deref() == Some("InvalidRingSize"))
+                .then_some(()))
+        },
+    )
+    .await?;
+
+    // Fix it, let it come up, then try to change the ring size.
+    s.fcs
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ringSize": 16}})),
+        )
+        .await?;
+    s.wait_available(1, Duration::from_secs(60)).await?;
+    s.fcs
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ringSize": 32, "replicas": 2}})),
+        )
+        .await?;
+    let reason = poll("Degraded", Duration::from_secs(30), || async {
+        let fc = s.fcs.get("demo").await?;
+        Ok(condition(&fc, "Degraded")
+            .filter(|(st, _, _)| st == "True")
+            .map(|(_, r, _)| r))
+    })
+    .await?;
+    assert_eq!(reason, "RingSizeImmutable");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = sts.get("demo").await?.spec.and_then(|x| x.replicas);
+    assert_eq!(r, Some(1), "no action while the spec is refused");
+    s.finish().await
+}
+
+/// Acceptance 3: the operator is stopped in the middle of a scale-down and
+/// started again: it resumes from the intent in status and finishes, with one
+/// commit for the step and no acknowledged add lost.
+#[tokio::test]
+async fn operator_restart_mid_scale_down_resumes() -> TestResult {
+    let Some(mut s) = setup("op-restart").await? else {
+        return Ok(());
+    };
+    s.create(json!({"replicas": 4, "addressMode": "podIP", "ringSize": 64}))
+        .await?;
+    s.wait_available(4, Duration::from_secs(120)).await?;
+    let cookie = s.cookie().await?;
+    let seed = s.pod_addr(0).await?;
+    let c = flavio_node::rpc::client::Client::connect(&seed, cookie.clone()).await?;
+    let mut acked = 0u64;
+    for i in 0..300 {
+        c.add(flavio_proto::v1::AddRequest {
+            a: i,
+            b: 1,
+            ..Default::default()
+        })
+        .await?;
+        acked += 1;
+    }
+    s.scale(2).await?;
+    // Stop the operator as soon as the leave is recorded.
+    poll("leave recorded", Duration::from_secs(60), || async {
+        let fc = s.fcs.get("demo").await?;
+        Ok(fc
+            .status
+            .filter(|st| !st.intent.leaving.is_empty())
+            .map(|_| ()))
+    })
+    .await?;
+    s.operator.abort();
+    let _ = (&mut s.operator).await;
+    let commits_before = s.commits();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let client = s.env.client().await?;
+    s.operator = start_operator(&client, &s.metrics, &s.ns.name).await;
+    s.wait_available(2, Duration::from_secs(120)).await?;
+    let sts: Api<StatefulSet> = s.ns.api();
+    poll("StatefulSet at 2", Duration::from_secs(30), || async {
+        Ok((sts.get("demo").await?.spec.and_then(|x| x.replicas) == Some(2)).then_some(()))
+    })
+    .await?;
+    assert_eq!(commits_before, 2, "form + the one leave commit");
+    assert_eq!(
+        s.commits(),
+        2,
+        "the restarted operator did not commit again"
+    );
+    let stats = c.stats(flavio_proto::v1::StatsRequest::default()).await?;
+    assert!(!stats.partial);
+    assert_eq!(stats.total_ops, 3 * acked);
+    s.finish().await
+}
