@@ -18,8 +18,15 @@ export FLAVIO_COOKIE=bench-$RANDOM$RANDOM
 unset FLAVIO_COOKIE_FILE FLAVIO_NODE
 PIDS=()
 cleanup() {
+  # SIGTERM (a node stops within its 2 s grace), then SIGKILL what is left.
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    alive=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   rm -rf "$DIR"
 }
 trap cleanup EXIT

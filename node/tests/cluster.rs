@@ -206,6 +206,19 @@ async fn tutorial_walkthrough_four_nodes() {
     let stats = dev.nodes[2].json(&["stats"]);
     assert_eq!(stats["total_ops"], 12);
     assert_eq!(stats["partial"], false);
+
+    // SIGTERM stops a clustered node promptly and cleanly, although its
+    // peers keep streams to it open.
+    let mut dev = dev;
+    let node4 = dev.nodes.pop().expect("node 4");
+    let t0 = Instant::now();
+    let status = node4.terminate();
+    assert!(status.success(), "SIGTERM exit: {status}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "stopped in {:?}",
+        t0.elapsed()
+    );
 }
 
 /// Runs quorum adds from `clients` threads until `stop`; returns

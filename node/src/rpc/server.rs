@@ -29,6 +29,10 @@ use crate::ring::RingSize;
 use crate::vnode::{Durability, Store, VnodeMaster};
 use crate::{Error, Result};
 
+/// How long a stopping node lets requests in flight finish before it closes
+/// the connections that are still open (peers' and clients' streams).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Requests one session may have in flight; more wait for a slot, which
 /// pushes back on the client through the stream's flow control.
 const SESSION_IN_FLIGHT: usize = 4096;
@@ -155,22 +159,39 @@ impl Node {
         // (about 40 ms per call).
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let health_on_stop = health.clone();
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
             health_on_stop
                 .set_not_serving::<FlavioServer<Service>>()
                 .await;
+            let _ = stopping_tx.send(());
         };
-        let served = tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(health_service)
             .add_service(api)
             .add_service(admin)
             .add_service(peer)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(|e| Error::Rpc(format!("server failed: {e}")));
+            .serve_with_incoming_shutdown(incoming, shutdown);
+        // A graceful stop waits for every connection to close, but peers and
+        // sessions keep long-lived streams open: after a grace period for the
+        // requests in flight, stop anyway.
+        let grace = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let served = tokio::select! {
+            r = server => r.map_err(|e| Error::Rpc(format!("server failed: {e}"))),
+            () = grace => {
+                tracing::info!(grace_ms = SHUTDOWN_GRACE.as_millis() as u64, "closing the remaining streams");
+                Ok(())
+            }
+        };
         // Stop vnodes and flush even if serving failed, so nothing
         // acknowledged is left unwritten.
         let stopped = master.shutdown().await;
