@@ -285,6 +285,14 @@ pub(super) fn spawn_sender<V: Vnode>(c: Cluster<V>, t: Transfer) {
                     drop(permit);
                     break;
                 }
+                Err(Error::Busy(why)) => {
+                    // The receiver is at its inbound limit: nothing failed,
+                    // ask again shortly (jittered, so senders take turns).
+                    drop(permit);
+                    tracing::debug!(partition = %p, to = %t.to, %why, "receiver busy");
+                    let ms = 20 + rand::random::<u64>() % 60;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
                 Err(e) => {
                     drop(permit);
                     tracing::info!(partition = %p, to = %t.to, error = %e, "handoff failed; will retry");
@@ -351,6 +359,15 @@ async fn exec<V: Vnode>(
 
 type AckStream = Streaming<pb::HandoffAck>;
 
+/// A receiver's refusal, keeping "busy" apart from failures.
+fn refused(to: &str, s: &tonic::Status) -> Error {
+    if s.code() == tonic::Code::ResourceExhausted {
+        Error::Busy(format!("{to}: {}", s.message()))
+    } else {
+        Error::Rpc(format!("{to}: {}", s.message()))
+    }
+}
+
 /// Opens the handoff stream and has the receiver start a clean copy.
 async fn start<V: Vnode>(
     c: &Cluster<V>,
@@ -379,14 +396,14 @@ async fn start<V: Vnode>(
         .cluster(&addr)?
         .handoff(ReceiverStream::new(rx))
         .await
-        .map_err(|s| Error::Rpc(format!("{}: {}", t.to, s.message())))?
+        .map_err(|s| refused(&t.to, &s))?
         .into_inner();
     match acks.message().await {
         Ok(Some(pb::HandoffAck {
             ack: Some(pb::handoff_ack::Ack::Started(true)),
         })) => Ok((tx, acks)),
         Ok(other) => Err(Error::Rpc(format!("unexpected handoff ack {other:?}"))),
-        Err(s) => Err(Error::Rpc(format!("{}: {}", t.to, s.message()))),
+        Err(s) => Err(refused(&t.to, &s)),
     }
 }
 
