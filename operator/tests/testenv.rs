@@ -24,6 +24,10 @@ use serde_json::json;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+/// One scenario at a time: each runs a cluster of real node processes and an
+/// operator, and their timings assume the 2 cores are not shared with another.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn flavio_bin() -> PathBuf {
     std::env::var_os("FLAVIO_BIN")
         .map(PathBuf::from)
@@ -246,6 +250,7 @@ fn condition(fc: &FlavioCluster, type_: &str) -> Option<(String, String, String)
 
 #[tokio::test]
 async fn three_replicas_become_available_then_delete_keeps_pvcs() -> TestResult {
+    let _serial = SERIAL.lock().await;
     if !flavio_bin().exists() {
         let msg = format!(
             "{} missing: cargo build -p flavio-node --bin flavio",
@@ -394,6 +399,7 @@ async fn three_replicas_become_available_then_delete_keeps_pvcs() -> TestResult 
 /// and no acknowledged add is lost.
 #[tokio::test]
 async fn scale_up_and_down_under_load_without_loss() -> TestResult {
+    let _serial = SERIAL.lock().await;
     let Some(s) = setup("op-scale").await? else {
         return Ok(());
     };
@@ -517,6 +523,7 @@ async fn scale_up_and_down_under_load_without_loss() -> TestResult {
 /// changes until the approval annotation names it.
 #[tokio::test]
 async fn manual_approval_commits_only_the_named_plan() -> TestResult {
+    let _serial = SERIAL.lock().await;
     let Some(s) = setup("op-approve").await? else {
         return Ok(());
     };
@@ -559,6 +566,7 @@ async fn manual_approval_commits_only_the_named_plan() -> TestResult {
 /// Degraded and an event, and nothing is created or changed.
 #[tokio::test]
 async fn invalid_spec_and_ring_size_change_are_refused() -> TestResult {
+    let _serial = SERIAL.lock().await;
     let Some(s) = setup("op-invalid").await? else {
         return Ok(());
     };
@@ -625,6 +633,7 @@ async fn invalid_spec_and_ring_size_change_are_refused() -> TestResult {
 /// commit for the step and no acknowledged add lost.
 #[tokio::test]
 async fn operator_restart_mid_scale_down_resumes() -> TestResult {
+    let _serial = SERIAL.lock().await;
     let Some(mut s) = setup("op-restart").await? else {
         return Ok(());
     };
