@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Secret,
-    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -37,6 +37,9 @@ pub const COOKIE_DIR: &str = "/etc/flavio/cookie";
 pub const COOKIE_KEY: &str = "cookie";
 /// The PVC template's name (PVCs are `data-<pod>`).
 pub const DATA_VOLUME: &str = "data";
+/// The node image's non-root user and group (distroless `nonroot`); also the
+/// fsGroup, so the data PVC is writable by it.
+pub const NODE_UID: i64 = 65532;
 
 /// The naming of `fc`'s nodes and children.
 pub fn naming(fc: &FlavioCluster) -> Result<Naming> {
@@ -242,6 +245,17 @@ pub fn statefulset(fc: &FlavioCluster, naming: &Naming, replicas: i32) -> Result
             ..Default::default()
         }),
         resources: spec.resources.clone(),
+        // The node writes only to its data PVC, so the root filesystem can be
+        // read-only and it needs no capabilities (the port is unprivileged).
+        security_context: Some(SecurityContext {
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: DATA_VOLUME.into(),
@@ -302,6 +316,19 @@ pub fn statefulset(fc: &FlavioCluster, naming: &Naming, replicas: i32) -> Result
                         }),
                         ..Default::default()
                     }]),
+                    // The same restricted defaults as the chart's operator pod;
+                    // fsGroup makes the PVC (and cookie) readable by the user.
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(NODE_UID),
+                        run_as_group: Some(NODE_UID),
+                        fs_group: Some(NODE_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
                     termination_grace_period_seconds: Some(30),
                     node_selector: spec.node_selector.clone(),
                     tolerations: spec.tolerations.clone(),

@@ -163,8 +163,11 @@ pub enum AddressMode {
     PodIp,
 }
 
+// The node image built from the same commit: its tag is the workspace
+// version, which is also the chart's appVersion, so a FlavioCluster without
+// `image` runs the same release as the chart and the operator.
 fn default_image() -> String {
-    "flaviodb/flavio:latest".into()
+    concat!("flaviodb/flavio:", env!("CARGO_PKG_VERSION")).into()
 }
 fn default_ring_size() -> u32 {
     64
