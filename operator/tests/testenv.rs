@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use flavio_operator::controller::{self, Context};
 use flavio_operator::crd::FlavioCluster;
 use flavio_operator::metrics::Metrics;
-use flavio_testenv::harness::{TestEnv, required, target_dir};
+use flavio_testenv::harness::{TestEnv, exec_in_pod, required, target_dir};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -684,5 +684,71 @@ async fn operator_restart_mid_scale_down_resumes() -> TestResult {
     let stats = c.stats(flavio_proto::v1::StatsRequest::default()).await?;
     assert!(!stats.partial);
     assert_eq!(stats.total_ops, 3 * acked);
+    s.finish().await
+}
+
+/// `kubectl exec <pod> -- flavio ...` with no flags (issue 4, item 6): the
+/// pod's own environment (`FLAVIO_NODE`, `FLAVIO_COOKIE_FILE` on the cookie
+/// volume) is all the CLI needs. The stand-in has no streaming exec, so the
+/// commands run through `exec_in_pod`, with the environment and mounts the
+/// stand-in started the container with.
+#[tokio::test]
+async fn cli_in_a_node_pod_needs_no_flags() -> TestResult {
+    let _serial = SERIAL.lock().await;
+    let Some(s) = setup("op-exec").await? else {
+        return Ok(());
+    };
+    s.create(json!({"replicas": 3, "addressMode": "podIP"}))
+        .await?;
+    s.wait_available(3, Duration::from_secs(120)).await?;
+    let pods: Api<Pod> = s.ns.api();
+    let run = |pod: String, argv: &'static [&'static str]| {
+        let pods = pods.clone();
+        async move {
+            let out = exec_in_pod(&pods, &pod, None, argv, Duration::from_secs(30)).await?;
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            if !out.status.success() {
+                return Err(format!(
+                    "{argv:?} in {pod}: {}\nstdout: {stdout}\nstderr: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                )
+                .into());
+            }
+            Ok::<_, Box<dyn std::error::Error>>(stdout)
+        }
+    };
+
+    for i in 0..3 {
+        let pod = format!("demo-{i}");
+        // The node address comes from the pod's env, resolved as the kubelet does.
+        let node = run(pod.clone(), &["sh", "-c", "echo $FLAVIO_NODE"]).await?;
+        assert_eq!(node.trim(), s.pod_addr(i).await?, "{pod}");
+        let pong = run(pod.clone(), &["flavio", "ping"]).await?;
+        assert!(pong.starts_with("pong "), "{pod}: {pong}");
+    }
+    let add = run("demo-1".into(), &["flavio", "add", "2", "5"]).await?;
+    let mut lines = add.lines();
+    assert_eq!(lines.next(), Some("7"), "{add}");
+    assert_eq!(lines.count(), 3, "one line per replica (n=3): {add}");
+
+    let stats = run("demo-2".into(), &["flavio", "stats"]).await?;
+    let total: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("Total: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no total in {stats}"))?;
+    assert!(
+        total >= 3,
+        "the add's three replica ops are counted: {stats}"
+    );
+
+    let members = run("demo-0".into(), &["flavio", "admin", "member-status"]).await?;
+    for i in 0..3 {
+        let name = format!("flavio@demo-{i}.demo-headless.{}.svc", s.ns.name);
+        assert!(members.contains(&name), "{name} missing:\n{members}");
+    }
+    assert!(members.contains("valid"), "{members}");
     s.finish().await
 }

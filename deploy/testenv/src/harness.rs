@@ -438,3 +438,40 @@ pub async fn wait_pod_gone(pods: &Api<Pod>, name: &str, timeout: Duration) -> Re
     })
     .await
 }
+
+/// `kubectl exec` for the test environment: runs `argv` with the environment,
+/// working directory and mounts of the pod's `container` (default: its first
+/// container) and returns its output; see [`crate::exec`]. Times out after
+/// `timeout` (the child is killed).
+pub async fn exec_in_pod(
+    pods: &Api<Pod>,
+    name: &str,
+    container: Option<&str>,
+    argv: &[&str],
+    timeout: Duration,
+) -> Result<std::process::Output> {
+    let pod = pods.get(name).await?;
+    let ns = pod.namespace().unwrap_or_else(|| "default".into());
+    let uid = pod.uid().unwrap_or_default();
+    let container = match container {
+        Some(c) => c.to_string(),
+        None => pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .map(|c| c.name.clone())
+            .ok_or_else(|| Error::container("NotFound", format!("pod {name} has no container")))?,
+    };
+    let spec = crate::exec::read_spec(&state_dir().join("kubelet"), &ns, name, &uid, &container)?;
+    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    let mut cmd = tokio::process::Command::from(crate::exec::command(&spec, &argv)?);
+    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let what = format!("exec {argv:?} in {ns}/{name}");
+    match tokio::time::timeout(timeout, cmd.output()).await {
+        Ok(out) => out.map_err(|e| Error::io(argv.first().map_or("", String::as_str), e)),
+        Err(_) => Err(Error::Timeout {
+            what,
+            secs: timeout.as_secs(),
+        }),
+    }
+}

@@ -10,15 +10,18 @@
 //! - [`standin`]: the kubelet stand-in (node registration, binding, pod workers);
 //! - [`harness`]: helpers for integration tests (start or attach to the environment,
 //!   hand out a [`kube::Client`] and throw-away namespaces, fault injection);
+//! - [`exec`]: running a command "in" a pod's container, with its environment;
 //! - small pure pieces the stand-in is built from: [`expand`] (the kubelet's
 //!   `$(VAR)` expansion), [`paths`] (mount-path rewriting), [`images`] (the
 //!   image-to-host-binary map).
 //!
 //! What it leaves out: containers, images, networking beyond loopback addresses,
-//! resource limits, the kubelet's HTTP API (`kubectl logs`/`exec`), and
+//! resource limits, the kubelet's streaming API (`kubectl exec`/`attach`; see
+//! [`exec`] instead), and
 //! scheduling decisions (there is one node; every matching pod is bound to it).
 
 pub mod error;
+pub mod exec;
 pub mod expand;
 pub mod harness;
 pub mod images;

@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 
 use crate::Result;
 
+pub(crate) use env::resolve_program;
 pub use logs::container_log_files;
 pub use process::{PidRecord, is_alive, read_pidfiles};
 

@@ -264,6 +264,20 @@ impl PodRun {
             log: &log,
             pid_dir: &cfg.pid_dir(),
         })?;
+        // The record `testenv exec` (and the harness) run commands from: the
+        // stand-in has no streaming exec. A failure costs exec, not the pod.
+        let record = crate::exec::ExecSpec {
+            image_binary: mapped.clone(),
+            env: vars.clone(),
+            cwd: cwd.clone(),
+            mounts: mounts
+                .iter()
+                .map(|m| (m.container.clone(), m.host.clone()))
+                .collect(),
+        };
+        if let Err(e) = crate::exec::write_spec(&self.pod_dir, &c.spec.name, &record) {
+            tracing::warn!(pod = %format!("{}/{}", self.ns, self.name), error = %e, "exec record not written");
+        }
         c.env = vars;
         c.mounts = mounts;
         c.cwd = cwd;
