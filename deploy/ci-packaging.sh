@@ -2,7 +2,8 @@
 # Packaging checks, run by .ci/run after the workspace tests (and by hand):
 # tools, shellcheck, helm lint, the values schema, CRD and rendered-manifest
 # drift, the offline manifest validation, and the node image built from the
-# host's release binary, run under podman, probed and used as a user would.
+# host's release binary, run under podman, probed and used as a user would;
+# then the whole install (deploy/e2e/testenv-install.sh) on the test environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -123,5 +124,9 @@ echo "exec: ping, add 2 5 (=7), stats (3 ops), admin member-status, health all w
 container=""
 echo "node container stopped and removed"
 
+step "the whole install on the test environment (helm and kubectl apply -f)"
+# Required here: a CI run without the test environment must fail, not skip.
+FLAVIO_TESTENV="${FLAVIO_TESTENV:-required}" bash deploy/e2e/testenv-install.sh
+
 echo
-echo "packaging: 9 passed, 0 failed"
+echo "packaging: 10 passed, 0 failed"

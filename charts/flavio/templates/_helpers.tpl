@@ -45,7 +45,9 @@ app.kubernetes.io/instance: {{ .Values.cluster.name }}
 {{- end -}}
 
 {{/* The operator's permissions: exactly the verbs it uses, the same list as
-deploy/operator/rbac.yaml (the validation test compares them). */}}
+deploy/operator/rbac.yaml (the validation test compares them). Server-side
+apply of a child that does not exist yet is a create, which the API server
+authorizes as `create`: hence create next to patch for every applied kind. */}}
 {{- define "flavio.rbacRules" -}}
 - apiGroups: ["flaviodb.io"]
   resources: ["flavioclusters"]
@@ -55,13 +57,13 @@ deploy/operator/rbac.yaml (the validation test compares them). */}}
   verbs: ["patch"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["patch"]
+  verbs: ["create", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]

@@ -222,6 +222,58 @@ pub(crate) async fn container_env(
     Ok(vars)
 }
 
+/// Where Kubernetes mounts a pod's service-account token, CA and namespace.
+pub(crate) const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// In-cluster configuration for host processes.
+///
+/// Client libraries read the service-account files from the fixed path
+/// [`SERVICE_ACCOUNT_DIR`], which a host process cannot have per pod (path
+/// rewriting only reaches env and argv). So when the container mounts the
+/// token volume (the ServiceAccount admission plugin adds it) and sets no
+/// `KUBECONFIG` itself, this writes a kubeconfig into the pod directory that
+/// says the same thing as the in-cluster files: the API server at
+/// `KUBERNETES_SERVICE_HOST:PORT`, the mounted `ca.crt`, the mounted `token`
+/// (as `tokenFile`, so a rotated token is re-read) and the pod's namespace as
+/// the default. Clients that try `KUBECONFIG` before in-cluster files (kube-rs,
+/// client-go, kubectl, helm) then act with the pod's service account.
+pub(crate) fn in_cluster_kubeconfig(
+    cfg: &Config,
+    pod: &Pod,
+    pod_dir: &Path,
+    container: &str,
+    vars: &mut Vec<(String, String)>,
+    mounts: &[Mount],
+) -> Result<()> {
+    let Some((host, port)) = &cfg.apiserver else {
+        return Ok(());
+    };
+    let Some(sa) = mounts.iter().find(|m| m.container == SERVICE_ACCOUNT_DIR) else {
+        return Ok(());
+    };
+    if vars.iter().any(|(k, _)| k == "KUBECONFIG") {
+        return Ok(());
+    }
+    let ns = pod.namespace().unwrap_or_else(|| "default".into());
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "in-cluster", "cluster": {
+            "server": format!("https://{host}:{port}"),
+            "certificate-authority": sa.host.join("ca.crt"),
+        }}],
+        "users": [{"name": "service-account", "user": {"tokenFile": sa.host.join("token")}}],
+        "contexts": [{"name": "in-cluster", "context": {
+            "cluster": "in-cluster", "user": "service-account", "namespace": ns,
+        }}],
+        "current-context": "in-cluster",
+    });
+    let path = pod_dir.join(format!("{container}.kubeconfig"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?).map_err(|e| Error::io(&path, e))?;
+    vars.push(("KUBECONFIG".into(), path.display().to_string()));
+    Ok(())
+}
+
 /// Rewrites env values that start with a mount path.
 pub(crate) fn rewrite_env(vars: &mut [(String, String)], mounts: &[Mount]) {
     for (_, v) in vars.iter_mut() {

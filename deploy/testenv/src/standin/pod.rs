@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::env::{
-    container_env, container_mounts, expand_args, expand_probe, prepare_volume, resolve_program,
-    rewrite_env,
+    container_env, container_mounts, expand_args, expand_probe, in_cluster_kubeconfig,
+    prepare_volume, resolve_program, rewrite_env,
 };
 use super::node::now_rfc3339;
 use super::process::{Proc, Spawn};
@@ -231,6 +231,14 @@ impl PodRun {
         let volumes = self.volumes.clone().unwrap_or_default();
         let mounts = container_mounts(&c.spec, &volumes)?;
         rewrite_env(&mut vars, &mounts);
+        in_cluster_kubeconfig(
+            cfg,
+            &self.pod,
+            &self.pod_dir,
+            &c.spec.name,
+            &mut vars,
+            &mounts,
+        )?;
         let root = self.pod_dir.join("root");
         if !vars.iter().any(|(k, _)| k == "HOME") {
             vars.push(("HOME".into(), root.display().to_string()));
@@ -240,7 +248,15 @@ impl PodRun {
             &vars,
             &mounts,
         );
-        let args = expand_args(c.spec.args.as_deref().unwrap_or_default(), &vars, &mounts);
+        let mut args = expand_args(c.spec.args.as_deref().unwrap_or_default(), &vars, &mounts);
+        // In a pod, a wildcard listen address covers only the pod's own network
+        // namespace; here that is the pod's loopback address, so a host process
+        // neither listens beyond loopback nor collides with another pod's port.
+        if !self.host_network && !ip.is_empty() {
+            for a in args.iter_mut() {
+                *a = a.replace("0.0.0.0:", &format!("{ip}:"));
+            }
+        }
         let prog = resolve_program(command.first().map(String::as_str), Some(&mapped), &vars)?;
         let mut argv = vec![prog.display().to_string()];
         argv.extend(command.iter().skip(1).cloned());
