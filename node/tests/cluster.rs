@@ -307,15 +307,21 @@ struct Loaded {
     loader: std::thread::JoinHandle<(u64, u64, Vec<String>)>,
 }
 
+/// Stages the join of the node at index `i` to the first node's cluster.
+async fn join_first(dev: &Devrel, i: usize) {
+    admin(&dev.nodes[i].addr)
+        .await
+        .stage_join(pb::StageJoinRequest {
+            target: dev.nodes[0].addr.clone(),
+        })
+        .await
+        .expect("join");
+}
+
 async fn two_nodes_under_load() -> Loaded {
     let dev = Devrel::start(2);
     let mut a1 = admin(&dev.nodes[0].addr).await;
-    let mut a2 = admin(&dev.nodes[1].addr).await;
-    a2.stage_join(pb::StageJoinRequest {
-        target: dev.nodes[0].addr.clone(),
-    })
-    .await
-    .expect("join");
+    join_first(&dev, 1).await;
     commit_plan(&mut a1).await;
     wait_settled(&mut a1, 2, Duration::from_secs(30)).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -342,12 +348,7 @@ async fn no_acknowledged_add_is_lost_while_growing_and_shrinking() {
     // Grow 2 -> 5 under load.
     for i in 3..=5 {
         dev.add_node(i);
-        let mut a = admin(&dev.nodes[i - 1].addr).await;
-        a.stage_join(pb::StageJoinRequest {
-            target: dev.nodes[0].addr.clone(),
-        })
-        .await
-        .expect("join");
+        join_first(&dev, i - 1).await;
     }
     commit_plan(&mut a1).await;
     wait_settled(&mut a1, 5, Duration::from_secs(60)).await;
@@ -394,12 +395,7 @@ async fn receiver_killed_mid_transfer_loses_nothing_acknowledged() {
         .next()
         .and_then(|p| p.parse().ok())
         .expect("port");
-    let mut a3 = admin(&dev.nodes[2].addr).await;
-    a3.stage_join(pb::StageJoinRequest {
-        target: dev.nodes[0].addr.clone(),
-    })
-    .await
-    .expect("join");
+    join_first(&dev, 2).await;
     commit_plan(&mut a1).await;
     // Let some transfers to node 3 start, then kill it.
     tokio::time::sleep(Duration::from_millis(150)).await;
