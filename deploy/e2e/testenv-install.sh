@@ -7,8 +7,9 @@
 #   1. helm install charts/flavio with the example cluster enabled; the
 #      FlavioCluster becomes Available; ping/add/stats/member-status work
 #      through each pod's environment (testenv exec = kubectl exec);
-#      helm upgrade changing cluster.replicas scales it; helm uninstall
-#      removes what it installed.
+#      helm upgrade changing cluster.replicas scales it; a bare helm
+#      uninstall removes what it installed (the FlavioCluster through the
+#      chart's pre-delete hook, its pods and children with it).
 #   2. kubectl apply -f deploy/crd, deploy/manifests and deploy/examples does
 #      the same, and kubectl delete -f removes it.
 #
@@ -109,19 +110,17 @@ wait_until 240 "FlavioCluster demo Available with 4 members" fc_is "$ns" demo 4
 check_cli "$ns" demo 4
 
 step "helm uninstall"
-# KNOWN GAP: a bare `helm uninstall` deletes the FlavioCluster and the
-# operator Deployment together, so the cluster's finalizer (flaviodb.io/cleanup)
-# may never run and the FlavioCluster stays Terminating with its pods (seen
-# here). Until the chart has a pre-delete hook for it, drop the cluster first
-# while the operator still runs, then uninstall.
-"$HELM" upgrade flavio charts/flavio --namespace "$ns" --reuse-values \
-  --set cluster.enabled=false --wait --timeout 120s
-wait_until 120 "FlavioCluster demo gone" bash -c "! kubectl get fc -n $ns demo"
-"$HELM" uninstall flavio --namespace "$ns" --wait --timeout 120s
+# A bare uninstall: the chart's pre-delete hook Job (the operator image,
+# `flavio-operator delete-cluster`) deletes the FlavioCluster and waits while
+# the operator runs its finalizer, then helm removes the operator.
+"$HELM" uninstall flavio --namespace "$ns" --wait --timeout 300s
+# The hook did it (not a lucky race): its pod's log says so.
+grep -qs "flaviocluster $ns/demo deleted" "$STATE/kubelet/logs/${ns}_flavio-operator-uninstall-"*_delete-cluster.log ||
+  fail "no log of the pre-delete hook deleting $ns/demo"
 no_children() {
-  [ -z "$(kubectl get fc,sts,deploy,pods,svc,sa,role,rolebinding -n "$ns" \
+  [ -z "$(kubectl get fc,sts,deploy,job,pods,svc,sa,role,rolebinding -n "$ns" \
     -l app.kubernetes.io/name -o name 2>/dev/null)" ] &&
-    [ -z "$(kubectl get fc,pods -n "$ns" -o name 2>/dev/null)" ]
+    [ -z "$(kubectl get fc,job,pods -n "$ns" -o name 2>/dev/null)" ]
 }
 wait_until 120 "everything the release made to be gone" no_children
 kubectl delete ns "$ns" --wait=false >/dev/null

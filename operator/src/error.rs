@@ -30,6 +30,22 @@ pub enum Error {
     /// The finalizer helper failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// Waiting on a watch failed.
+    #[error("waiting: {0}")]
+    Wait(String),
+    /// A deleted FlavioCluster was still there when the wait ran out.
+    #[error(
+        "FlavioCluster {name} still exists after {waited:?} (finalizers: {finalizers}); \
+         is the flavio operator running? `helm uninstall --no-hooks` skips this wait"
+    )]
+    StillPresent {
+        /// The cluster's name.
+        name: String,
+        /// How long was waited.
+        waited: std::time::Duration,
+        /// Its finalizers, comma-separated.
+        finalizers: String,
+    },
     /// Local I/O (the metrics listener).
     #[error("{context}: {source}")]
     Io {
@@ -51,6 +67,8 @@ impl Error {
             Error::Missing(_) => "missing",
             Error::Serde(_) => "serde",
             Error::Finalizer(_) => "finalizer",
+            Error::Wait(_) => "wait",
+            Error::StillPresent { .. } => "still_present",
             Error::Io { .. } => "io",
         }
     }

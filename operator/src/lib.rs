@@ -6,7 +6,8 @@
 //! types and their validation, [`decide`] is the pure orchestration core (no
 //! I/O, table-tested), [`children`] builds the owned objects, [`ring`] reads
 //! the cluster through the Admin gRPC API, and [`controller`] is the thin
-//! kube-rs shell around them. [`metrics`] and [`leader`] are operability.
+//! kube-rs shell around them. [`metrics`] and [`leader`] are operability, and [`uninstall`] is
+//! what the chart's pre-delete hook runs.
 
 pub mod children;
 pub mod controller;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod ring;
+pub mod uninstall;
 
 pub use error::{Error, Result};
 

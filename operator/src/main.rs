@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use flavio_operator::controller::{self, Context};
 use flavio_operator::leader::LeaseLock;
 use flavio_operator::metrics::{self, Metrics};
+use flavio_operator::uninstall::Deleted;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +27,21 @@ enum Command {
     Run(RunArgs),
     /// Print the FlavioCluster CRD as YAML.
     Crd,
+    /// Delete a FlavioCluster and wait until its finalizer has run (the
+    /// chart's pre-delete hook: the operator must still be running).
+    DeleteCluster(DeleteArgs),
+}
+
+#[derive(clap::Args)]
+struct DeleteArgs {
+    /// The FlavioCluster's name.
+    name: String,
+    /// Its namespace (default: the client's, i.e. the pod's own).
+    #[arg(long, short = 'n', env = "POD_NAMESPACE")]
+    namespace: Option<String>,
+    /// How long to wait for it to be gone.
+    #[arg(long, default_value_t = 240)]
+    timeout_seconds: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -69,7 +85,24 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(a) => run(a).await,
+        Command::DeleteCluster(a) => delete_cluster(a).await,
     }
+}
+
+async fn delete_cluster(a: DeleteArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
+    let ns = a
+        .namespace
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let api = kube::Api::namespaced(client, &ns);
+    let timeout = Duration::from_secs(a.timeout_seconds);
+    match flavio_operator::uninstall::delete_and_wait(&api, &a.name, timeout).await? {
+        Deleted::Absent => println!("flaviocluster {ns}/{} not found: nothing to delete", a.name),
+        Deleted::Gone => println!("flaviocluster {ns}/{} deleted", a.name),
+    }
+    Ok(())
 }
 
 async fn run(a: RunArgs) -> anyhow::Result<()> {

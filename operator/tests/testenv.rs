@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use flavio_operator::controller::{self, Context};
 use flavio_operator::crd::FlavioCluster;
 use flavio_operator::metrics::Metrics;
+use flavio_operator::uninstall::{Deleted, delete_and_wait};
 use flavio_testenv::harness::{TestEnv, exec_in_pod, required, target_dir};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
@@ -137,11 +138,7 @@ impl Setup {
     /// Deletes the cluster while the operator still runs (its finalizer must
     /// run), then stops the operator and removes the namespace.
     async fn finish(self) -> TestResult {
-        let _ = self.fcs.delete("demo", &DeleteParams::default()).await;
-        poll("cluster gone", Duration::from_secs(60), || async {
-            Ok(self.fcs.get_opt("demo").await?.is_none().then_some(()))
-        })
-        .await?;
+        delete_and_wait(&self.fcs, "demo", Duration::from_secs(60)).await?;
         self.operator.abort();
         self.ns.cleanup().await?;
         Ok(())
@@ -625,6 +622,68 @@ async fn invalid_spec_and_ring_size_change_are_refused() -> TestResult {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let r = sts.get("demo").await?.spec.and_then(|x| x.replicas);
     assert_eq!(r, Some(1), "no action while the spec is refused");
+    s.finish().await
+}
+
+/// The chart's pre-delete hook (`flavio-operator delete-cluster`): the wait
+/// ends once the cluster is gone, finalizers included, and fails naming the
+/// finalizer that nobody removes.
+#[tokio::test]
+async fn delete_cluster_waits_for_every_finalizer() -> TestResult {
+    let _serial = SERIAL.lock().await;
+    let Some(s) = setup("op-delete").await? else {
+        return Ok(());
+    };
+    let wait = |t| delete_and_wait(&s.fcs, "demo", Duration::from_secs(t));
+    assert_eq!(wait(5).await?, Deleted::Absent);
+
+    // A refused spec (no pods to wait for) and a finalizer of someone else's.
+    let fc: FlavioCluster = serde_json::from_value(json!({
+        "apiVersion": "flaviodb.io/v1alpha1", "kind": "FlavioCluster",
+        "metadata": {"name": "demo", "finalizers": ["example.com/hold"]},
+        "spec": {"replicas": 1, "addressMode": "podIP", "ringSize": 48}
+    }))?;
+    s.fcs.create(&PostParams::default(), &fc).await?;
+    poll(
+        "the operator's finalizer",
+        Duration::from_secs(30),
+        || async {
+            let fc = s.fcs.get("demo").await?;
+            Ok(fc
+                .metadata
+                .finalizers
+                .unwrap_or_default()
+                .iter()
+                .any(|f| f == flavio_operator::crd::FINALIZER)
+                .then_some(()))
+        },
+    )
+    .await?;
+    let err = wait(3).await.expect_err("the hold keeps it");
+    assert!(
+        matches!(&err, flavio_operator::Error::StillPresent { finalizers, .. }
+            if finalizers.contains("example.com/hold")),
+        "{err}"
+    );
+    // The operator ran its part while we waited.
+    let left = s.fcs.get("demo").await?.metadata.finalizers;
+    assert_eq!(left, Some(vec!["example.com/hold".to_string()]));
+
+    // Released while a second wait runs: that wait sees it go.
+    let waiter = {
+        let fcs = s.fcs.clone();
+        tokio::spawn(async move { delete_and_wait(&fcs, "demo", Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.fcs
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await?;
+    assert_eq!(waiter.await??, Deleted::Gone);
+    assert!(s.fcs.get_opt("demo").await?.is_none());
     s.finish().await
 }
 

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -171,6 +172,7 @@ pub fn check_object(value: &Value, schemas: &Schemas) -> Vec<String> {
         ("v1", "ConfigMap") => check_typed::<ConfigMap>(value),
         ("apps/v1", "Deployment") => check_typed::<Deployment>(value),
         ("apps/v1", "StatefulSet") => check_typed::<StatefulSet>(value),
+        ("batch/v1", "Job") => check_typed::<Job>(value),
         ("policy/v1", "PodDisruptionBudget") => check_typed::<PodDisruptionBudget>(value),
         ("networking.k8s.io/v1", "NetworkPolicy") => check_typed::<NetworkPolicy>(value),
         ("rbac.authorization.k8s.io/v1", "Role") => check_typed::<Role>(value),

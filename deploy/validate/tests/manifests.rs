@@ -91,6 +91,7 @@ fn every_option_renders_every_kind() {
         "ServiceMonitor",
         "NetworkPolicy",
         "FlavioCluster",
+        "Job",
     ] {
         assert!(k.iter().any(|x| x == kind), "all-options lacks a {kind}");
     }
@@ -100,7 +101,54 @@ fn every_option_renders_every_kind() {
     assert!(
         !default
             .iter()
-            .any(|x| x == "ClusterRole" || x == "FlavioCluster")
+            .any(|x| x == "ClusterRole" || x == "FlavioCluster" || x == "Job")
+    );
+}
+
+/// A chart-installed cluster is deleted by a pre-delete hook while the
+/// operator still runs (else its finalizer would never run): the hook's Job
+/// deletes exactly that cluster, runs restricted, and its Role may delete
+/// nothing else.
+#[test]
+fn the_uninstall_hook_deletes_only_the_release_cluster() {
+    let all = load(&repo().join("deploy/rendered/all-options.yaml"));
+    let hooks: Vec<&Value> = all
+        .iter()
+        .map(|o| &o.value)
+        .filter(|v| v["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete")
+        .collect();
+    let kinds: Vec<&str> = hooks.iter().filter_map(|v| v["kind"].as_str()).collect();
+    assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding", "Job"]);
+    let job = hooks[3];
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["args"],
+        serde_json::json!([
+            "delete-cluster",
+            "demo",
+            "--namespace=flavio-system",
+            "--timeout-seconds=240"
+        ])
+    );
+    assert_eq!(pod["serviceAccountName"], hooks[0]["metadata"]["name"]);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
+    // Everything but the Job goes first (lower weight), so it can run.
+    for h in &hooks[..3] {
+        assert_eq!(h["metadata"]["annotations"]["helm.sh/hook-weight"], "-10");
+    }
+    let rules = &hooks[1]["rules"];
+    assert_eq!(
+        rules,
+        &serde_json::json!([
+            {"apiGroups": ["flaviodb.io"], "resources": ["flavioclusters"],
+             "resourceNames": ["demo"], "verbs": ["get", "delete"]},
+            {"apiGroups": ["flaviodb.io"], "resources": ["flavioclusters"],
+             "verbs": ["list", "watch"]},
+        ])
     );
 }
 
