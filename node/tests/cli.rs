@@ -49,12 +49,25 @@ fn ping_add_stats_survive_sigkill_and_sigterm() {
             assert_eq!(r["node"], "flavio1@127.0.0.1");
         }
     }
+    // Client options go before the subcommand too, as kubectl's do.
+    let out = flavio(&node.home)
+        .args(["--node", &node.addr, "--output", "json", "add", "2", "5"])
+        .output()
+        .expect("run flavio");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(partitions(&before), parts);
+    let out = flavio(&node.home)
+        .args(["--node", &node.addr, "admin", "member-status"])
+        .output()
+        .expect("run flavio");
+    assert!(out.status.success(), "{}", stderr(&out));
     // Text output: the sum, then one line per replica.
     let text = node.ok(&["add", "-3", "10"]);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "7");
     assert_eq!(lines.len(), 4, "{text}");
-    let mut adds = 6;
+    let mut adds = 7;
     for i in 0..20 {
         node.ok(&["add", &i.to_string(), "1"]);
         adds += 1;

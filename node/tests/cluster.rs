@@ -139,6 +139,11 @@ async fn tutorial_walkthrough_four_nodes() {
         .expect("status")
         .into_inner();
     assert_eq!(ms.members.len(), 1, "alone before joins");
+    // Nothing staged is no failure: riak prints this and exits 0.
+    assert_eq!(
+        dev.nodes[0].ok(&["admin", "cluster", "plan"]),
+        golden("plan_empty.txt")
+    );
 
     for (i, node) in dev.nodes.iter().enumerate().skip(1) {
         let out = node.ok(&["admin", "cluster", "join", &dev.nodes[0].addr]);

@@ -84,36 +84,9 @@ impl Naming {
     }
 }
 
-/// A member's state, as the Admin API reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    /// Staged join committed, not yet valid.
-    Joining,
-    /// A full member.
-    Valid,
-    /// Handing off before leaving.
-    Leaving,
-    /// Owns nothing; about to be removed.
-    Exiting,
-    /// Marked down by an operator.
-    Down,
-    /// Gone from the cluster.
-    Removed,
-}
-
-impl State {
-    /// The lower-case name used in status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Joining => "joining",
-            State::Valid => "valid",
-            State::Leaving => "leaving",
-            State::Exiting => "exiting",
-            State::Down => "down",
-            State::Removed => "removed",
-        }
-    }
-}
+/// A member's state, as the Admin API reports it: the node's own type, so
+/// that the operator and the ring agree on what each state means.
+pub use flavio_node::cluster::MemberState as State;
 
 /// A ring member.
 #[derive(Clone, Debug, PartialEq)]

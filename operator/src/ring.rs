@@ -37,17 +37,9 @@ async fn connect(addr: &str, cookie: &Cookie) -> Result<Admin> {
 }
 
 fn state(s: i32) -> State {
-    match pb::MemberState::try_from(s) {
-        Ok(pb::MemberState::Joining) => State::Joining,
-        Ok(pb::MemberState::Valid) => State::Valid,
-        Ok(pb::MemberState::Leaving) => State::Leaving,
-        Ok(pb::MemberState::Exiting) => State::Exiting,
-        Ok(pb::MemberState::Down) => State::Down,
-        // Unknown states count as removed only if the node says so; an
-        // unspecified state is treated as down, which blocks nothing unsafe.
-        Ok(pb::MemberState::Removed) => State::Removed,
-        _ => State::Down,
-    }
+    // An unknown or unspecified state is treated as down, which blocks
+    // nothing unsafe (a down member is neither counted ready nor removed).
+    flavio_node::cluster::state::member_state_from_pb(s).unwrap_or(State::Down)
 }
 
 /// Reads the ring from the member at `addr`.

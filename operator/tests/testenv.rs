@@ -7,7 +7,6 @@
 //! has no cluster DNS. Skips when the environment can't be had, fails with
 //! `FLAVIO_TESTENV=required` (CI). Needs `cargo build -p flavio-node --bin flavio`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use flavio_operator::controller::{self, Context};
 use flavio_operator::crd::FlavioCluster;
 use flavio_operator::metrics::Metrics;
 use flavio_operator::uninstall::{Deleted, delete_and_wait};
-use flavio_testenv::harness::{TestEnv, exec_in_pod, required, target_dir};
+use flavio_testenv::harness::{TestEnv, built_flavio_bin, exec_in_pod};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -28,12 +27,6 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// One scenario at a time: each runs a cluster of real node processes and an
 /// operator, and their timings assume the 2 cores are not shared with another.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn flavio_bin() -> PathBuf {
-    std::env::var_os("FLAVIO_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("debug/flavio"))
-}
 
 /// Installs (server-side applies) the CRD and waits until it is Established.
 async fn install_crd(client: &Client) -> TestResult {
@@ -95,15 +88,7 @@ struct Setup {
 }
 
 async fn setup(prefix: &str) -> Result<Option<Setup>, Box<dyn std::error::Error>> {
-    if !flavio_bin().exists() {
-        let msg = format!(
-            "{} missing: cargo build -p flavio-node --bin flavio",
-            flavio_bin().display()
-        );
-        if required() {
-            return Err(msg.into());
-        }
-        eprintln!("SKIPPING: {msg}");
+    if built_flavio_bin()?.is_none() {
         return Ok(None);
     }
     let Some(env) = TestEnv::get().await? else {
@@ -248,15 +233,7 @@ fn condition(fc: &FlavioCluster, type_: &str) -> Option<(String, String, String)
 #[tokio::test]
 async fn three_replicas_become_available_then_delete_keeps_pvcs() -> TestResult {
     let _serial = SERIAL.lock().await;
-    if !flavio_bin().exists() {
-        let msg = format!(
-            "{} missing: cargo build -p flavio-node --bin flavio",
-            flavio_bin().display()
-        );
-        if required() {
-            return Err(msg.into());
-        }
-        eprintln!("SKIPPING: {msg}");
+    if built_flavio_bin()?.is_none() {
         return Ok(());
     }
     let Some(env) = TestEnv::get().await? else {

@@ -56,6 +56,32 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target"))
 }
 
+/// The `flavio` binary that node pods run: `FLAVIO_BIN`, else the debug
+/// build in [`target_dir`].
+pub fn flavio_bin() -> PathBuf {
+    std::env::var_os("FLAVIO_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/flavio"))
+}
+
+/// [`flavio_bin`] when it is built. When it is not: `Ok(None)` ("skip this
+/// test", said on stderr), or an error under `FLAVIO_TESTENV=required`.
+pub fn built_flavio_bin() -> Result<Option<PathBuf>> {
+    let bin = flavio_bin();
+    if bin.exists() {
+        return Ok(Some(bin));
+    }
+    let msg = format!(
+        "{} missing: cargo build -p flavio-node --bin flavio",
+        bin.display()
+    );
+    if required() {
+        return Err(Error::Unavailable(msg));
+    }
+    eprintln!("flavio-testenv: SKIPPING test: {msg}");
+    Ok(None)
+}
+
 /// Builds a client from a kubeconfig file.
 pub async fn client_from(kubeconfig: &Path) -> Result<Client> {
     let kc = Kubeconfig::read_from(kubeconfig)?;

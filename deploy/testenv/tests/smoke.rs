@@ -6,11 +6,11 @@
 //! image `flaviodb/flavio:dev` maps to `<target>/debug/flavio` (or `$FLAVIO_BIN`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use flavio_testenv::harness::{
-    TestEnv, container_pid, pid_alive, pod_ready, required, target_dir, wait_for, wait_pod_gone,
+    TestEnv, built_flavio_bin, container_pid, flavio_bin, pid_alive, pod_ready, wait_for,
+    wait_pod_gone,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -21,12 +21,6 @@ use serde_json::json;
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const COOKIE: &str = "smokeTestCookie0123456789abcdefX";
-
-fn flavio_bin() -> PathBuf {
-    std::env::var_os("FLAVIO_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("debug/flavio"))
-}
 
 fn statefulset(replicas: i32) -> Result<StatefulSet, serde_json::Error> {
     serde_json::from_value(json!({
@@ -89,15 +83,7 @@ fn ping(ip: &str) -> Result<String, Box<dyn std::error::Error>> {
 
 #[tokio::test]
 async fn statefulset_of_three_flavio_nodes_comes_up_in_order_and_scales_down() -> TestResult {
-    if !flavio_bin().exists() {
-        let msg = format!(
-            "{} missing: cargo build -p flavio-node --bin flavio",
-            flavio_bin().display()
-        );
-        if required() {
-            return Err(msg.into());
-        }
-        eprintln!("SKIPPING smoke test: {msg}");
+    if built_flavio_bin()?.is_none() {
         return Ok(());
     }
     let Some(env) = TestEnv::get().await? else {

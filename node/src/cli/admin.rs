@@ -25,8 +25,6 @@ use crate::rpc::client::{self, Admin};
 pub struct AdminArgs {
     #[command(subcommand)]
     command: AdminCommand,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,10 +136,10 @@ fn check(command: &AdminCommand) -> Result<(), Failure> {
 }
 
 /// Runs `flavio admin ...`.
-pub(super) async fn run(args: AdminArgs) -> Result<(), Failure> {
-    let out = args.client.output;
+pub(super) async fn run(args: AdminArgs, client: ClientArgs) -> Result<(), Failure> {
+    let out = client.output;
     check(&args.command)?;
-    let mut admin = connect(&args.client).await?;
+    let mut admin = connect(&client).await?;
     match args.command {
         AdminCommand::MemberStatus => {
             let r = admin

@@ -54,8 +54,6 @@ pub struct BenchArgs {
     /// More node addresses to spread the load over (besides --node).
     #[arg(long = "also-node", value_name = "HOST:PORT")]
     also: Vec<String>,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -221,9 +219,9 @@ async fn unary_worker(
     Ok(tally)
 }
 
-pub(super) async fn run(args: BenchArgs) -> Result<(), Failure> {
-    let cookie = args.client.cookie()?;
-    let mut nodes = vec![args.client.node.clone()];
+pub(super) async fn run(args: BenchArgs, client: ClientArgs) -> Result<(), Failure> {
+    let cookie = client.cookie()?;
+    let mut nodes = vec![client.node.clone()];
     nodes.extend(args.also.iter().cloned());
     let mut clients = Vec::new();
     for n in &nodes {
@@ -284,7 +282,7 @@ pub(super) async fn run(args: BenchArgs) -> Result<(), Failure> {
     let h = &tally.latency_us;
     let op = format!("{:?}", args.op).to_lowercase();
     let mode = if args.unary { "unary" } else { "session" };
-    match args.client.output {
+    match client.output {
         Output::Text => {
             println!(
                 "op {op}  mode {mode}  concurrency {c}  nodes {}  elapsed {elapsed:.2}s",

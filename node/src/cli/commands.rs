@@ -25,8 +25,6 @@ pub struct AddArgs {
     /// How long to wait for W replies, in milliseconds.
     #[arg(long)]
     timeout_ms: Option<u32>,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 /// Arguments of `flavio stats`.
@@ -38,8 +36,6 @@ pub struct StatsArgs {
     /// How long to wait for every vnode, in milliseconds.
     #[arg(long)]
     timeout_ms: Option<u32>,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 async fn connect(args: &ClientArgs) -> Result<Client, Failure> {
@@ -60,9 +56,9 @@ pub(super) async fn ping(args: ClientArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-pub(super) async fn add(args: AddArgs) -> Result<(), Failure> {
-    let client = connect(&args.client).await?;
-    let r = client
+pub(super) async fn add(args: AddArgs, client: ClientArgs) -> Result<(), Failure> {
+    let conn = connect(&client).await?;
+    let r = conn
         .add(pb::AddRequest {
             a: args.a,
             b: args.b,
@@ -71,7 +67,7 @@ pub(super) async fn add(args: AddArgs) -> Result<(), Failure> {
             timeout_ms: args.timeout_ms,
         })
         .await?;
-    match args.client.output {
+    match client.output {
         Output::Text => {
             println!("{}", r.sum);
             for x in &r.replicas {
@@ -88,9 +84,9 @@ pub(super) async fn add(args: AddArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-pub(super) async fn stats(args: StatsArgs) -> Result<(), Failure> {
-    let client = connect(&args.client).await?;
-    let r = client
+pub(super) async fn stats(args: StatsArgs, client: ClientArgs) -> Result<(), Failure> {
+    let conn = connect(&client).await?;
+    let r = conn
         .stats(pb::StatsRequest {
             timeout_ms: args.timeout_ms,
         })
@@ -100,7 +96,7 @@ pub(super) async fn stats(args: StatsArgs) -> Result<(), Failure> {
         .iter()
         .filter(|v| args.all || v.ops_count > 0)
         .collect();
-    match args.client.output {
+    match client.output {
         Output::Text => {
             let node_w = shown.iter().map(|v| v.node.len()).max().unwrap_or(4).max(4);
             println!("{:<49}  {:<node_w$}  {:>10}", "Partition", "Node", "Ops");

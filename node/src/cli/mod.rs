@@ -34,6 +34,10 @@ pub const DEFAULT_NODE: &str = "127.0.0.1:10017";
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How client commands reach a node: accepted before or after the
+    /// subcommand (`flavio --node X ping` and `flavio ping --node X`).
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -41,13 +45,13 @@ enum Command {
     /// Run a node.
     Serve(serve::ServeArgs),
     /// Ping one vnode (chosen by hashing the current time).
-    Ping(ClientArgs),
+    Ping,
     /// Add two signed 64-bit integers on N vnodes, waiting for W replies.
     Add(commands::AddArgs),
     /// Show every vnode's operation count (a coverage request).
     Stats(commands::StatsArgs),
     /// Exit 0 when the node reports itself SERVING (for readiness probes).
-    Health(ClientArgs),
+    Health,
     /// Drive load against a node and report throughput and latency.
     Bench(bench::BenchArgs),
     /// Cluster administration: member-status, ring-status, transfers, cluster ...
@@ -66,7 +70,8 @@ pub enum Output {
     Json,
 }
 
-/// How to reach and authenticate to a node.
+/// How to reach and authenticate to a node: global options of every client
+/// command (`serve` and `devrel` ignore them).
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
     /// The node's gRPC address.
@@ -235,20 +240,21 @@ fn run(cli: Cli) -> std::result::Result<(), Failure> {
             serve::init_logging(&args);
             runtime(true)?.block_on(serve::run(args))
         }
-        Command::Bench(args) => runtime(true)?.block_on(bench::run(args)),
+        Command::Bench(args) => runtime(true)?.block_on(bench::run(args, cli.client)),
         Command::Devrel(args) => {
             init_client_logging();
             runtime(false)?.block_on(devrel::run(args))
         }
         other => {
             init_client_logging();
+            let c = cli.client;
             runtime(false)?.block_on(async move {
                 match other {
-                    Command::Ping(a) => commands::ping(a).await,
-                    Command::Add(a) => commands::add(a).await,
-                    Command::Stats(a) => commands::stats(a).await,
-                    Command::Health(a) => commands::health(a).await,
-                    Command::Admin(a) => admin::run(a).await,
+                    Command::Ping => commands::ping(c).await,
+                    Command::Add(a) => commands::add(a, c).await,
+                    Command::Stats(a) => commands::stats(a, c).await,
+                    Command::Health => commands::health(c).await,
+                    Command::Admin(a) => admin::run(a, c).await,
                     Command::Serve(_) | Command::Bench(_) | Command::Devrel(_) => Ok(()),
                 }
             })

@@ -656,15 +656,20 @@ impl<V: Vnode> Cluster<V> {
         }
     }
 
-    /// Computes the plan of the staged changes (claimant only).
-    pub async fn plan(&self) -> Result<(Plan, RingState)> {
+    /// Computes the plan of the staged changes (claimant only); `None` when
+    /// nothing is staged, which riak reports ("There are no staged changes")
+    /// without failing.
+    pub async fn plan(&self) -> Result<(Option<Plan>, RingState)> {
         self.require_claimant()?;
+        if lock(&self.inner.staging).changes().is_empty() {
+            return Ok((None, self.ring().ring.clone()));
+        }
         let ready = self.settle_ready().await;
         let ring = self.ring();
         let plan = lock(&self.inner.staging)
             .make_plan(&ring.ring, ready)?
             .clone();
-        Ok((plan, ring.ring.clone()))
+        Ok((Some(plan), ring.ring.clone()))
     }
 
     /// Commits the last plan shown (claimant only).

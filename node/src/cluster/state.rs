@@ -221,7 +221,8 @@ pub fn member_state_to_pb(s: MemberState) -> i32 {
     state_to_pb(s) as i32
 }
 
-fn state_from_pb(v: i32) -> Result<MemberState> {
+/// A member state from its wire form; unknown values are an error.
+pub fn member_state_from_pb(v: i32) -> Result<MemberState> {
     Ok(match pb::MemberState::try_from(v) {
         Ok(pb::MemberState::Joining) => MemberState::Joining,
         Ok(pb::MemberState::Valid) => MemberState::Valid,
@@ -285,7 +286,7 @@ impl TryFrom<pb::RingState> for RingState {
                 m.name,
                 Member {
                     addr: m.addr,
-                    state: state_from_pb(m.state)?,
+                    state: member_state_from_pb(m.state)?,
                 },
             );
         }

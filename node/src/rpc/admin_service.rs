@@ -289,7 +289,9 @@ impl<V: Vnode> AdminApi for AdminService<V> {
             None => {
                 let (plan, ring) = self.cluster.plan().await?;
                 let addr_of = |n: &str| ring.addr_of(n).unwrap_or_default().to_string();
-                Ok(Response::new(plan_reply(&plan, &addr_of)))
+                // Nothing staged: an empty reply, printed as riak does.
+                let reply = plan.map(|p| plan_reply(&p, &addr_of)).unwrap_or_default();
+                Ok(Response::new(reply))
             }
             Some(mut c) => c.plan(req.into_inner()).await,
         }
