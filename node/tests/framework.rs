@@ -8,7 +8,7 @@ use flavio_node::app::{AddOptions, Command, Defaults, Flavio, FlavioVnode, Reply
 use flavio_node::ring::{PartitionId, RingSize};
 use flavio_node::rpc::server::{Node, ServeConfig};
 use flavio_node::rpc::{Client, Cookie};
-use flavio_node::vnode::{Durability, Store, VnodeMaster, Wire};
+use flavio_node::vnode::{Durability, MAX_HELD, Mode, Store, VnodeMaster, Wire};
 use flavio_proto::v1 as pb;
 use tokio_stream::StreamExt;
 
@@ -69,6 +69,56 @@ async fn commands_to_one_vnode_are_handled_in_order_and_persisted() {
             .expect("running"),
         0
     );
+    m.shutdown().await.expect("shutdown");
+}
+
+/// A vnode that holds requests (the moment of an ownership flip) keeps at
+/// most MAX_HELD of them: later ones are refused at once as Busy, with
+/// nothing applied, and the held ones run in order once it is released.
+#[tokio::test]
+async fn holding_is_bounded_and_releases_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = master(dir.path());
+    let p = PartitionId(2);
+    m.control(p, |_, _, mode| *mode = Mode::Holding(Vec::new()))
+        .await
+        .expect("hold");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sent = MAX_HELD as i64 + 5;
+    for i in 0..sent {
+        let tx = tx.clone();
+        m.command(
+            p,
+            Command::Add { a: i, b: 0 },
+            Box::new(move |_, r| {
+                let _ = tx.send((i, r));
+            }),
+        );
+    }
+    for expect in MAX_HELD as i64..sent {
+        let (i, r) = rx.recv().await.expect("a refusal");
+        assert_eq!(i, expect, "only those beyond the bound are answered");
+        let e = r.expect_err("refused");
+        assert!(matches!(e, flavio_node::Error::Busy(_)), "{e}");
+    }
+    let held = m
+        .with_vnode(p, |v, _| v.ops_count())
+        .await
+        .expect("running");
+    assert_eq!(held, 0, "nothing applied while holding");
+    m.control(p, |_, _, mode| *mode = Mode::Normal)
+        .await
+        .expect("release");
+    for expect in 0..MAX_HELD as i64 {
+        let (i, r) = rx.recv().await.expect("a reply");
+        assert_eq!(i, expect, "held requests run in order");
+        assert!(matches!(r, Ok(Reply::Sum(s)) if s == i));
+    }
+    let count = m
+        .with_vnode(p, |v, _| v.ops_count())
+        .await
+        .expect("running");
+    assert_eq!(count, MAX_HELD as u64, "every held one applied once");
     m.shutdown().await.expect("shutdown");
 }
 

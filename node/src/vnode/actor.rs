@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Replier, Store, Vnode, VnodeCtx, Wire, Write};
-use crate::Result;
 use crate::ring::PartitionId;
+use crate::{Error, Result};
 
 /// Where a handing-off vnode sends a copy of each command it applied.
 pub trait Forwarder: Send + Sync {
@@ -68,6 +68,12 @@ pub enum Msg<V: Vnode> {
     Barrier(oneshot::Sender<Result<()>>),
 }
 
+/// At most this many requests wait on one vnode while it holds (the moment
+/// of an ownership flip); later ones are refused with [`Error::Busy`], not
+/// applied, so a flip the claimant cannot confirm for long holds a bounded
+/// amount of memory and callers learn early that they may retry.
+pub const MAX_HELD: usize = 10_000;
+
 /// How many queued messages one wake-up handles; their writes share one
 /// store job, which is where per-vnode grouping comes from.
 const DRAIN: usize = 64;
@@ -97,11 +103,7 @@ impl<V: Vnode> Actor<V> {
                     let f = Arc::clone(f);
                     self.apply(cmd, reply, Some(f));
                 }
-                Mode::Holding(_) => {
-                    if let Mode::Holding(q) = &mut self.mode {
-                        q.push(Msg::Command { cmd, reply });
-                    }
-                }
+                Mode::Holding(_) => self.hold(Msg::Command { cmd, reply }),
                 Mode::Redirect(r) => {
                     let mut buf = Vec::new();
                     cmd.encode(&mut buf);
@@ -112,11 +114,7 @@ impl<V: Vnode> Actor<V> {
                 Mode::Normal | Mode::Forwarding(_) => {
                     reply(p, self.vnode.handle_coverage(&req, &self.ctx));
                 }
-                Mode::Holding(_) => {
-                    if let Mode::Holding(q) = &mut self.mode {
-                        q.push(Msg::Coverage { req, reply });
-                    }
-                }
+                Mode::Holding(_) => self.hold(Msg::Coverage { req, reply }),
                 Mode::Redirect(r) => {
                     let mut buf = Vec::new();
                     req.encode(&mut buf);
@@ -180,6 +178,29 @@ impl<V: Vnode> Actor<V> {
                     let _ = tx.send(r);
                 }),
             );
+        }
+    }
+
+    /// Queues a request while Holding, or refuses it when [`MAX_HELD`] wait.
+    fn hold(&mut self, msg: Msg<V>) {
+        let p = self.ctx.partition();
+        let Mode::Holding(q) = &mut self.mode else {
+            return;
+        };
+        if q.len() < MAX_HELD {
+            q.push(msg);
+            return;
+        }
+        let busy = || {
+            Error::Busy(format!(
+                "partition {p} is changing owner and {MAX_HELD} requests already wait: retry"
+            ))
+        };
+        match msg {
+            Msg::Command { reply, .. } => reply(p, Err(busy())),
+            Msg::Coverage { reply, .. } => reply(p, Err(busy())),
+            // Only requests are held; anything else would not be here.
+            other => q.push(other),
         }
     }
 

@@ -33,7 +33,7 @@ pub mod storage;
 
 use std::sync::Arc;
 
-pub use actor::{Forwarder, Mode, Redirector};
+pub use actor::{Forwarder, MAX_HELD, Mode, Redirector};
 pub use master::VnodeMaster;
 pub use storage::{Durability, Store, Write};
 
