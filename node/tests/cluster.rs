@@ -429,3 +429,47 @@ async fn receiver_killed_mid_transfer_loses_nothing_acknowledged() {
     );
     assert_eq!(by_node.len(), 3, "every member owns vnodes: {by_node:?}");
 }
+
+/// `cluster clear` undoes a staged join as riak's does: the joining node is
+/// removed, starts over as a one-member cluster, and can join again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_removes_a_staged_join_which_can_be_made_again() {
+    let dev = Devrel::start(2);
+    let mut a1 = admin(&dev.nodes[0].addr).await;
+    let mut a2 = admin(&dev.nodes[1].addr).await;
+    join_first(&dev, 1).await;
+    let out = dev.nodes[0].ok(&["admin", "cluster", "clear"]);
+    assert_eq!(out, "Cleared staged cluster changes\n");
+    // Node 2 hears of its removal and is alone again, owning everything.
+    let t0 = Instant::now();
+    loop {
+        let ms = a2
+            .member_status(pb::MemberStatusRequest {})
+            .await
+            .expect("member status")
+            .into_inner();
+        if ms.members.len() == 1
+            && ms.members[0].name == name(2)
+            && ms.members[0].state == pb::MemberState::Valid as i32
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "node 2 not alone: {:?}",
+            ms.members
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        dev.nodes[0].ok(&["admin", "cluster", "plan"]),
+        golden("plan_empty.txt"),
+        "nothing left staged"
+    );
+    let ms = wait_settled(&mut a1, 1, Duration::from_secs(10)).await;
+    assert_eq!(ms.members[0].name, name(1));
+    // It may join again, and the join commits as any other.
+    join_first(&dev, 1).await;
+    commit_plan(&mut a1).await;
+    wait_settled(&mut a1, 2, Duration::from_secs(30)).await;
+}

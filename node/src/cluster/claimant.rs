@@ -166,6 +166,31 @@ pub fn add_joining(ring: &RingState, node: &str, addr: &str) -> Result<RingState
     Ok(next)
 }
 
+/// What `cluster clear` does to the ring, as riak's claimant does: a join is
+/// ring state (the member is `joining`), not only a staged change, so the
+/// only way to clear it is to remove the joining members. They learn of it,
+/// start over as one-member clusters, and may join again. `None` when no
+/// member is joining.
+pub fn remove_joining(ring: &RingState) -> Option<RingState> {
+    let joining: Vec<String> = ring
+        .members
+        .iter()
+        .filter(|(_, m)| m.state == MemberState::Joining)
+        .map(|(n, _)| n.clone())
+        .collect();
+    if joining.is_empty() {
+        return None;
+    }
+    let mut next = ring.clone();
+    for n in &joining {
+        if let Some(m) = next.members.get_mut(n) {
+            m.state = MemberState::Removed;
+        }
+    }
+    next.version += 1;
+    Some(next)
+}
+
 impl Staging {
     /// The staged changes.
     pub fn changes(&self) -> &[Change] {

@@ -284,3 +284,28 @@ fn completing_a_transfer_twice_is_harmless() {
     );
     assert!(complete_transfer(&flipped, t.partition, &t.to, &t.from).is_err());
 }
+
+#[test]
+fn clear_removes_joining_members_who_may_then_join_again() {
+    let ring = grow(singleton(16), 2, 2);
+    let mut s = Staging::default();
+    let with3 = add_joining(&ring, &n(3), &addr(3)).expect("joining");
+    s.stage(&with3, Change::Join(n(3))).expect("staged");
+    s.clear();
+    let cleared = remove_joining(&with3).expect("a joining member to remove");
+    assert_eq!(cleared.state_of(&n(3)), Some(MemberState::Removed));
+    assert_eq!(
+        cleared.state_of(&n(2)),
+        Some(MemberState::Valid),
+        "valid stay"
+    );
+    assert_eq!(cleared.version, with3.version + 1);
+    assert_eq!(cleared.owners, with3.owners, "nothing moves");
+    assert!(remove_joining(&cleared).is_none(), "nothing left to clear");
+    // The removed node may join again, and then commit as any join.
+    let again = add_joining(&cleared, &n(3), &addr(3)).expect("joins again");
+    s.stage(&again, Change::Join(n(3))).expect("staged again");
+    s.make_plan(&again, true).expect("plan");
+    let done = settle(s.commit(&again, true, None).expect("commit"));
+    assert_eq!(done.state_of(&n(3)), Some(MemberState::Valid));
+}

@@ -682,10 +682,13 @@ impl<V: Vnode> Cluster<V> {
             .ok_or_else(|| Error::Rpc("commit produced no ring".into()))
     }
 
-    /// Drops the staged changes (claimant only).
-    pub fn clear(&self) -> Result<()> {
+    /// Drops the staged changes and removes the joining members, as riak's
+    /// `cluster clear` does (claimant only); see [`claimant::remove_joining`].
+    pub async fn clear(&self) -> Result<()> {
         self.require_claimant()?;
         lock(&self.inner.staging).clear();
+        self.mutate(|ring| Ok(claimant::remove_joining(ring)))
+            .await?;
         Ok(())
     }
 

@@ -320,7 +320,7 @@ impl<V: Vnode> AdminApi for AdminService<V> {
     ) -> Result<Response<pb::ClearReply>, Status> {
         match self.claimant()? {
             None => {
-                self.cluster.clear()?;
+                self.cluster.clear().await?;
                 Ok(Response::new(pb::ClearReply {
                     message: "Cleared staged cluster changes".into(),
                 }))
