@@ -280,8 +280,14 @@ pub(super) fn spawn_sender<V: Vnode>(c: Cluster<V>, t: Transfer) {
                 Err(_) => break,
             };
             match send_once(&c, &t, &progress).await {
-                Ok(()) => {
-                    tracing::info!(partition = %p, to = %t.to, elapsed_ms = progress.started.elapsed().as_millis() as u64, "handoff complete");
+                Ok(held) => {
+                    tracing::info!(
+                        partition = %p,
+                        to = %t.to,
+                        elapsed_ms = progress.started.elapsed().as_millis() as u64,
+                        held_us = held.as_micros() as u64,
+                        "handoff complete"
+                    );
                     drop(permit);
                     break;
                 }
@@ -407,7 +413,14 @@ async fn start<V: Vnode>(
     }
 }
 
-async fn send_once<V: Vnode>(c: &Cluster<V>, t: &Transfer, progress: &Progress) -> Result<()> {
+/// One attempt at a transfer. Returns how long the vnode held requests
+/// (from the end of the stream to the confirmed flip): the pause clients
+/// of that partition see.
+async fn send_once<V: Vnode>(
+    c: &Cluster<V>,
+    t: &Transfer,
+    progress: &Progress,
+) -> Result<Duration> {
     let p = t.partition;
     let session = new_session();
     let mut fsm = SenderFsm::new();
@@ -436,6 +449,7 @@ async fn send_once<V: Vnode>(c: &Cluster<V>, t: &Transfer, progress: &Progress) 
         exec(c, p, fsm.on(Event::Failed), &fwd).await?;
         return Err(e);
     }
+    let held_from = Instant::now();
     exec(c, p, fsm.on(Event::Finished), &fwd).await?;
     let ok = fwd.drained().await;
     exec(c, p, fsm.on(Event::Drained { ok }), &fwd).await?;
@@ -449,7 +463,7 @@ async fn send_once<V: Vnode>(c: &Cluster<V>, t: &Transfer, progress: &Progress) 
         let (event, why) = flip(c, t).await;
         exec(c, p, fsm.on(event), &fwd).await?;
         match fsm.phase() {
-            Phase::Done => return Ok(()),
+            Phase::Done => return Ok(held_from.elapsed()),
             Phase::Aborted => return Err(why.unwrap_or_else(|| Error::Rpc("flip refused".into()))),
             _ => {
                 if let Some(e) = why {
