@@ -350,6 +350,7 @@ fn transfers() {
                 items_sent: 1024,
                 bytes_sent: 65_536,
                 elapsed_s: 3.25,
+                items_total: Some(4096),
             },
             pb::ActiveTransfer {
                 partition: index(0),
@@ -358,6 +359,7 @@ fn transfers() {
                 items_sent: 7,
                 bytes_sent: 448,
                 elapsed_s: 0.04,
+                items_total: None,
             },
         ],
         pending: 46,

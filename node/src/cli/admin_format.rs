@@ -211,6 +211,16 @@ pub fn ring_status(reply: &pb::RingStatusReply) -> String {
 
 /// `flavio admin transfers`: one row per running transfer, then a summary;
 /// `No transfers active` when none runs, as riak says.
+/// How far a transfer is, as riak's progress percentage: items sent of the
+/// total, `--` while the total is not known yet (the fold is running).
+fn done(t: &pb::ActiveTransfer) -> String {
+    match t.items_total {
+        Some(0) => "100%".into(),
+        Some(total) => format!("{}%", (t.items_sent.min(total) * 100) / total),
+        None => "--".into(),
+    }
+}
+
 pub fn transfers(reply: &pb::TransfersReply) -> String {
     let mut out = String::new();
     let pending = u64::from(reply.pending);
@@ -226,7 +236,7 @@ pub fn transfers(reply: &pb::TransfersReply) -> String {
             let _ = writeln!(out, "No transfers active; {waiting}");
         }
     } else {
-        let rows: Vec<[String; 6]> = reply
+        let rows: Vec<[String; 7]> = reply
             .active
             .iter()
             .map(|t| {
@@ -235,12 +245,21 @@ pub fn transfers(reply: &pb::TransfersReply) -> String {
                     quoted(&t.from),
                     quoted(&t.to),
                     t.items_sent.to_string(),
+                    done(t),
                     t.bytes_sent.to_string(),
                     format!("{:.1}s", t.elapsed_s),
                 ]
             })
             .collect();
-        let header = ["Partition", "From", "To", "Items", "Bytes", "Elapsed"];
+        let header = [
+            "Partition",
+            "From",
+            "To",
+            "Items",
+            "Done",
+            "Bytes",
+            "Elapsed",
+        ];
         let mut w = header.map(str::len);
         for r in &rows {
             for (wi, cell) in w.iter_mut().zip(r) {
@@ -248,21 +267,23 @@ pub fn transfers(reply: &pb::TransfersReply) -> String {
             }
         }
         // Names and partitions read left to right, numbers line up on the right.
-        let line = |c: [&str; 6]| {
+        let line = |c: [&str; 7]| {
             format!(
-                "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}  {:>w5$}",
+                "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}  {:>w5$}  {:>w6$}",
                 c[0],
                 c[1],
                 c[2],
                 c[3],
                 c[4],
                 c[5],
+                c[6],
                 w0 = w[0],
                 w1 = w[1],
                 w2 = w[2],
                 w3 = w[3],
                 w4 = w[4],
                 w5 = w[5],
+                w6 = w[6],
             )
         };
         let _ = writeln!(out, "Active Transfers:");
@@ -451,6 +472,7 @@ pub fn transfers_json(r: &pb::TransfersReply) -> Value {
             "to": t.to,
             "items_sent": t.items_sent,
             "bytes_sent": t.bytes_sent,
+            "items_total": t.items_total,
             "elapsed_s": t.elapsed_s,
         })).collect::<Vec<_>>(),
         "pending": r.pending,

@@ -61,8 +61,13 @@ pub struct Progress {
     pub items: AtomicU64,
     /// Bytes of items sent or received.
     pub bytes: AtomicU64,
+    /// Items to send in all ([`UNKNOWN`] until the fold is done; outbound only).
+    pub total: AtomicU64,
     session: u64,
 }
+
+/// [`Progress::total`] before it is known.
+pub const UNKNOWN: u64 = u64::MAX;
 
 /// The transfers running on this node.
 #[derive(Debug, Default)]
@@ -86,6 +91,8 @@ pub struct ActiveTransfer {
     pub items: u64,
     /// Bytes sent.
     pub bytes: u64,
+    /// Items to send in all, once known.
+    pub total: Option<u64>,
     /// Time since it started.
     pub elapsed: Duration,
 }
@@ -120,6 +127,7 @@ impl Handoffs {
                 to: x.peer.clone(),
                 items: x.items.load(Ordering::Relaxed),
                 bytes: x.bytes.load(Ordering::Relaxed),
+                total: Some(x.total.load(Ordering::Relaxed)).filter(|t| *t != UNKNOWN),
                 elapsed: x.started.elapsed(),
             })
             .collect();
@@ -259,6 +267,7 @@ pub(super) fn spawn_sender<V: Vnode>(c: Cluster<V>, t: Transfer) {
         started: Instant::now(),
         items: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        total: AtomicU64::new(UNKNOWN),
         session: 0,
     });
     {
@@ -304,6 +313,7 @@ pub(super) fn spawn_sender<V: Vnode>(c: Cluster<V>, t: Transfer) {
                     tracing::info!(partition = %p, to = %t.to, error = %e, "handoff failed; will retry");
                     progress.items.store(0, Ordering::Relaxed);
                     progress.bytes.store(0, Ordering::Relaxed);
+                    progress.total.store(UNKNOWN, Ordering::Relaxed);
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(RETRY_MAX);
                 }
@@ -443,6 +453,7 @@ async fn send_once<V: Vnode>(
     let items = exec(c, p, fsm.on(Event::StartAcked), &fwd)
         .await?
         .unwrap_or_default();
+    progress.total.store(items.len() as u64, Ordering::Relaxed);
     let streamed = stream_items(t, &tx, &mut acks, items, progress).await;
     drop(tx);
     if let Err(e) = streamed {
@@ -635,6 +646,7 @@ async fn receive_inner<V: Vnode>(
         started: Instant::now(),
         items: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        total: AtomicU64::new(UNKNOWN),
         session: start.session,
     });
     lock(&c.inner.handoffs.inbound).insert(p.0, Arc::clone(&progress));

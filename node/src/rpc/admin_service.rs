@@ -176,6 +176,7 @@ impl<V: Vnode> AdminApi for AdminService<V> {
                 items_sent: t.items,
                 bytes_sent: t.bytes,
                 elapsed_s: t.elapsed.as_secs_f64(),
+                items_total: t.total,
             })
             .collect();
         let snap = self.cluster.ring();
