@@ -209,8 +209,6 @@ pub fn ring_status(reply: &pb::RingStatusReply) -> String {
     out
 }
 
-/// `flavio admin transfers`: one row per running transfer, then a summary;
-/// `No transfers active` when none runs, as riak says.
 /// How far a transfer is, as riak's progress percentage: items sent of the
 /// total, `--` while the total is not known yet (the fold is running).
 fn done(t: &pb::ActiveTransfer) -> String {
@@ -221,6 +219,8 @@ fn done(t: &pb::ActiveTransfer) -> String {
     }
 }
 
+/// `flavio admin transfers`: one row per running transfer, then a summary;
+/// `No transfers active` when none runs, as riak says.
 pub fn transfers(reply: &pb::TransfersReply) -> String {
     let mut out = String::new();
     let pending = u64::from(reply.pending);
