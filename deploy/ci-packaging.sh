@@ -78,6 +78,39 @@ deploy/images/build-local.sh operator target/debug/flavio-operator localhost/fla
   --entrypoint /usr/local/bin/flavio-operator localhost/flavio-operator:ci crd >"$tmp/crd-image.yaml"
 cmp "$tmp/crd.yaml" "$tmp/crd-image.yaml" || fail "the operator image prints a different CRD"
 echo "operator image runs (non-root, read-only root fs)"
+# Every operator pod the chart and the manifests define (Deployment, uninstall
+# hook Job), run in the image as a kubelet would run it (its command replacing
+# the image's entrypoint, or the entrypoint followed by its args), with
+# --help added: it must parse. The test environment maps images to host
+# binaries, so only a real image proves that pod specs and entrypoint agree.
+python3 - "${pm[@]}" -- deploy/rendered/default.yaml deploy/rendered/all-options.yaml \
+  deploy/manifests/flavio-operator.yaml <<'PY' || fail "an operator pod's command does not run in the image"
+import subprocess, sys, yaml
+sep = sys.argv.index("--")
+podman, files = sys.argv[1:sep], sys.argv[sep + 1:]
+checked = failed = 0
+for f in files:
+    for doc in yaml.safe_load_all(open(f)):
+        pod = ((doc or {}).get("spec") or {}).get("template", {}).get("spec") or {}
+        for c in pod.get("containers", []):
+            if "flavio-operator" not in c.get("image", ""):
+                continue
+            cmd, args = c.get("command") or [], c.get("args") or []
+            argv = podman + ["run", "--rm", "--network", "host", "--read-only"]
+            if cmd:
+                argv += ["--entrypoint", cmd[0]]
+                args = cmd[1:] + args
+            argv += ["localhost/flavio-operator:ci"] + args + ["--help"]
+            r = subprocess.run(argv, capture_output=True, text=True)
+            checked += 1
+            what = f"{f}: {doc['kind']} {doc['metadata']['name']}"
+            if r.returncode != 0:
+                failed += 1
+                print(f"FAIL {what}: {' '.join(cmd + args)}: {r.stderr.strip()}")
+            else:
+                print(f"ok   {what}: {' '.join(cmd or ['<entrypoint>'])} {' '.join(c.get('args') or [])}")
+sys.exit(1 if failed or not checked else 0)
+PY
 
 step "run the node image, health, ping from the host, kubectl-exec-style commands"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"

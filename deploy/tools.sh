@@ -20,6 +20,7 @@ install_debs() {
   command -v runc >/dev/null || missing+=(runc)
   command -v shellcheck >/dev/null || missing+=(shellcheck)
   command -v unzip >/dev/null || missing+=(unzip)
+  python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
   if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

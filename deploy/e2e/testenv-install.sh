@@ -57,7 +57,7 @@ trap cleanup EXIT
 map="$STATE/kubelet/images.map"
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 grep -q '^flaviodb/flavio-operator ' "$map" ||
-  echo "flaviodb/flavio-operator = $target/debug/flavio-operator" >>"$map"
+  echo "flaviodb/flavio-operator = $target/debug/flavio-operator run" >>"$map"
 
 # wait_until SECONDS WHAT CMD...: polls CMD until it succeeds.
 wait_until() {

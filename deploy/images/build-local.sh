@@ -57,6 +57,8 @@ tar -C "$root" --numeric-owner -cf "$ctx/rootfs.tar" .
 {
   echo "FROM scratch"
   echo "ADD rootfs.tar /"
+  # Scratch has no PATH; pods' commands and `kubectl exec ... flavio` need one.
+  echo "ENV PATH=/usr/local/bin:/usr/bin:/bin"
   if [[ "$kind" == node ]]; then
     echo "ENV HOME=/var/lib/flavio FLAVIO_DATA_DIR=/var/lib/flavio FLAVIO_LISTEN=0.0.0.0:10017 FLAVIO_LOG_FORMAT=json"
     echo 'VOLUME ["/var/lib/flavio"]'

@@ -1,11 +1,16 @@
-//! The image map: which host binary stands for a container image's entrypoint.
+//! The image map: which host binary, and which arguments after it, stand for a
+//! container image's entrypoint.
 //!
 //! There are no images here. A pod's image is looked up in a small text file
-//! (`IMAGE = /host/binary` per line, `#` comments; a relative binary path is taken
-//! relative to the file). Lookup tries the exact reference, then the reference
-//! without tag or digest, then `*`. The file is read again for every container
-//! start, so entries can be added while the stand-in runs. Image defaults other
-//! than the entrypoint (CMD, env, workdir) are not modelled.
+//! (`IMAGE = /host/binary [ARG...]` per line, `#` comments; a relative binary
+//! path is taken relative to the file). The arguments are the rest of the
+//! image's `ENTRYPOINT`, so that a container without `command` runs what the
+//! real image would (`flavio-operator run` + the pod's args), and one with
+//! `command` replaces the entrypoint, arguments included, as Kubernetes does.
+//! Lookup tries the exact reference, then the reference without tag or digest,
+//! then `*`. The file is read again for every container start, so entries can
+//! be added while the stand-in runs. Image defaults other than the entrypoint
+//! (CMD, env, workdir) are not modelled; binary paths cannot hold spaces.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +19,16 @@ use crate::{Error, Result};
 /// A parsed image map.
 #[derive(Clone, Debug, Default)]
 pub struct ImageMap {
-    entries: Vec<(String, PathBuf)>,
+    entries: Vec<(String, Entrypoint)>,
+}
+
+/// What an image's entrypoint is here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entrypoint {
+    /// The host binary.
+    pub binary: PathBuf,
+    /// The entrypoint's arguments after the binary.
+    pub args: Vec<String>,
 }
 
 /// Strips a `:tag` and/or `@digest` from an image reference.
@@ -54,13 +68,15 @@ impl ImageMap {
                     message: "empty image or binary".into(),
                 });
             }
-            let bin = Path::new(bin);
+            let mut words = bin.split_whitespace();
+            let bin = Path::new(words.next().unwrap_or_default());
+            let args: Vec<String> = words.map(str::to_string).collect();
             let bin = if bin.is_absolute() {
                 bin.to_path_buf()
             } else {
                 base.join(bin)
             };
-            entries.push((image.to_string(), bin));
+            entries.push((image.to_string(), Entrypoint { binary: bin, args }));
         }
         Ok(ImageMap { entries })
     }
@@ -74,6 +90,11 @@ impl ImageMap {
 
     /// The host binary standing for `image`, if mapped.
     pub fn lookup(&self, image: &str) -> Option<&Path> {
+        self.entrypoint(image).map(|e| e.binary.as_path())
+    }
+
+    /// The entrypoint standing for `image`, if mapped.
+    pub fn entrypoint(&self, image: &str) -> Option<&Entrypoint> {
         let repo = image_repository(image);
         self.entries
             .iter()
@@ -85,7 +106,7 @@ impl ImageMap {
                     .find(|(k, _)| image_repository(k) == repo && !k.contains(':'))
             })
             .or_else(|| self.entries.iter().find(|(k, _)| k == "*"))
-            .map(|(_, p)| p.as_path())
+            .map(|(_, e)| e)
     }
 }
 
@@ -114,6 +135,20 @@ mod tests {
         assert_eq!(m.lookup("flaviodb/flavio:other"), None);
         assert_eq!(m.lookup("testenv/shell:latest"), Some(Path::new("/bin/sh")));
         assert_eq!(m.lookup("nginx"), None);
+        Ok(())
+    }
+
+    #[test]
+    fn entrypoint_arguments_follow_the_binary() -> Result<()> {
+        let m = ImageMap::parse(
+            "op = /bin/flavio-operator run\nnode=bin/flavio\n",
+            Path::new("/t"),
+            Path::new("map"),
+        )?;
+        let e = m.entrypoint("op:1").expect("op mapped");
+        assert_eq!(e.binary, Path::new("/bin/flavio-operator"));
+        assert_eq!(e.args, ["run"]);
+        assert_eq!(m.entrypoint("node").map(|e| e.args.len()), Some(0));
         Ok(())
     }
 

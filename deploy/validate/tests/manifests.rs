@@ -266,3 +266,54 @@ fn a_replicas_typo_in_committed_files_fails() {
         );
     }
 }
+
+/// The images' ENTRYPOINT (Dockerfiles for users, build-local.sh for CI) and
+/// the test environment's image map, which stands in for it, agree: else pods
+/// that pass on the test environment could fail in a real image (the
+/// operator's `run` was once given twice this way).
+#[test]
+fn image_entrypoints_match_the_test_environments_image_map() {
+    let read =
+        |p: &str| std::fs::read_to_string(repo().join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let entrypoints = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .filter_map(|l| {
+                let l = l.trim().trim_start_matches("echo '");
+                let json = l.strip_prefix("ENTRYPOINT ")?.trim_end_matches('\'');
+                Some(serde_json::from_str(json).unwrap_or_else(|e| panic!("{l}: {e}")))
+            })
+            .collect()
+    };
+    let node = entrypoints(&read("deploy/images/node.Dockerfile"));
+    let operator = entrypoints(&read("deploy/images/operator.Dockerfile"));
+    assert_eq!(node, [["/usr/local/bin/flavio", "serve"]]);
+    assert_eq!(operator, [["/usr/local/bin/flavio-operator", "run"]]);
+    let local = entrypoints(&read("deploy/images/build-local.sh"));
+    assert_eq!(
+        local,
+        [node[0].clone(), operator[0].clone()],
+        "build-local.sh"
+    );
+
+    let map = read("deploy/testenv/testenv");
+    for (image, ep) in [
+        ("flaviodb/flavio", &node[0]),
+        ("flaviodb/flavio-operator", &operator[0]),
+    ] {
+        let line = map
+            .lines()
+            .find(|l| l.starts_with(&format!("{image} = ")))
+            .unwrap_or_else(|| panic!("no {image} line in the image map"));
+        let words: Vec<&str> = line.split_whitespace().skip(2).collect();
+        assert_eq!(
+            &words[1..],
+            &ep[1..],
+            "{line}: the image's entrypoint arguments"
+        );
+    }
+    let install = read("deploy/e2e/testenv-install.sh");
+    assert!(
+        install.contains("flaviodb/flavio-operator = $target/debug/flavio-operator run\""),
+        "testenv-install.sh maps the operator image with its entrypoint's `run`"
+    );
+}

@@ -206,18 +206,16 @@ impl PodRun {
             ImageMap::default()
         };
         let image = c.spec.image.clone().unwrap_or_default();
-        let mapped = images
-            .lookup(&image)
-            .map(std::path::Path::to_path_buf)
-            .ok_or_else(|| {
-                Error::container(
-                    "ErrImagePull",
-                    format!(
-                        "image {image:?} is not in the test environment's image map {}",
-                        cfg.image_map.display()
-                    ),
-                )
-            })?;
+        let entry = images.entrypoint(&image).cloned().ok_or_else(|| {
+            Error::container(
+                "ErrImagePull",
+                format!(
+                    "image {image:?} is not in the test environment's image map {}",
+                    cfg.image_map.display()
+                ),
+            )
+        })?;
+        let mapped = entry.binary.clone();
         let ip = self.ip.map(|i| i.to_string()).unwrap_or_default();
         let mut vars = container_env(
             &self.shared.client,
@@ -259,6 +257,10 @@ impl PodRun {
         }
         let prog = resolve_program(command.first().map(String::as_str), Some(&mapped), &vars)?;
         let mut argv = vec![prog.display().to_string()];
+        if command.is_empty() {
+            // No command: the image's entrypoint runs, its own arguments first.
+            argv.extend(entry.args.iter().cloned());
+        }
         argv.extend(command.iter().skip(1).cloned());
         argv.extend(args);
         let cwd = match c.spec.working_dir.as_deref().filter(|w| !w.is_empty()) {
