@@ -473,3 +473,46 @@ async fn clear_removes_a_staged_join_which_can_be_made_again() {
     commit_plan(&mut a1).await;
     wait_settled(&mut a1, 2, Duration::from_secs(30)).await;
 }
+
+/// A node that leaves hands everything off and then is a whole one-member
+/// cluster: every vnode answers there (none left redirecting to the cluster
+/// it left), whichever partition it handed off last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_left_is_a_whole_cluster_of_its_own() {
+    let dev = Devrel::start(3);
+    let mut a1 = admin(&dev.nodes[0].addr).await;
+    join_first(&dev, 1).await;
+    join_first(&dev, 2).await;
+    commit_plan(&mut a1).await;
+    wait_settled(&mut a1, 3, Duration::from_secs(30)).await;
+    for i in 0..30 {
+        dev.nodes[i % 3].ok(&["add", &i.to_string(), "1"]);
+    }
+    dev.nodes[0].ok(&["admin", "cluster", "leave", &name(3)]);
+    commit_plan(&mut a1).await;
+    wait_settled(&mut a1, 2, Duration::from_secs(30)).await;
+    let (total, _) = total_ops(&dev.nodes[0].addr).await;
+    assert_eq!(total, 90, "every count stayed with the cluster");
+
+    let mut a3 = admin(&dev.nodes[2].addr).await;
+    wait_settled(&mut a3, 1, Duration::from_secs(20)).await;
+    // Every vnode of the lone node answers, and holds nothing of the old cluster.
+    let t0 = Instant::now();
+    loop {
+        let s = dev.nodes[2].json(&["stats", "--all"]);
+        let answered = s["vnodes"].as_array().map_or(0, Vec::len);
+        if s["partial"] == false && answered == 64 {
+            assert_eq!(s["total_ops"], 0, "{s}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "stats on the lone node: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..20 {
+        let sum = dev.nodes[2].json(&["add", &i.to_string(), "2"]);
+        assert_eq!(sum["sum"], i + 2);
+    }
+}

@@ -359,10 +359,31 @@ async fn exec<V: Vnode>(
                     .await?;
             }
             Action::SetMode(VnodeMode::Redirect) => {
+                // Marked first, so that a ring change that gives the
+                // partition back to this node (a leaver reset to a cluster of
+                // its own by the very flip it asked for) switches it to
+                // normal in the reconcile that follows, as for any
+                // redirected vnode; and the switch itself checks the ring as
+                // it is then, in case that reconcile already ran.
+                c.mark_redirected(p);
                 let redirect = redirector(c);
-                c.master()
-                    .control(p, move |_, _, mode| *mode = Mode::Redirect(redirect))
+                let cl = c.clone();
+                let me = c.me().to_string();
+                let kept = c
+                    .master()
+                    .control(p, move |_, _, mode| {
+                        if *cl.ring().ring.owner(p) == me {
+                            *mode = Mode::Normal;
+                            true
+                        } else {
+                            *mode = Mode::Redirect(redirect);
+                            false
+                        }
+                    })
                     .await?;
+                if kept {
+                    c.unmark_redirected(p);
+                }
             }
             Action::DeleteLocal => {
                 c.master().with_vnode(p, |v, ctx| v.delete(ctx)).await??;

@@ -459,6 +459,17 @@ impl<V: Vnode> Cluster<V> {
         }
     }
 
+    /// Notes that the vnode of `p` sends everything to the partition's owner;
+    /// the next reconcile that finds `p` owned here switches it back.
+    pub(super) fn mark_redirected(&self, p: PartitionId) {
+        lock(&self.inner.redirected).insert(p.0);
+    }
+
+    /// Undoes [`Cluster::mark_redirected`].
+    pub(super) fn unmark_redirected(&self, p: PartitionId) {
+        lock(&self.inner.redirected).remove(&p.0);
+    }
+
     /// Keeps local vnodes in step with the ring.
     async fn reconcile(&self) {
         let snap = self.ring();
