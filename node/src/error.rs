@@ -25,8 +25,10 @@ pub enum Error {
     /// A limit is reached (e.g. concurrent transfers); try again later.
     #[error("{0}")]
     Busy(String),
-    /// Replication parameters that cannot be satisfied.
-    #[error("invalid request: {0}")]
+    /// Input that is wrong in itself (bad parameters, addresses, cookies).
+    /// The message says what; the gRPC code (or the CLI's exit 2) says it
+    /// is the caller's input.
+    #[error("{0}")]
     InvalidArgument(String),
     /// `a + b` does not fit a signed 64-bit integer.
     #[error("{a} + {b} overflows a signed 64-bit integer")]

@@ -186,7 +186,21 @@ fn bad_inputs_fail_clearly() {
         ])
         .output()
         .expect("run");
-    assert_fails(&out, 1, "reading cookie file /nonexistent/cookie");
+    assert_fails(&out, 2, "cannot read cookie file /nonexistent/cookie");
+
+    // Addresses that cannot be a node's: said so, not "connection refused".
+    for bad in ["127.0.0.1:99999", "localhost", "127.0.0.1:0", ":10017"] {
+        let out = flavio(dir.path())
+            .args(["--node", bad, "ping"])
+            .output()
+            .expect("run");
+        assert_fails(&out, 2, "expected HOST:PORT");
+    }
+    let out = flavio(dir.path())
+        .args(["add", "1", "2", "--timeout-ms", "0", "--node", &node.addr])
+        .output()
+        .expect("run");
+    assert_fails(&out, 2, "--timeout-ms");
 
     // Nobody listening.
     let port = common::free_port();

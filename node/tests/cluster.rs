@@ -515,4 +515,14 @@ async fn a_node_that_left_is_a_whole_cluster_of_its_own() {
         let sum = dev.nodes[2].json(&["add", &i.to_string(), "2"]);
         assert_eq!(sum["sum"], i + 2);
     }
+    // riak's refusal, refused by the cluster's state: exit 1, one line.
+    let out = dev.nodes[2].cli(&["admin", "cluster", "leave"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        common::stderr(&out).trim_end(),
+        format!(
+            "flavio: error: refused: Failed: '{}' is the only member",
+            name(3)
+        )
+    );
 }

@@ -483,8 +483,9 @@ pub fn transfers_json(r: &pb::TransfersReply) -> Value {
 /// `cluster plan --output json`.
 pub fn plan_json(r: &pb::PlanReply) -> Value {
     json!({
-        "plan_id": r.plan_id,
-        "ring_version": r.ring_version,
+        // Nothing staged: no plan, so no id and no ring it was made from.
+        "plan_id": opt_str(&r.plan_id),
+        "ring_version": (!r.changes.is_empty()).then_some(r.ring_version),
         "changes": r.changes.iter().map(|c| json!({
             "action": c.action,
             "node": c.node,

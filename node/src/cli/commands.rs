@@ -23,7 +23,7 @@ pub struct AddArgs {
     #[arg(long, short = 'w')]
     w: Option<u32>,
     /// How long to wait for W replies, in milliseconds.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     timeout_ms: Option<u32>,
 }
 
@@ -34,7 +34,7 @@ pub struct StatsArgs {
     #[arg(long)]
     all: bool,
     /// How long to wait for every vnode, in milliseconds.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     timeout_ms: Option<u32>,
 }
 

@@ -74,13 +74,13 @@ pub enum Output {
 /// command (`serve` and `devrel` ignore them).
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
-    /// The node's gRPC address.
+    /// The node's gRPC address (client and admin commands).
     #[arg(long, env = "FLAVIO_NODE", default_value = DEFAULT_NODE, global = true)]
     pub node: String,
     /// File holding the cluster cookie (else FLAVIO_COOKIE, else ~/.flavio.cookie).
     #[arg(long, env = "FLAVIO_COOKIE_FILE", global = true)]
     pub cookie_file: Option<PathBuf>,
-    /// Output format.
+    /// Output format (client and admin commands).
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,
 }
@@ -267,6 +267,7 @@ fn init_client_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -68,8 +68,11 @@ pub struct ServeArgs {
 pub(super) fn init_logging(args: &ServeArgs) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    // Colours only for a terminal: log files (devrel's node.log, kubectl
+    // logs) stay plain text.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match args.log_format {
         LogFormat::Human => b.try_init(),

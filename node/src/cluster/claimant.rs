@@ -149,8 +149,8 @@ pub fn add_joining(ring: &RingState, node: &str, addr: &str) -> Result<RingState
     if let Some(m) = ring.members.get(node)
         && m.state.is_active()
     {
-        return Err(Error::InvalidArgument(format!(
-            "{} is already a member of the cluster",
+        return Err(Error::FailedPrecondition(format!(
+            "Failed: {} is already a member of the cluster",
             quoted(node)
         )));
     }
@@ -211,7 +211,9 @@ impl Staging {
     /// Stages `change` after checking it against `ring` and what is already
     /// staged. Returns riak's confirmation line.
     pub fn stage(&mut self, ring: &RingState, change: Change) -> Result<String> {
-        let refuse = |why: String| Err(Error::InvalidArgument(why));
+        // riak's refusals: the request is well formed, the cluster's state
+        // says no ("Failed: ..."), as for a stale plan.
+        let refuse = |why: String| Err(Error::FailedPrecondition(format!("Failed: {why}")));
         let state = |n: &str| ring.state_of(n).filter(|s| s.is_active());
         let node = change.node().to_string();
         let folded_join =

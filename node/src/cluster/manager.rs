@@ -540,7 +540,7 @@ impl<V: Vnode> Cluster<V> {
             )));
         }
         if target == self.inner.addr {
-            return Err(Error::InvalidArgument(
+            return Err(Error::FailedPrecondition(
                 "Failed: a node cannot join itself".into(),
             ));
         }
@@ -611,7 +611,7 @@ impl<V: Vnode> Cluster<V> {
             )));
         }
         if req.node == self.inner.me {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "Failed: '{}' is this node's own name",
                 req.node
             )));

@@ -41,9 +41,9 @@ impl Cookie {
 
     /// Reads a cookie file.
     pub fn from_file(path: &Path) -> Result<Cookie> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            context: format!("reading cookie file {}", path.display()),
-            source,
+        // A file the user named and we cannot read is their input's fault.
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::InvalidArgument(format!("cannot read cookie file {}: {e}", path.display()))
         })?;
         Cookie::new(&text)
             .map_err(|e| Error::InvalidArgument(format!("cookie file {}: {e}", path.display())))

@@ -42,6 +42,17 @@ pub fn endpoint(addr: &str) -> Result<Endpoint> {
     let uri = if addr.contains("://") {
         addr.to_string()
     } else {
+        // Checked here: the URI parser would take "localhost" (port 80) or
+        // port 99999 and leave the user with "connection refused".
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "invalid node address {addr:?}: expected HOST:PORT with a port from 1 to 65535"
+            ))
+        };
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad());
+        }
         format!("http://{addr}")
     };
     Endpoint::from_shared(uri)
