@@ -32,7 +32,9 @@ step "helm lint --strict"
 step "values.schema.json rejects bad values"
 for bad in cluster.replicas=0 cluster.ringSize=100 cluster.replica=3 \
   cluster.storage.whenScaled=Keep cluster.storage.size=lots operator.logFormat=xml \
-  cluster.addressMode=ip rbac.clusterwide=true metrics.port=0; do
+  cluster.addressMode=ip rbac.clusterwide=true metrics.port=0 cluster.handoffConcurrency=100 \
+  cluster.image.pullPolicy=Sometimes cluster.nodeSelector.disk=1 \
+  cluster.enabled=true,cluster.writeQuorum=5 cluster.enabled=true,cluster.nVal=100,cluster.ringSize=64; do
   if "$HELM" template flavio charts/flavio --set "$bad" >/dev/null 2>&1; then
     fail "the chart accepted --set $bad"
   fi

@@ -12,10 +12,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServicePort,
-    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -183,6 +184,46 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
+/// The default placement: the cluster's pods preferably on different nodes
+/// (a node's loss then takes at most one replica of a partition when there
+/// are enough nodes), not required (a small cluster still schedules).
+fn spread_over_nodes(fc: &FlavioCluster) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".into(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(fc)),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The size request and storage class of a StatefulSet's data claim
+/// template: what its spec can no longer change.
+pub fn claim_storage(sts: &StatefulSet) -> Option<(String, Option<String>)> {
+    let t = sts
+        .spec
+        .as_ref()?
+        .volume_claim_templates
+        .as_ref()?
+        .iter()
+        .find(|t| t.metadata.name.as_deref() == Some(DATA_VOLUME))?;
+    let spec = t.spec.as_ref()?;
+    let size = spec.resources.as_ref()?.requests.as_ref()?.get("storage")?;
+    Some((size.0.clone(), spec.storage_class_name.clone()))
+}
+
 /// The StatefulSet with `replicas` pods.
 ///
 /// Pods start in parallel: membership is ordered by the operator, not by pod
@@ -201,9 +242,13 @@ pub fn statefulset(fc: &FlavioCluster, naming: &Naming, replicas: i32) -> Result
         AddressMode::PodIp => format!("$(POD_IP):{PORT}"),
     };
     let w = spec.write_quorum.unwrap_or(spec.n_val);
+    let health = ExecAction {
+        command: Some(vec!["flavio".into(), "health".into()]),
+    };
     let container = Container {
         name: "flavio".into(),
         image: Some(spec.image.clone()),
+        image_pull_policy: spec.image_pull_policy.clone(),
         command: Some(vec!["flavio".into()]),
         args: Some(vec![
             "serve".into(),
@@ -236,12 +281,27 @@ pub fn statefulset(fc: &FlavioCluster, naming: &Naming, replicas: i32) -> Result
             ..Default::default()
         }]),
         readiness_probe: Some(Probe {
-            exec: Some(ExecAction {
-                command: Some(vec!["flavio".into(), "health".into()]),
-            }),
+            exec: Some(health.clone()),
             period_seconds: Some(2),
             timeout_seconds: Some(3),
             failure_threshold: Some(3),
+            ..Default::default()
+        }),
+        // A node that stops answering its health service for a minute is
+        // restarted; the startup probe gives a large data directory two
+        // minutes to open before that rule applies.
+        startup_probe: Some(Probe {
+            exec: Some(health.clone()),
+            period_seconds: Some(2),
+            timeout_seconds: Some(3),
+            failure_threshold: Some(60),
+            ..Default::default()
+        }),
+        liveness_probe: Some(Probe {
+            exec: Some(health),
+            period_seconds: Some(10),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(6),
             ..Default::default()
         }),
         resources: spec.resources.clone(),
@@ -332,7 +392,12 @@ pub fn statefulset(fc: &FlavioCluster, naming: &Naming, replicas: i32) -> Result
                     termination_grace_period_seconds: Some(30),
                     node_selector: spec.node_selector.clone(),
                     tolerations: spec.tolerations.clone(),
-                    affinity: spec.affinity.clone(),
+                    affinity: Some(
+                        spec.affinity
+                            .clone()
+                            .unwrap_or_else(|| spread_over_nodes(fc)),
+                    ),
+                    image_pull_secrets: spec.image_pull_secrets.clone(),
                     ..Default::default()
                 }),
             },

@@ -309,8 +309,14 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
             .and_then(|(_, p)| pod_addr(p))
     };
 
+    // What the cluster has that its spec cannot change.
+    let sts_storage = sts.as_ref().and_then(children::claim_storage);
+    let recorded = crate::crd::Recorded {
+        ring_size: status.ring_size,
+        storage: sts_storage.clone(),
+    };
     // The cookie, unless the spec is refused (then nothing is created).
-    let invalid = crate::crd::validate(&fc.spec, status.ring_size).err();
+    let invalid = crate::crd::validate(&fc.spec, &recorded).err();
     let cookie = match invalid {
         None => Some(ensure_cookie(c, fc).await?),
         Some(_) => None,
@@ -346,6 +352,7 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
             .as_ref()
             .and_then(|s| s.spec.as_ref())
             .and_then(|s| s.replicas),
+        sts_storage,
         pods: &pod_views,
         pvcs: &pvcs,
         ring: observed.as_ref().map(|(_, o)| &o.view),

@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration,
+};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -49,6 +51,12 @@ pub struct FlavioClusterSpec {
     /// The node image; its entrypoint is the `flavio` binary.
     #[serde(default = "default_image")]
     pub image: String,
+    /// `Always`, `IfNotPresent` or `Never`; Kubernetes' default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    /// Secrets for pulling the node image from a private registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
     /// Partitions in the ring: a power of two from 8 to 1024. Fixed at
     /// creation; a change is refused.
     #[serde(default = "default_ring_size")]
@@ -76,7 +84,8 @@ pub struct FlavioClusterSpec {
     /// without cluster DNS, such as our test control plane).
     #[serde(default)]
     pub address_mode: AddressMode,
-    /// Pod placement: node selector.
+    /// Pod placement: node selector. (Affinity, below, defaults to spreading
+    /// the cluster's pods over nodes, preferred; set it to replace that.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
     /// Pod placement: tolerations.
@@ -300,6 +309,49 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
+/// What a cluster already has that its spec cannot change: the ring size
+/// it was created with (from status), and its StatefulSet's volume claim
+/// template (Kubernetes refuses any change to it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// The ring size at creation.
+    pub ring_size: Option<u32>,
+    /// The claim template's size request and storage class.
+    pub storage: Option<(String, Option<String>)>,
+}
+
+/// Bytes of a Kubernetes quantity (`1Gi`, `500M`, `1e9`, `1073741824`);
+/// `None` for what it cannot read. The API server rewrites quantities in
+/// canonical form, so sizes are compared by value, not as text.
+pub fn quantity_bytes(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let mult = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        _ => return None,
+    };
+    num.parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite())
+        .map(|n| n * mult)
+}
+
 /// Why a spec is refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid {
@@ -309,9 +361,8 @@ pub struct Invalid {
     pub message: String,
 }
 
-/// Checks `spec` on its own and against the ring size the cluster was
-/// created with (`recorded`, from status).
-pub fn validate(spec: &FlavioClusterSpec, recorded: Option<u32>) -> Result<(), Invalid> {
+/// Checks `spec` on its own and against what the cluster already has.
+pub fn validate(spec: &FlavioClusterSpec, recorded: &Recorded) -> Result<(), Invalid> {
     let bad = |reason, message: String| Err(Invalid { reason, message });
     if spec.replicas < 1 {
         return bad(
@@ -326,7 +377,7 @@ pub fn validate(spec: &FlavioClusterSpec, recorded: Option<u32>) -> Result<(), I
             format!("ringSize must be a power of two from 8 to 1024, got {rs}"),
         );
     }
-    if let Some(old) = recorded
+    if let Some(old) = recorded.ring_size
         && old != rs
     {
         return bad(
@@ -350,6 +401,42 @@ pub fn validate(spec: &FlavioClusterSpec, recorded: Option<u32>) -> Result<(), I
                 spec.n_val
             ),
         );
+    }
+    if let Some(p) = &spec.image_pull_policy
+        && !["Always", "IfNotPresent", "Never"].contains(&p.as_str())
+    {
+        return bad(
+            "InvalidImagePullPolicy",
+            format!("imagePullPolicy must be Always, IfNotPresent or Never, got {p:?}"),
+        );
+    }
+    if quantity_bytes(&spec.storage.size).is_none_or(|b| b <= 0.0) {
+        return bad(
+            "InvalidStorageSize",
+            format!(
+                "storage.size must be a positive quantity such as 1Gi, got {:?}",
+                spec.storage.size
+            ),
+        );
+    }
+    if let Some((size, class)) = &recorded.storage {
+        let same_size = quantity_bytes(size) == quantity_bytes(&spec.storage.size);
+        if !same_size || *class != spec.storage.storage_class_name {
+            let show = |s: &str, c: &Option<String>| match c {
+                Some(c) => format!("{s} of class {c:?}"),
+                None => format!("{s} of the default class"),
+            };
+            return bad(
+                "StorageImmutable",
+                format!(
+                    "storage.size and storage.storageClassName are fixed once the StatefulSet exists \
+                     (Kubernetes cannot change its volume claim template): it has {}, the spec asks for {}; \
+                     put them back (resize PVCs through their storage class instead)",
+                    show(size, class),
+                    show(&spec.storage.size, &spec.storage.storage_class_name)
+                ),
+            );
+        }
     }
     if !(1..=64).contains(&spec.handoff_concurrency) {
         return bad(
@@ -386,7 +473,38 @@ mod tests {
         assert!(s.membership.auto_commit);
         assert_eq!(s.address_mode, AddressMode::Dns);
         assert_eq!(s.storage.when_deleted, Retention::Retain);
-        assert_eq!(validate(&s, None), Ok(()));
+        assert_eq!(validate(&s, &Recorded::default()), Ok(()));
+    }
+
+    #[test]
+    fn quantities_compare_by_value() {
+        assert_eq!(quantity_bytes("1Gi"), quantity_bytes("1024Mi"));
+        assert_eq!(quantity_bytes("1G"), Some(1e9));
+        assert_eq!(quantity_bytes("1e9"), Some(1e9));
+        assert_eq!(quantity_bytes("1500M"), quantity_bytes("1.5G"));
+        assert_eq!(quantity_bytes("lots"), None);
+        assert_eq!(quantity_bytes("1Xi"), None);
+        let s: FlavioClusterSpec = serde_json::from_value(
+            serde_json::json!({"replicas": 1, "storage": {"size": "1024Mi"}}),
+        )
+        .expect("parses");
+        let same = Recorded {
+            ring_size: Some(64),
+            storage: Some(("1Gi".into(), None)),
+        };
+        assert_eq!(
+            validate(&s, &same),
+            Ok(()),
+            "the API server's canonical form"
+        );
+        let other_class = Recorded {
+            storage: Some(("1Gi".into(), Some("fast".into()))),
+            ..same
+        };
+        assert_eq!(
+            validate(&s, &other_class).map_err(|e| e.reason),
+            Err("StorageImmutable")
+        );
     }
 
     #[test]
@@ -428,15 +546,33 @@ mod tests {
                 None,
                 "InvalidHandoffConcurrency",
             ),
+            (
+                serde_json::json!({"replicas": 3, "imagePullPolicy": "Sometimes"}),
+                None,
+                "InvalidImagePullPolicy",
+            ),
+            (
+                serde_json::json!({"replicas": 3, "storage": {"size": "lots"}}),
+                None,
+                "InvalidStorageSize",
+            ),
         ];
         for (v, rec, reason) in cases {
             let s: FlavioClusterSpec = serde_json::from_value(v.clone()).expect("parses");
-            let got = validate(&s, rec).expect_err(&format!("{v} must be refused"));
+            let rec = Recorded {
+                ring_size: rec,
+                storage: None,
+            };
+            let got = validate(&s, &rec).expect_err(&format!("{v} must be refused"));
             assert_eq!(got.reason, reason, "{v}");
         }
         let s: FlavioClusterSpec =
             serde_json::from_value(serde_json::json!({"replicas": 3, "ringSize": 128}))
                 .expect("parses");
-        assert_eq!(validate(&s, Some(128)), Ok(()));
+        let rec = Recorded {
+            ring_size: Some(128),
+            storage: Some(("1Gi".into(), None)),
+        };
+        assert_eq!(validate(&s, &rec), Ok(()));
     }
 }

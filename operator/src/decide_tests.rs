@@ -111,6 +111,7 @@ fn run(f: &Fx) -> Decision {
         status: &f.status,
         approved: f.approved,
         sts_replicas: f.sts,
+        sts_storage: None,
         pods: &pods,
         pvcs: &f.pvcs,
         ring: f.ring.as_ref(),

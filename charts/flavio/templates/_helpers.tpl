@@ -37,13 +37,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ .Values.cluster.image.repository }}:{{ default .Chart.AppVersion .Values.cluster.image.tag }}
 {{- end -}}
 
-{{/* The labels the operator puts on a FlavioCluster's node pods
-(operator/src/children.rs selector_labels): keep in step with it. */}}
-{{- define "flavio.nodeSelector" -}}
-app.kubernetes.io/name: flavio
-app.kubernetes.io/instance: {{ .Values.cluster.name }}
-{{- end -}}
-
 {{/* The operator's permissions: exactly the verbs it uses, the same list as
 deploy/operator/rbac.yaml (the validation test compares them). Server-side
 apply of a child that does not exist yet is a create, which the API server

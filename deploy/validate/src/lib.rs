@@ -219,7 +219,7 @@ fn check_flaviocluster(value: &Value, schemas: &Schemas) -> Vec<String> {
         // the operator enforces itself: the same function decides here.
         match serde_json::from_value::<flavio_operator::crd::FlavioCluster>(value.clone()) {
             Ok(fc) => {
-                if let Err(e) = flavio_operator::crd::validate(&fc.spec, None) {
+                if let Err(e) = flavio_operator::crd::validate(&fc.spec, &Default::default()) {
                     errors.push(format!("{}: {}", e.reason, e.message));
                 }
             }
