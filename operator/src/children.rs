@@ -383,6 +383,9 @@ pub fn statefulset(fc: &FlavioCluster, naming: &Naming, replicas: i32) -> Result
                         run_as_user: Some(NODE_UID),
                         run_as_group: Some(NODE_UID),
                         fs_group: Some(NODE_UID),
+                        // Skip the recursive chown of a large data volume
+                        // at every start when it already belongs to us.
+                        fs_group_change_policy: Some("OnRootMismatch".into()),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".into(),
                             ..Default::default()
