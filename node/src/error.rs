@@ -22,6 +22,13 @@ pub enum Error {
     /// was applied, so the request may be retried where the ring now says.
     #[error("{0}")]
     Moved(String),
+    /// This node was removed from its cluster and serves no client requests
+    /// until it joins a cluster or restarts (the node's name).
+    #[error(
+        "'{0}' has left its cluster and serves no requests: join it to a cluster \
+         ('flavio admin cluster join') or restart it to use it on its own"
+    )]
+    Left(String),
     /// A limit is reached (e.g. concurrent transfers); try again later.
     #[error("{0}")]
     Busy(String),
@@ -136,9 +143,10 @@ impl Error {
             Error::Moved(_) => Code::Aborted,
             Error::Busy(_) => Code::ResourceExhausted,
             Error::QuorumTimeout { .. } => Code::DeadlineExceeded,
-            Error::ShuttingDown | Error::NoMembers | Error::QuorumFailed { .. } => {
-                Code::Unavailable
-            }
+            Error::ShuttingDown
+            | Error::NoMembers
+            | Error::QuorumFailed { .. }
+            | Error::Left(_) => Code::Unavailable,
             Error::RingSizeMismatch { .. } | Error::FailedPrecondition(_) => {
                 Code::FailedPrecondition
             }

@@ -474,11 +474,13 @@ async fn clear_removes_a_staged_join_which_can_be_made_again() {
     wait_settled(&mut a1, 2, Duration::from_secs(30)).await;
 }
 
-/// A node that leaves hands everything off and then is a whole one-member
-/// cluster: every vnode answers there (none left redirecting to the cluster
-/// it left), whichever partition it handed off last.
+/// A node that leaves hands everything off, then serves no client requests
+/// (riak shuts it down): clients still pointing at it get an error, not
+/// acknowledgements its old cluster never sees. Admin commands still work,
+/// and once it joins again it serves, every vnode of it answering (none left
+/// redirecting to where it used to send them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_left_is_a_whole_cluster_of_its_own() {
+async fn a_node_that_left_serves_nothing_until_it_joins_again() {
     let dev = Devrel::start(3);
     let mut a1 = admin(&dev.nodes[0].addr).await;
     join_first(&dev, 1).await;
@@ -496,33 +498,41 @@ async fn a_node_that_left_is_a_whole_cluster_of_its_own() {
 
     let mut a3 = admin(&dev.nodes[2].addr).await;
     wait_settled(&mut a3, 1, Duration::from_secs(20)).await;
-    // Every vnode of the lone node answers, and holds nothing of the old cluster.
+    let left = format!(
+        "flavio: error: unavailable: '{}' has left its cluster and serves no requests",
+        name(3)
+    );
+    for args in [&["add", "1", "2"][..], &["ping"], &["stats"]] {
+        let out = dev.nodes[2].cli(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(common::stderr(&out).starts_with(&left), "{}", common::stderr(&out));
+    }
+    assert!(!dev.nodes[2].cli(&["health"]).status.success(), "NOT_SERVING");
+    // riak's refusal, refused by the cluster's state: exit 1, one line.
+    let out = dev.nodes[2].cli(&["admin", "cluster", "leave"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        common::stderr(&out).trim_end(),
+        format!("flavio: error: refused: Failed: '{}' is the only member", name(3))
+    );
+
+    // Joined again, it serves, and every vnode answers.
+    join_first(&dev, 2).await;
+    commit_plan(&mut a1).await;
+    wait_settled(&mut a1, 3, Duration::from_secs(30)).await;
+    assert!(dev.nodes[2].cli(&["health"]).status.success(), "SERVING again");
     let t0 = Instant::now();
     loop {
         let s = dev.nodes[2].json(&["stats", "--all"]);
-        let answered = s["vnodes"].as_array().map_or(0, Vec::len);
-        if s["partial"] == false && answered == 64 {
-            assert_eq!(s["total_ops"], 0, "{s}");
+        if s["partial"] == false && s["vnodes"].as_array().map_or(0, Vec::len) == 64 {
+            assert_eq!(s["total_ops"], 90, "{s}");
             break;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "stats on the lone node: {s}"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(10), "stats: {s}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for i in 0..20 {
         let sum = dev.nodes[2].json(&["add", &i.to_string(), "2"]);
         assert_eq!(sum["sum"], i + 2);
     }
-    // riak's refusal, refused by the cluster's state: exit 1, one line.
-    let out = dev.nodes[2].cli(&["admin", "cluster", "leave"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        common::stderr(&out).trim_end(),
-        format!(
-            "flavio: error: refused: Failed: '{}' is the only member",
-            name(3)
-        )
-    );
 }

@@ -216,6 +216,11 @@ impl<V: Vnode> Cluster<V> {
             .collect()
     }
 
+    /// Wakes on every ring change (its value is the new version).
+    pub fn ring_changes(&self) -> watch::Receiver<u64> {
+        self.inner.changed.subscribe()
+    }
+
     /// This node's name.
     pub fn me(&self) -> &str {
         &self.inner.me
@@ -294,9 +299,19 @@ impl<V: Vnode> Cluster<V> {
     }
 
     async fn install(&self, ring: RingState) -> Result<()> {
+        self.install_as(ring, false).await
+    }
+
+    /// Persists and shows `ring`; `left` marks the one-member ring of a node
+    /// just removed from its cluster.
+    async fn install_as(&self, ring: RingState, left: bool) -> Result<()> {
         self.inner.store.put_meta(RING_KEY, &ring.encode())?;
         let version = ring.version;
-        self.inner.view.set(ring);
+        if left {
+            self.inner.view.set_left(ring);
+        } else {
+            self.inner.view.set(ring);
+        }
         self.inner.changed.send_replace(version);
         Ok(())
     }
@@ -313,9 +328,10 @@ impl<V: Vnode> Cluster<V> {
             }
             Merge::Reset => {
                 // Removed from the cluster: start over alone, as riak does.
-                tracing::info!(
+                tracing::warn!(
                     ring_version = ring.version,
-                    "removed from the cluster; now a one-member cluster"
+                    "removed from the cluster; now a one-member cluster serving no client \
+                     requests until it joins a cluster or restarts"
                 );
                 let fresh = RingState::singleton(
                     new_cluster_id(),
@@ -324,7 +340,7 @@ impl<V: Vnode> Cluster<V> {
                     &self.inner.addr,
                 );
                 lock(&self.inner.seen).clear();
-                self.install(fresh).await?;
+                self.install_as(fresh, true).await?;
                 Ok(true)
             }
         }

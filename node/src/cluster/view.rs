@@ -14,11 +14,16 @@ pub struct Snapshot {
     pub ring: RingState,
     /// Owner of each partition, shared strings for cheap replies.
     pub owners: Vec<Arc<str>>,
+    /// This node was removed from its cluster and started over alone: it
+    /// serves no client requests (riak shuts such a node down) until it
+    /// joins a cluster or is restarted, so that clients still pointing at it
+    /// get an error instead of acknowledgements the cluster never sees.
+    pub left: bool,
     addrs: HashMap<String, String>,
 }
 
 impl Snapshot {
-    fn new(ring: RingState) -> Snapshot {
+    fn new(ring: RingState, left: bool) -> Snapshot {
         let owners = ring.owners.iter().map(|o| Arc::from(o.as_str())).collect();
         let addrs = ring
             .members
@@ -28,6 +33,7 @@ impl Snapshot {
         Snapshot {
             ring,
             owners,
+            left,
             addrs,
         }
     }
@@ -53,7 +59,7 @@ pub struct View(Arc<RwLock<Arc<Snapshot>>>);
 impl View {
     /// A view starting at `ring`.
     pub fn new(ring: RingState) -> View {
-        View(Arc::new(RwLock::new(Arc::new(Snapshot::new(ring)))))
+        View(Arc::new(RwLock::new(Arc::new(Snapshot::new(ring, false)))))
     }
 
     /// The current snapshot.
@@ -64,9 +70,22 @@ impl View {
         }
     }
 
-    /// Replaces the ring.
+    /// Replaces the ring. A node that had left stays so while the ring is
+    /// still its own one-member cluster's; joining another cluster ends it.
     pub fn set(&self, ring: RingState) {
-        let snap = Arc::new(Snapshot::new(ring));
+        let cur = self.current();
+        let left = cur.left && cur.ring.cluster_id == ring.cluster_id;
+        self.replace(Snapshot::new(ring, left));
+    }
+
+    /// Replaces the ring with the one-member ring of a node that was just
+    /// removed from its cluster (see [`Snapshot::left`]).
+    pub fn set_left(&self, ring: RingState) {
+        self.replace(Snapshot::new(ring, true));
+    }
+
+    fn replace(&self, snap: Snapshot) {
+        let snap = Arc::new(snap);
         match self.0.write() {
             Ok(mut g) => *g = snap,
             Err(poisoned) => *poisoned.into_inner() = snap,

@@ -134,8 +134,34 @@ impl Node {
         cluster.start().await;
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<FlavioServer<Service>>().await;
+        // A node removed from its cluster reports NOT_SERVING (its readiness
+        // probe fails, so a Service stops sending it clients) until it joins
+        // a cluster again.
+        {
+            let health = health.clone();
+            let cluster = cluster.clone();
+            let mut changes = cluster.ring_changes();
+            tokio::spawn(async move {
+                let mut was_left = false;
+                while changes.changed().await.is_ok() {
+                    let left = cluster.ring().left;
+                    if left != was_left {
+                        if left {
+                            health.set_not_serving::<FlavioServer<Service>>().await;
+                        } else {
+                            health.set_serving::<FlavioServer<Service>>().await;
+                        }
+                        was_left = left;
+                    }
+                }
+            });
+        }
         let cookie = config.cookie.clone();
-        let api = FlavioServer::with_interceptor(Service { app: app.clone() }, {
+        let service = Service {
+            app: app.clone(),
+            cluster: cluster.clone(),
+        };
+        let api = FlavioServer::with_interceptor(service, {
             let cookie = cookie.clone();
             move |req| cookie.check(req)
         });
@@ -204,9 +230,30 @@ impl Node {
 #[derive(Clone)]
 pub struct Service {
     app: Flavio,
+    cluster: Cluster<FlavioVnode>,
+}
+
+impl Service {
+    /// Refuses client requests while this node has left its cluster.
+    fn check_member(&self) -> Result<()> {
+        if self.cluster.ring().left {
+            return Err(Error::Left(self.cluster.me().to_string()));
+        }
+        Ok(())
+    }
 }
 
 type SessionStream = ReceiverStream<std::result::Result<pb::SessionReply, Status>>;
+
+fn refused(id: u64, e: &Error) -> pb::SessionReply {
+    pb::SessionReply {
+        id,
+        result: Some(pb::session_reply::Result::Error(pb::Error {
+            code: e.code() as i32,
+            message: e.to_string(),
+        })),
+    }
+}
 
 async fn answer(app: &Flavio, req: pb::SessionRequest) -> pb::SessionReply {
     use pb::session_reply::Result as R;
@@ -242,6 +289,7 @@ impl FlavioApi for Service {
         &self,
         _req: Request<pb::PingRequest>,
     ) -> std::result::Result<Response<pb::PingReply>, Status> {
+        self.check_member()?;
         Ok(Response::new(self.app.ping().await?.into()))
     }
 
@@ -249,6 +297,7 @@ impl FlavioApi for Service {
         &self,
         req: Request<pb::AddRequest>,
     ) -> std::result::Result<Response<pb::AddReply>, Status> {
+        self.check_member()?;
         let r = req.into_inner();
         let opts = add_options(&r)?;
         Ok(Response::new(self.app.add(r.a, r.b, opts).await?.into()))
@@ -258,6 +307,7 @@ impl FlavioApi for Service {
         &self,
         req: Request<pb::StatsRequest>,
     ) -> std::result::Result<Response<pb::StatsReply>, Status> {
+        self.check_member()?;
         let timeout = stats_timeout(req.get_ref())?;
         Ok(Response::new(self.app.stats(timeout).await.into()))
     }
@@ -271,6 +321,7 @@ impl FlavioApi for Service {
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(1024);
         let app = self.app.clone();
+        let me = self.clone();
         tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(SESSION_IN_FLIGHT));
             loop {
@@ -287,8 +338,14 @@ impl FlavioApi for Service {
                 };
                 let app = app.clone();
                 let tx = tx.clone();
+                // Checked per request: a session opened while this node was
+                // a member must not be served by the cluster it left for.
+                let left = me.check_member().err();
                 tokio::spawn(async move {
-                    let reply = answer(&app, msg).await;
+                    let reply = match left {
+                        None => answer(&app, msg).await,
+                        Some(e) => refused(msg.id, &e),
+                    };
                     // The client may have gone; its replies have nowhere to go.
                     let _ = tx.send(Ok(reply)).await;
                     drop(slot);
