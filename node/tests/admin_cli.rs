@@ -100,6 +100,13 @@ impl Admin for Fake {
         self.staged(format!("leave request for {:?}", req.get_ref().node))
     }
 
+    async fn down(
+        &self,
+        req: Request<pb::DownRequest>,
+    ) -> Result<Response<pb::StageReply>, Status> {
+        self.staged(format!("down {}", req.get_ref().node))
+    }
+
     async fn stage_remove(
         &self,
         req: Request<pb::StageRemoveRequest>,
@@ -265,6 +272,11 @@ fn admin_commands_against_a_stand_in_admin_service() {
     assert_eq!(
         ok(&["cluster", "clear"]),
         "Cleared staged cluster changes\n"
+    );
+    // `admin down NODE` reaches the node with NODE.
+    assert_eq!(
+        ok(&["down", &n(3)]),
+        format!("Success: staged down {}\n", n(3))
     );
 
     // Refusals: one line on stderr, exit 1.

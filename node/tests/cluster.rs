@@ -505,22 +505,35 @@ async fn a_node_that_left_serves_nothing_until_it_joins_again() {
     for args in [&["add", "1", "2"][..], &["ping"], &["stats"]] {
         let out = dev.nodes[2].cli(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(common::stderr(&out).starts_with(&left), "{}", common::stderr(&out));
+        assert!(
+            common::stderr(&out).starts_with(&left),
+            "{}",
+            common::stderr(&out)
+        );
     }
-    assert!(!dev.nodes[2].cli(&["health"]).status.success(), "NOT_SERVING");
+    assert!(
+        !dev.nodes[2].cli(&["health"]).status.success(),
+        "NOT_SERVING"
+    );
     // riak's refusal, refused by the cluster's state: exit 1, one line.
     let out = dev.nodes[2].cli(&["admin", "cluster", "leave"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         common::stderr(&out).trim_end(),
-        format!("flavio: error: refused: Failed: '{}' is the only member", name(3))
+        format!(
+            "flavio: error: refused: Failed: '{}' is the only member",
+            name(3)
+        )
     );
 
     // Joined again, it serves, and every vnode answers.
     join_first(&dev, 2).await;
     commit_plan(&mut a1).await;
     wait_settled(&mut a1, 3, Duration::from_secs(30)).await;
-    assert!(dev.nodes[2].cli(&["health"]).status.success(), "SERVING again");
+    assert!(
+        dev.nodes[2].cli(&["health"]).status.success(),
+        "SERVING again"
+    );
     let t0 = Instant::now();
     loop {
         let s = dev.nodes[2].json(&["stats", "--all"]);
@@ -534,5 +547,65 @@ async fn a_node_that_left_serves_nothing_until_it_joins_again() {
     for i in 0..20 {
         let sum = dev.nodes[2].json(&["add", &i.to_string(), "2"]);
         assert_eq!(sum["sum"], i + 2);
+    }
+}
+
+/// riak's `down`: the claimant's node dies for good; another member marks
+/// it down, takes over as claimant, and the dead node is force-removed, after
+/// which the cluster serves every partition again. A live node cannot be
+/// marked down, and nothing is planned while a down member stays in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_claimant_is_marked_down_and_force_removed() {
+    let mut dev = Devrel::start(3);
+    let mut a1 = admin(&dev.nodes[0].addr).await;
+    join_first(&dev, 1).await;
+    join_first(&dev, 2).await;
+    commit_plan(&mut a1).await;
+    wait_settled(&mut a1, 3, Duration::from_secs(30)).await;
+    for i in 0..30 {
+        dev.nodes[i % 3].ok(&["add", &i.to_string(), "1"]);
+    }
+    let out = dev.nodes[1].cli(&["admin", "down", &name(3)]);
+    assert_eq!(out.status.code(), Some(1), "node 3 is up");
+    assert!(
+        common::stderr(&out).contains("is up"),
+        "{}",
+        common::stderr(&out)
+    );
+
+    dev.nodes.remove(0).kill9(); // flavio1, the claimant
+    let n2 = &dev.nodes[0];
+    assert_eq!(
+        n2.ok(&["admin", "down", &name(1)]),
+        format!("Success: '{}' marked as down\n", name(1))
+    );
+    let rs = n2.json(&["admin", "ring-status"]);
+    assert_eq!(rs["claimant"], name(2), "{rs}");
+    // A plan that keeps the down member is refused; removing it is not.
+    n2.ok(&["admin", "cluster", "leave", &name(3)]);
+    let out = n2.cli(&["admin", "cluster", "plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        common::stderr(&out).contains("is down"),
+        "{}",
+        common::stderr(&out)
+    );
+    n2.ok(&["admin", "cluster", "clear"]);
+    n2.ok(&["admin", "cluster", "force-remove", &name(1)]);
+    let mut a2 = admin(&n2.addr).await;
+    commit_plan(&mut a2).await;
+    wait_settled(&mut a2, 2, Duration::from_secs(30)).await;
+    let t0 = Instant::now();
+    loop {
+        let s = n2.json(&["stats", "--all"]);
+        if s["partial"] == false && s["vnodes"].as_array().map_or(0, Vec::len) == 64 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "stats: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..10 {
+        let sum = dev.nodes[1].json(&["add", &i.to_string(), "3"]);
+        assert_eq!(sum["sum"], i + 3);
     }
 }

@@ -38,6 +38,14 @@ enum AdminCommand {
     /// Stage, plan, commit or clear membership changes.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Mark an unreachable NODE down, as riak-admin down: the ring converges
+    /// without it and, if it was the claimant, another member takes over, so
+    /// it can be force-removed or force-replaced. It is marked up when back.
+    Down {
+        /// The node's name (e.g. flavio2@127.0.0.1).
+        #[arg(value_name = "NODE")]
+        down: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,6 +112,11 @@ fn print(output: Output, text: impl FnOnce() -> String, json: impl FnOnce() -> s
 /// Refuses bad arguments before connecting, so a usage error is reported
 /// as one (exit 2) even when the node is unreachable.
 fn check(command: &AdminCommand) -> Result<(), Failure> {
+    if let AdminCommand::Down { down } = command
+        && down.trim().is_empty()
+    {
+        return Err(Failure::usage("NODE must not be empty"));
+    }
     let AdminCommand::Cluster(c) = command else {
         return Ok(());
     };
@@ -167,6 +180,13 @@ pub(super) async fn run(args: AdminArgs, client: ClientArgs) -> Result<(), Failu
             print(out, || fmt::transfers(&r), || fmt::transfers_json(&r));
         }
         AdminCommand::Cluster(c) => cluster(&mut admin, c, out).await?,
+        AdminCommand::Down { down } => {
+            let r = admin
+                .down(pb::DownRequest { node: down })
+                .await?
+                .into_inner();
+            print(out, || format!("{}\n", r.message), || fmt::stage_json(&r));
+        }
     }
     Ok(())
 }

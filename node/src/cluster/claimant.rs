@@ -191,6 +191,62 @@ pub fn remove_joining(ring: &RingState) -> Option<RingState> {
     Some(next)
 }
 
+/// `node` marked down, as riak's `down`: it no longer holds the ring back
+/// from converging and, if it was the claimant, the first valid member by
+/// name takes the role (every member computes the same one), so that a dead
+/// claimant can be force-removed or replaced. Its partitions stay its own
+/// until then.
+pub fn mark_down(ring: &RingState, node: &str) -> Result<RingState> {
+    let state = ring.state_of(node).filter(|s| s.is_active());
+    match state {
+        None => {
+            return Err(Error::FailedPrecondition(format!(
+                "Failed: {} is not a member of the cluster",
+                quoted(node)
+            )));
+        }
+        Some(MemberState::Joining) => {
+            return Err(Error::FailedPrecondition(format!(
+                "Failed: {} is joining; 'cluster clear' removes it",
+                quoted(node)
+            )));
+        }
+        Some(_) => {}
+    }
+    let mut next = ring.clone();
+    if let Some(m) = next.members.get_mut(node) {
+        m.state = MemberState::Down;
+    }
+    if next.claimant == node {
+        next.claimant = next
+            .members
+            .iter()
+            .find(|(n, m)| *n != node && m.state == MemberState::Valid)
+            .map(|(n, _)| n.clone())
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "Failed: no valid member could take over from {} as claimant",
+                    quoted(node)
+                ))
+            })?;
+    }
+    next.version += 1;
+    Ok(next)
+}
+
+/// A down member that is heard from again becomes valid, as in riak.
+pub fn mark_up(ring: &RingState, node: &str) -> Option<RingState> {
+    if ring.state_of(node) != Some(MemberState::Down) {
+        return None;
+    }
+    let mut next = ring.clone();
+    if let Some(m) = next.members.get_mut(node) {
+        m.state = MemberState::Valid;
+    }
+    next.version += 1;
+    Some(next)
+}
+
 impl Staging {
     /// The staged changes.
     pub fn changes(&self) -> &[Change] {
@@ -214,7 +270,11 @@ impl Staging {
         // riak's refusals: the request is well formed, the cluster's state
         // says no ("Failed: ..."), as for a stale plan.
         let refuse = |why: String| Err(Error::FailedPrecondition(format!("Failed: {why}")));
-        let state = |n: &str| ring.state_of(n).filter(|s| s.is_active());
+        // Down members are still members: they can be removed or replaced.
+        let state = |n: &str| {
+            ring.state_of(n)
+                .filter(|s| s.is_active() || *s == MemberState::Down)
+        };
         let node = change.node().to_string();
         let folded_join =
             |c: &Change| matches!(c, Change::Join(j) if change.new_node() == Some(j.as_str()));
@@ -334,6 +394,23 @@ impl Staging {
             ));
         }
         check_settled(ring, ready)?;
+        // A down member can hand nothing off: the plan must take it out
+        // without handoff, or wait until it is back.
+        for (n, _) in ring
+            .members
+            .iter()
+            .filter(|(_, m)| m.state == MemberState::Down)
+        {
+            let out = self.changes.iter().any(|c| {
+                matches!(c, Change::ForceRemove(x) | Change::ForceReplace { old: x, .. } if x == n)
+            });
+            if !out {
+                return Err(Error::FailedPrecondition(format!(
+                    "Failed: {} is down: stage 'cluster force-remove' or 'cluster force-replace' of it with these changes, or bring it back",
+                    quoted(n)
+                )));
+            }
+        }
         let plan = compute_plan(ring, &self.changes)?;
         self.plan = Some(plan);
         self.plan

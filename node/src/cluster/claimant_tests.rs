@@ -309,3 +309,29 @@ fn clear_removes_joining_members_who_may_then_join_again() {
     let done = settle(s.commit(&again, true, None).expect("commit"));
     assert_eq!(done.state_of(&n(3)), Some(MemberState::Valid));
 }
+
+#[test]
+fn a_down_claimant_hands_the_role_to_the_first_valid_member() {
+    let ring = grow(singleton(16), 2, 3);
+    assert_eq!(ring.claimant, n(1));
+    let down = mark_down(&ring, &n(1)).expect("down");
+    assert_eq!(down.state_of(&n(1)), Some(MemberState::Down));
+    assert_eq!(down.claimant, n(2), "first valid member by name");
+    assert_eq!(down.owners, ring.owners, "nothing moves yet");
+    assert!(mark_down(&down, &n(1)).is_err(), "already down");
+    assert!(mark_down(&down, &n(9)).is_err(), "not a member");
+    // Nothing is planned while it stays in; force-removing it plans.
+    let mut s = Staging::default();
+    s.stage(&down, Change::Leave(n(3))).expect("staged");
+    let e = s.make_plan(&down, true).expect_err("down member kept");
+    assert!(e.to_string().contains("is down"), "{e}");
+    s.clear();
+    s.stage(&down, Change::ForceRemove(n(1))).expect("staged");
+    let plan = s.make_plan(&down, true).expect("plan").clone();
+    assert!(plan.result.owners.iter().all(|o| *o != n(1)));
+    // Back before that: marked up, claimant stays where it went.
+    let up = mark_up(&down, &n(1)).expect("up");
+    assert_eq!(up.state_of(&n(1)), Some(MemberState::Valid));
+    assert_eq!(up.claimant, n(2));
+    assert!(mark_up(&up, &n(1)).is_none());
+}

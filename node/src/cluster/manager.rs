@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, watch};
 use super::claimant::{self, Change, Plan, Staging};
 use super::handoff::Handoffs;
 use super::router::Router;
-use super::state::{Merge, RingState};
+use super::state::{MemberState, Merge, RingState};
 use super::view::{Snapshot, View};
 use crate::ring::PartitionId;
 use crate::rpc::peer::Peers;
@@ -391,6 +391,7 @@ impl<V: Vnode> Cluster<V> {
             Ok(reply) => {
                 let reply = reply.into_inner();
                 self.note_seen(&node, reply.version);
+                self.heard_from(&node).await;
                 if let Some(theirs) = reply.ring {
                     match RingState::try_from(theirs) {
                         Ok(r) => {
@@ -420,6 +421,7 @@ impl<V: Vnode> Cluster<V> {
         if same_cluster {
             self.note_seen(&req.from, their_version);
             self.adopt(theirs).await?;
+            self.heard_from(&req.from).await;
         }
         let mine = self.ring();
         Ok(pb::GossipReply {
@@ -707,6 +709,54 @@ impl<V: Vnode> Cluster<V> {
         self.mutate(|ring| lock(staging).commit(ring, ready, plan_id).map(Some))
             .await?
             .ok_or_else(|| Error::Rpc("commit produced no ring".into()))
+    }
+
+    /// Marks the unreachable member `node` down (riak's `down`); see
+    /// [`claimant::mark_down`]. Run by the claimant, or by any member when
+    /// `node` is the claimant itself (then no other writer is alive).
+    pub async fn down(&self, node: &str) -> Result<String> {
+        let up = || {
+            Error::FailedPrecondition(format!(
+                "Failed: '{node}' is up; only an unreachable node can be marked down"
+            ))
+        };
+        if node == self.inner.me {
+            return Err(up());
+        }
+        let addr = self.ring().addr(node).map(str::to_string).ok_or_else(|| {
+            Error::FailedPrecondition(format!("Failed: '{node}' is not a member of the cluster"))
+        })?;
+        if self.answers(&addr).await {
+            return Err(up());
+        }
+        self.mutate(|ring| claimant::mark_down(ring, node).map(Some))
+            .await?;
+        tracing::warn!(%node, "marked down");
+        Ok(format!("Success: '{node}' marked as down"))
+    }
+
+    /// Whether the node at `addr` answers an admin call within 2 s.
+    async fn answers(&self, addr: &str) -> bool {
+        let Ok(mut c) = self.inner.peers.admin(addr) else {
+            return false;
+        };
+        let call = c.member_status(pb::MemberStatusRequest {});
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), call).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// The claimant marks a down member up again once it is heard from.
+    async fn heard_from(&self, node: &str) {
+        if !self.is_claimant() || self.ring().ring.state_of(node) != Some(MemberState::Down) {
+            return;
+        }
+        match self.mutate(|ring| Ok(claimant::mark_up(ring, node))).await {
+            Ok(Some(_)) => tracing::info!(%node, "down member is back; marked up"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%node, error = %e, "could not mark up"),
+        }
     }
 
     /// Drops the staged changes and removes the joining members, as riak's

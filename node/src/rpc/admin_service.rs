@@ -256,6 +256,23 @@ impl<V: Vnode> AdminApi for AdminService<V> {
         }
     }
 
+    async fn down(
+        &self,
+        req: Request<pb::DownRequest>,
+    ) -> Result<Response<pb::StageReply>, Status> {
+        let r = req.into_inner();
+        if r.node.is_empty() {
+            return Err(Status::invalid_argument("down needs a node name"));
+        }
+        // The claimant itself being down is the case this exists for: then
+        // any member marks it, and the role moves on.
+        let claimant_down = self.cluster.ring().ring.claimant == r.node;
+        match self.claimant()? {
+            Some(mut c) if !claimant_down => c.down(r).await,
+            _ => Ok(stage_reply(self.cluster.down(&r.node).await?)),
+        }
+    }
+
     async fn stage_replace(
         &self,
         req: Request<pb::StageReplaceRequest>,
