@@ -573,7 +573,25 @@ async fn a_dead_claimant_is_marked_down_and_force_removed() {
         common::stderr(&out)
     );
 
-    dev.nodes.remove(0).kill9(); // flavio1, the claimant
+    // flavio1, the claimant, dies with its disk; a fresh flavio1 comes up
+    // on the same address: a cluster of its own, gone for this one.
+    let n1 = dev.nodes.remove(0);
+    let port: u16 = n1
+        .addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let home = n1.home.clone();
+    n1.kill9();
+    let fresh = dev._dir.path().join("dev1-fresh");
+    dev.nodes.push(NodeProc::start_named(
+        &name(1),
+        Some(port),
+        &fresh,
+        &home,
+        &[],
+    ));
     let n2 = &dev.nodes[0];
     assert_eq!(
         n2.ok(&["admin", "down", &name(1)]),

@@ -388,6 +388,16 @@ impl<V: Vnode> Cluster<V> {
             Err(e) => Err(e.to_string()),
         };
         match result {
+            Ok(reply) if reply.get_ref().cluster_id != ring.ring.cluster_id => {
+                // Another cluster under that name and address (a member
+                // restarted on an empty data directory): for this cluster it
+                // is as good as unreachable. A joining node has not adopted
+                // our ring yet; it is just not heard from.
+                tracing::debug!(%node, "answered for another cluster");
+                if ring.ring.state_of(&node) != Some(MemberState::Joining) {
+                    lock(&self.inner.failed).insert(node, Instant::now());
+                }
+            }
             Ok(reply) => {
                 let reply = reply.into_inner();
                 self.note_seen(&node, reply.version);
@@ -425,6 +435,7 @@ impl<V: Vnode> Cluster<V> {
         }
         let mine = self.ring();
         Ok(pb::GossipReply {
+            cluster_id: mine.ring.cluster_id.clone(),
             version: mine.ring.version,
             ring: (same_cluster && mine.ring.version > their_version)
                 .then(|| pb::RingState::from(&mine.ring)),
@@ -735,16 +746,22 @@ impl<V: Vnode> Cluster<V> {
         Ok(format!("Success: '{node}' marked as down"))
     }
 
-    /// Whether the node at `addr` answers an admin call within 2 s.
+    /// Whether the node at `addr` answers, within 2 s, as a member of this
+    /// node's cluster. A node restarted on an empty data directory answers
+    /// too, but as a cluster of its own: for this cluster it is gone.
     async fn answers(&self, addr: &str) -> bool {
         let Ok(mut c) = self.inner.peers.admin(addr) else {
             return false;
         };
         let call = c.member_status(pb::MemberStatusRequest {});
-        matches!(
-            tokio::time::timeout(Duration::from_secs(2), call).await,
-            Ok(Ok(_))
-        )
+        match tokio::time::timeout(Duration::from_secs(2), call).await {
+            Ok(Ok(reply)) => reply
+                .into_inner()
+                .members
+                .iter()
+                .any(|m| m.name == self.inner.me),
+            _ => false,
+        }
     }
 
     /// The claimant marks a down member up again once it is heard from.
