@@ -312,6 +312,28 @@ struct Loaded {
     loader: std::thread::JoinHandle<(u64, u64, Vec<String>)>,
 }
 
+/// Waits until all 64 vnodes answer a stats call on `node` (none missing,
+/// none redirecting elsewhere); returns that stats document.
+async fn every_vnode_answers(node: &NodeProc) -> serde_json::Value {
+    let t0 = Instant::now();
+    loop {
+        let s = node.json(&["stats", "--all"]);
+        if s["partial"] == false && s["vnodes"].as_array().map_or(0, Vec::len) == 64 {
+            return s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "stats: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A few adds through `node`, each answered with its sum.
+fn adds_work(node: &NodeProc) {
+    for i in 0..10 {
+        let sum = node.json(&["add", &i.to_string(), "3"]);
+        assert_eq!(sum["sum"], i + 3);
+    }
+}
+
 /// Stages the join of the node at index `i` to the first node's cluster.
 async fn join_first(dev: &Devrel, i: usize) {
     admin(&dev.nodes[i].addr)
@@ -534,20 +556,9 @@ async fn a_node_that_left_serves_nothing_until_it_joins_again() {
         dev.nodes[2].cli(&["health"]).status.success(),
         "SERVING again"
     );
-    let t0 = Instant::now();
-    loop {
-        let s = dev.nodes[2].json(&["stats", "--all"]);
-        if s["partial"] == false && s["vnodes"].as_array().map_or(0, Vec::len) == 64 {
-            assert_eq!(s["total_ops"], 90, "{s}");
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "stats: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for i in 0..20 {
-        let sum = dev.nodes[2].json(&["add", &i.to_string(), "2"]);
-        assert_eq!(sum["sum"], i + 2);
-    }
+    let s = every_vnode_answers(&dev.nodes[2]).await;
+    assert_eq!(s["total_ops"], 90, "{s}");
+    adds_work(&dev.nodes[2]);
 }
 
 /// riak's `down`: the claimant's node dies for good; another member marks
@@ -613,17 +624,6 @@ async fn a_dead_claimant_is_marked_down_and_force_removed() {
     let mut a2 = admin(&n2.addr).await;
     commit_plan(&mut a2).await;
     wait_settled(&mut a2, 2, Duration::from_secs(30)).await;
-    let t0 = Instant::now();
-    loop {
-        let s = n2.json(&["stats", "--all"]);
-        if s["partial"] == false && s["vnodes"].as_array().map_or(0, Vec::len) == 64 {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "stats: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for i in 0..10 {
-        let sum = dev.nodes[1].json(&["add", &i.to_string(), "3"]);
-        assert_eq!(sum["sum"], i + 3);
-    }
+    every_vnode_answers(n2).await;
+    adds_work(&dev.nodes[1]);
 }
