@@ -146,13 +146,20 @@ fn quoted(n: &str) -> String {
 /// Adds a joining node to the ring (riak's join: the node appears as
 /// `joining` before any plan). Returns the new ring.
 pub fn add_joining(ring: &RingState, node: &str, addr: &str) -> Result<RingState> {
-    if let Some(m) = ring.members.get(node)
-        && m.state.is_active()
-    {
-        return Err(Error::FailedPrecondition(format!(
-            "Failed: {} is already a member of the cluster",
-            quoted(node)
-        )));
+    if let Some(m) = ring.members.get(node) {
+        if m.state.is_active() {
+            return Err(Error::FailedPrecondition(format!(
+                "Failed: {} is already a member of the cluster",
+                quoted(node)
+            )));
+        }
+        if m.state == MemberState::Down {
+            // It still owns its partitions, on a disk that may be gone.
+            return Err(Error::FailedPrecondition(format!(
+                "Failed: {} is down in this cluster: force-remove it (or force-replace it by a node of another name) first",
+                quoted(node)
+            )));
+        }
     }
     let mut next = ring.clone();
     next.members.insert(
@@ -394,6 +401,17 @@ impl Staging {
             ));
         }
         check_settled(ring, ready)?;
+        // A join staged while a clear ran may name a node that is no longer
+        // joining (removed and started over elsewhere).
+        if let Some(n) = self.changes.iter().find_map(|c| match c {
+            Change::Join(n) if ring.state_of(n) != Some(MemberState::Joining) => Some(n),
+            _ => None,
+        }) {
+            return Err(Error::FailedPrecondition(format!(
+                "Failed: {} is no longer joining; run 'cluster clear' and stage again",
+                quoted(n)
+            )));
+        }
         // A down member can hand nothing off: the plan must take it out
         // without handoff, or wait until it is back.
         for (n, _) in ring
@@ -461,10 +479,18 @@ fn check_settled(ring: &RingState, ready: bool) -> Result<()> {
             "the ring is not ready: not every member has seen the current ring yet (cluster not converged); try again shortly".into(),
         ));
     }
-    if !ring.pending.is_empty() {
+    // Transfers to or from a down member cannot finish: they do not hold
+    // back the plan that force-removes or force-replaces it (which replaces
+    // every pending transfer).
+    let down = |n: &str| ring.state_of(n) == Some(MemberState::Down);
+    let waiting = ring
+        .pending
+        .iter()
+        .filter(|t| !down(&t.from) && !down(&t.to))
+        .count();
+    if waiting > 0 {
         return Err(Error::FailedPrecondition(format!(
-            "{} ownership transfers are still pending; wait until 'flavio admin transfers' shows none",
-            ring.pending.len()
+            "{waiting} ownership transfers are still pending; wait until 'flavio admin transfers' shows none"
         )));
     }
     Ok(())

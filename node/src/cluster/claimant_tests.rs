@@ -335,3 +335,33 @@ fn a_down_claimant_hands_the_role_to_the_first_valid_member() {
     assert_eq!(up.claimant, n(2));
     assert!(mark_up(&up, &n(1)).is_none());
 }
+
+#[test]
+fn a_member_down_mid_rebalance_can_still_be_force_removed() {
+    let ring = grow(singleton(16), 2, 2);
+    let mut s = Staging::default();
+    let with3 = add_joining(&ring, &n(3), &addr(3)).expect("joining");
+    s.stage(&with3, Change::Join(n(3))).expect("staged");
+    s.make_plan(&with3, true).expect("plan");
+    let moving = s.commit(&with3, true, None).expect("commit");
+    assert!(
+        moving.pending.iter().any(|t| t.to == n(3)),
+        "transfers to n3"
+    );
+    // n3 dies before receiving anything: its transfers can never finish.
+    let down = mark_down(&moving, &n(3)).expect("down");
+    let again = add_joining(&down, &n(3), &addr(3)).expect_err("a down member cannot rejoin");
+    assert!(again.to_string().contains("is down"), "{again}");
+    s.stage(&down, Change::ForceRemove(n(3))).expect("staged");
+    let plan = s
+        .make_plan(&down, true)
+        .expect("not held back by n3's transfers")
+        .clone();
+    assert!(
+        plan.result
+            .pending
+            .iter()
+            .all(|t| t.to != n(3) && t.from != n(3))
+    );
+    assert!(plan.result.owners.iter().all(|o| *o != n(3)));
+}

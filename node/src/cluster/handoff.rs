@@ -369,19 +369,21 @@ async fn exec<V: Vnode>(
                 let redirect = redirector(c);
                 let cl = c.clone();
                 let me = c.me().to_string();
+                // Redirect either way: the requests held during the flip
+                // belong to the cluster that now owns the partition, and
+                // replayed here they are refused ("moving back; retry")
+                // rather than applied to a copy about to be deleted.
                 let kept = c
                     .master()
                     .control(p, move |_, _, mode| {
-                        if *cl.ring().ring.owner(p) == me {
-                            *mode = Mode::Normal;
-                            true
-                        } else {
-                            *mode = Mode::Redirect(redirect);
-                            false
-                        }
+                        *mode = Mode::Redirect(redirect);
+                        *cl.ring().ring.owner(p) == me
                     })
                     .await?;
                 if kept {
+                    c.master()
+                        .control(p, |_, _, mode| *mode = Mode::Normal)
+                        .await?;
                     c.unmark_redirected(p);
                 }
             }

@@ -216,11 +216,6 @@ impl<V: Vnode> Cluster<V> {
             .collect()
     }
 
-    /// Wakes on every ring change (its value is the new version).
-    pub fn ring_changes(&self) -> watch::Receiver<u64> {
-        self.inner.changed.subscribe()
-    }
-
     /// This node's name.
     pub fn me(&self) -> &str {
         &self.inner.me
@@ -388,7 +383,11 @@ impl<V: Vnode> Cluster<V> {
             Err(e) => Err(e.to_string()),
         };
         match result {
-            Ok(reply) if reply.get_ref().cluster_id != ring.ring.cluster_id => {
+            // An empty id is a node from before the field: same cluster.
+            Ok(reply)
+                if !reply.get_ref().cluster_id.is_empty()
+                    && reply.get_ref().cluster_id != ring.ring.cluster_id =>
+            {
                 // Another cluster under that name and address (a member
                 // restarted on an empty data directory): for this cluster it
                 // is as good as unreachable. A joining node has not adopted

@@ -74,7 +74,9 @@ impl View {
     /// still its own one-member cluster's; joining another cluster ends it.
     pub fn set(&self, ring: RingState) {
         let cur = self.current();
-        let left = cur.left && cur.ring.cluster_id == ring.cluster_id;
+        let left = cur.left
+            && cur.ring.cluster_id == ring.cluster_id
+            && ring.active_members().count() <= 1;
         self.replace(Snapshot::new(ring, left));
     }
 

@@ -134,28 +134,10 @@ impl Node {
         cluster.start().await;
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<FlavioServer<Service>>().await;
-        // A node removed from its cluster reports NOT_SERVING (its readiness
-        // probe fails, so a Service stops sending it clients) until it joins
-        // a cluster again.
-        {
-            let health = health.clone();
-            let cluster = cluster.clone();
-            let mut changes = cluster.ring_changes();
-            tokio::spawn(async move {
-                let mut was_left = false;
-                while changes.changed().await.is_ok() {
-                    let left = cluster.ring().left;
-                    if left != was_left {
-                        if left {
-                            health.set_not_serving::<FlavioServer<Service>>().await;
-                        } else {
-                            health.set_serving::<FlavioServer<Service>>().await;
-                        }
-                        was_left = left;
-                    }
-                }
-            });
-        }
+        // A node removed from its cluster stays SERVING for health: it
+        // refuses client requests itself (Service::check_member), and a
+        // failing probe would have Kubernetes restart it (a restart ends the
+        // refusal) or keep the operator from joining it again.
         let cookie = config.cookie.clone();
         let service = Service {
             app: app.clone(),
