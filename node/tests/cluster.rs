@@ -463,26 +463,8 @@ async fn clear_removes_a_staged_join_which_can_be_made_again() {
     let out = dev.nodes[0].ok(&["admin", "cluster", "clear"]);
     assert_eq!(out, "Cleared staged cluster changes\n");
     // Node 2 hears of its removal and is alone again, owning everything.
-    let t0 = Instant::now();
-    loop {
-        let ms = a2
-            .member_status(pb::MemberStatusRequest {})
-            .await
-            .expect("member status")
-            .into_inner();
-        if ms.members.len() == 1
-            && ms.members[0].name == name(2)
-            && ms.members[0].state == pb::MemberState::Valid as i32
-        {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "node 2 not alone: {:?}",
-            ms.members
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ms = wait_settled(&mut a2, 1, Duration::from_secs(20)).await;
+    assert_eq!(ms.members[0].name, name(2));
     assert_eq!(
         dev.nodes[0].ok(&["admin", "cluster", "plan"]),
         golden("plan_empty.txt"),
