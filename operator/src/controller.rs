@@ -310,10 +310,9 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
     };
 
     // What the cluster has that its spec cannot change.
-    let sts_storage = sts.as_ref().and_then(children::claim_storage);
     let recorded = crate::crd::Recorded {
         ring_size: status.ring_size,
-        storage: sts_storage.clone(),
+        storage: sts.as_ref().and_then(children::claim_storage),
     };
     // The cookie, unless the spec is refused (then nothing is created).
     let invalid = crate::crd::validate(&fc.spec, &recorded).err();
@@ -352,7 +351,7 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
             .as_ref()
             .and_then(|s| s.spec.as_ref())
             .and_then(|s| s.replicas),
-        sts_storage,
+        recorded: &recorded,
         pods: &pod_views,
         pvcs: &pvcs,
         ring: observed.as_ref().map(|(_, o)| &o.view),

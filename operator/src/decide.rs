@@ -166,8 +166,9 @@ pub struct Input<'a> {
     pub approved: Option<&'a str>,
     /// The StatefulSet's `spec.replicas`, `None` if it does not exist.
     pub sts_replicas: Option<i32>,
-    /// Its volume claim template's size and class, `None` if it does not exist.
-    pub sts_storage: Option<(String, Option<String>)>,
+    /// What the cluster has that its spec cannot change (ring size from
+    /// status, storage from the StatefulSet).
+    pub recorded: &'a crate::crd::Recorded,
     /// The pods that exist.
     pub pods: &'a [PodView],
     /// Ordinals of the data PVCs that exist.
@@ -277,11 +278,7 @@ pub fn change_lines(joins: &[String], leaves: &[String]) -> Vec<String> {
 pub fn decide(inp: &Input<'_>) -> Decision {
     let spec = inp.spec;
     let status = inp.status;
-    let recorded = crate::crd::Recorded {
-        ring_size: status.ring_size,
-        storage: inp.sts_storage.clone(),
-    };
-    if let Err(inv) = validate(spec, &recorded) {
+    if let Err(inv) = validate(spec, inp.recorded) {
         return Decision {
             sts_replicas: None,
             action: Action::Nothing,

@@ -105,13 +105,17 @@ fn run(f: &Fx) -> Decision {
         }))
         .collect();
     let naming = naming();
+    let recorded = crate::crd::Recorded {
+        ring_size: f.status.ring_size,
+        storage: None,
+    };
     decide(&Input {
         naming: &naming,
         spec: &spec,
         status: &f.status,
         approved: f.approved,
         sts_replicas: f.sts,
-        sts_storage: None,
+        recorded: &recorded,
         pods: &pods,
         pvcs: &f.pvcs,
         ring: f.ring.as_ref(),
