@@ -4,14 +4,23 @@
 //! should own the ring, and returns new owners that hold, in this order of
 //! importance:
 //!
-//! 1. every partition has exactly one owner, a member;
-//! 2. balance: every member owns `floor` or `ceil` of `size / members`;
-//! 3. spacing: when [`spacing_required`], any `target_n_val` consecutive
-//!    partitions (wrapping from the last to the first) have distinct owners, so
-//!    a preference list of up to `target_n_val` names distinct machines;
-//! 4. least movement: a single join or leave on a balanced ring moves only
-//!    what balance needs (to the newcomer; from the leaver) whenever spacing
-//!    can be kept that way.
+//! 1. validity: every partition has exactly one owner, a member;
+//! 2. spread: the fewest *short windows* the member count allows. A window is
+//!    `d = min(target_n_val, members)` consecutive partitions (wrapping from
+//!    the last to the first), one per partition; it is short when its owners
+//!    are not all distinct ([`short_windows`]). With no short window every
+//!    preference list of up to `target_n_val` partitions names
+//!    `min(n, members)` distinct machines: all distinct while members suffice,
+//!    otherwise every member once. When none is possible (see below) claim
+//!    reaches the fewest it knows how to reach, [`fewest_short_windows`];
+//! 3. balance: every member owns `floor` or `ceil` of `size / members`;
+//! 4. least movement: a single join or leave on a balanced, spread ring moves
+//!    only what balance needs (to the newcomer; from the leaver) whenever the
+//!    spread can be kept that way; otherwise as few as reach the spread.
+//!
+//! Spread comes before balance in importance, but the two never conflict in
+//! what claim returns: every result is balanced, and the fewest short windows
+//! are counted among balanced rings.
 //!
 //! It is deterministic: the same owners and members (in any order) give the
 //! same result.
@@ -19,31 +28,62 @@
 //! How. Partitions of members that left are *vacated*; members below their
 //! fair share are *receivers*. First the vacated partitions are matched to
 //! members (`matching`: bipartite, with per-member bounds) so that each goes
-//! to a member absent from the `target_n_val - 1` partitions on either side: on
-//! a spaced ring the partitions of one leaver are that far apart, so these
-//! choices never interfere and the matching is exact. Then each receiver takes
-//! positions at least `target_n_val` apart from members above their share
-//! (`spaced`): such a newcomer adds at most one copy of itself to any window
-//! and removes nothing else, so spacing survives, and the search only picks
-//! *which* spaced positions so that each giver gives up its fair share.
+//! to a member absent from the `d - 1` partitions on either side: on a spread
+//! ring the partitions of one leaver are that far apart, so these choices
+//! never interfere and the matching is exact. Then each receiver takes
+//! positions at least `d` apart from members above their share (`spaced`):
+//! such a newcomer adds at most one copy of itself to any window and removes
+//! nothing else, so the spread survives, and the search only picks *which*
+//! positions so that each giver gives up its fair share.
 //!
-//! When that cannot keep spacing, claim falls back. A ring far from spaced
-//! (one member owning everything, a ring that had fewer than `target_n_val`
-//! members) is re-striped at once (`stripe`: a spaced template, rotated and
+//! When that cannot keep the spread, claim falls back. A ring far from spread
+//! (one member owning everything, a ring that had fewer members) is
+//! re-striped at once (`stripe`: a spread template, rotated, reflected and
 //! relabelled to keep as many owners as it can; from one owner that is still
 //! the least movement). Otherwise the balanced moves are made anyway, spacing
-//! is repaired with moves and swaps that keep balance, and the cheaper of that
-//! and a re-stripe wins. [`Claim::path`] says whether the result moved the
-//! least any balanced ring could ([`ClaimPath::Minimal`]) or more.
+//! is repaired with moves and swaps that keep balance, and the result with
+//! fewer short windows, then fewer moves, of that and a re-stripe wins.
+//! [`Claim::path`] says whether the result moved the least any balanced ring
+//! could ([`ClaimPath::Minimal`]) or more.
 //!
-//! Caveats. A leave that ends with exactly `target_n_val` members must reach
-//! a stripe of period `target_n_val`, which can move most of the ring (as in
+//! When no short window is impossible. With `m` members and ring size `s`:
+//! - `m >= target_n_val`: zero is possible exactly when a member owning
+//!   `ceil(s / m)` partitions finds room for them `d` apart
+//!   ([`spacing_required`]). For the default `target_n_val` of 4 and ring sizes
+//!   that are powers of two from 8, that is always.
+//! - `m < target_n_val` (so `d = m`): every window holds every member once,
+//!   so owner `i` equals owner `i + m` all the way round: zero needs `m` to
+//!   divide `s`. With 2 members and an even ring: alternate. With 3 members
+//!   and a power-of-two ring: at least 2 windows are short. (If only window
+//!   `j` were short, the `s - 2` relations `owner(i) = owner(i + 3)` that the
+//!   good windows around it give would, since 3 and `s` are coprime, split
+//!   the ring into at most 2 classes of equal owners: too few for a good
+//!   window of 3.) The template `0 1 2 0 1 2 ... 0 (1)` has exactly 2, the
+//!   fewest; riak_core 2.0 reaches the same 2 for a 4 -> 3 leave at ring 64.
+//!
+//! What a re-stripe moves. A re-stripe tries every rotation and reflection of
+//! the template and relabels it to keep the most current owners: exactly for
+//! up to [`EXACT_RELABEL_MAX`] members, greedily (at least half the best) for
+//! more. Averaged over rotations, a fixed relabelling keeps
+//! `sum(c_x * n_l(x)) / s >= (s - v) * floor(s / m) / s` partitions, where
+//! `c_x` are the current counts of the members that stay, `v` the vacated
+//! partitions and `n_l` the template's label counts; the best rotation keeps at
+//! least that. So any claim moves at most `s - ceil((s - v) * floor(s / m) /
+//! s)` partitions with up to [`EXACT_RELABEL_MAX`] members, and at most
+//! `s - ceil((s - v) * floor(s / m) / (2 s))` with more ([`move_bound`]),
+//! and exactly the least balance needs on its minimal path.
+//!
+//! Caveats. A leave that ends with exactly `target_n_val` members (or fewer)
+//! must reach a stripe of that period, which can move most of the ring (as in
 //! riak_core). Leaving a perfectly striped ring (what a first claim makes)
 //! often cannot be minimal either: every partition of the leaver has the same
 //! neighbours, who then cannot take it; repair then moves a few more. The join
 //! search is bounded and has no completeness proof; the property tests check
-//! that it never misses on a spaced ring. Several changes at once are done as
-//! one claim but with no promise of least movement.
+//! that it never misses on a spread ring. Several changes at once are done as
+//! one claim but with no promise of least movement beyond [`move_bound`].
+//! With fewer members than `target_n_val` other than 2 or 3 (a larger
+//! `target_n_val`), the fewest short windows is the better of two templates,
+//! not a proven minimum.
 //!
 //! What this leaves out: membership states (joining, leaving), the transfers
 //! that carry data to new owners, and versions. Those live in the cluster
@@ -109,6 +149,96 @@ pub fn spacing_violations<N: PartialEq>(owners: &[N], target_n_val: usize) -> us
     (0..s)
         .map(|i| (1..w).filter(|k| owners[(i + k) % s] == owners[i]).count())
         .sum()
+}
+
+/// How many of the ring's preference lists of `n` partitions (one starting
+/// at each partition, wrapping) are held by fewer than `min(n, owners)`
+/// distinct owners, `owners` being how many distinct owners the ring has:
+/// riak's `check_ring` violations, where a list may name every owner once
+/// when there are fewer than `n`. Zero for an empty ring or `n` of 0 or 1.
+pub fn short_windows<N: Ord>(owners: &[N], n: usize) -> usize {
+    let s = owners.len();
+    let mut ranks: Vec<&N> = owners.iter().collect();
+    ranks.sort();
+    ranks.dedup();
+    let n = n.min(s);
+    let want = n.min(ranks.len());
+    if want <= 1 {
+        return 0;
+    }
+    let rank: Vec<usize> = owners
+        .iter()
+        .map(|o| ranks.binary_search(&o).unwrap_or_default())
+        .collect();
+    // A sliding window of n partitions, counting its distinct owners.
+    let mut in_window = vec![0usize; ranks.len()];
+    let mut distinct = 0;
+    for r in &rank[..n] {
+        if in_window[*r] == 0 {
+            distinct += 1;
+        }
+        in_window[*r] += 1;
+    }
+    let mut short = 0;
+    for i in 0..s {
+        if distinct < want {
+            short += 1;
+        }
+        let (out, inc) = (rank[i], rank[(i + n) % s]);
+        in_window[out] -= 1;
+        if in_window[out] == 0 {
+            distinct -= 1;
+        }
+        if in_window[inc] == 0 {
+            distinct += 1;
+        }
+        in_window[inc] += 1;
+    }
+    short
+}
+
+/// The fewest short windows ([`short_windows`] with
+/// `min(target_n_val, members)`) that [`claim()`] promises for `members` on a
+/// ring of `size`: 0 whenever [`spacing_required`] (with `target_n_val` capped
+/// at the member count), else what its templates reach (proven the minimum
+/// for 2 and 3 members: see the module docs).
+pub fn fewest_short_windows(size: usize, members: usize, target_n_val: usize) -> usize {
+    if size == 0 || members == 0 {
+        return 0;
+    }
+    let d = target_n_val.min(size).min(members);
+    if d <= 1 || spacing_required(size, members, d) {
+        return 0;
+    }
+    stripe::templates(size, members, d)
+        .iter()
+        .map(|t| short_windows(t, d))
+        .min()
+        .unwrap_or_default()
+}
+
+/// Up to this many members a re-stripe relabels its template exactly (every
+/// permutation); above, greedily.
+pub const EXACT_RELABEL_MAX: usize = 5;
+
+/// The most partitions [`claim()`] moves from `current` for `members` (see
+/// the module docs): the re-stripe's bound, which every path of claim stays
+/// within.
+pub fn move_bound<N: Ord>(current: &[N], members: &[N]) -> usize {
+    let s = current.len();
+    let mut sorted: Vec<&N> = members.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    let m = sorted.len();
+    if s == 0 || m == 0 {
+        return 0;
+    }
+    let staying = current
+        .iter()
+        .filter(|o| sorted.binary_search(o).is_ok())
+        .count();
+    let per = if m <= EXACT_RELABEL_MAX { s } else { 2 * s };
+    s - (staying * (s / m)).div_ceil(per)
 }
 
 /// Whether every owner is a member and every member owns `floor` or `ceil`
@@ -190,9 +320,13 @@ fn dist(a: usize, b: usize, s: usize) -> usize {
 struct Work {
     owners: Vec<Slot>,
     counts: Vec<usize>,
-    /// Spacing distance: `target_n_val`, capped at the ring size.
+    /// Window (spacing distance): `target_n_val`, capped at the ring size and
+    /// the member count.
     t: usize,
+    /// Whether no window needs to be short.
     spaced: bool,
+    /// The fewest short windows claim promises ([`fewest_short_windows`]).
+    floor: usize,
     /// `floor(size / members)`: every member ends with `lo` or `lo + 1`.
     lo: usize,
 }
@@ -206,10 +340,12 @@ impl Work {
                 counts[*o as usize] += 1;
             }
         }
+        let t = target_n_val.min(s).min(members);
         Work {
             counts,
-            t: target_n_val.min(s),
-            spaced: spacing_required(s, members, target_n_val),
+            t,
+            spaced: spacing_required(s, members, t),
+            floor: fewest_short_windows(s, members, target_n_val),
             lo: s / members,
             owners,
         }
@@ -231,12 +367,26 @@ impl Work {
                 .all(|c| *c == self.lo || *c == self.lo + 1)
     }
 
-    fn spacing_ok(&self) -> bool {
-        !self.spaced || spacing_violations(&self.owners, self.t) == 0
+    /// Short windows of `owners` beyond the floor (none is better than
+    /// reaching it).
+    fn excess(&self, owners: &[Slot]) -> usize {
+        if self.t <= 1 {
+            return 0;
+        }
+        let s = owners.len();
+        // Windows of t with a repeated owner: a member's partitions closer
+        // than t. (VACANT counts as one owner; callers ask only on full rings.)
+        let short = (0..s)
+            .filter(|&i| {
+                (0..self.t)
+                    .any(|a| (a + 1..self.t).any(|b| owners[(i + a) % s] == owners[(i + b) % s]))
+            })
+            .count();
+        short.saturating_sub(self.floor)
     }
 
     fn run(mut self) -> (Vec<Slot>, ClaimPath) {
-        if self.balanced() && self.spacing_ok() {
+        if self.balanced() && self.excess(&self.owners) == 0 {
             return (self.owners, ClaimPath::Unchanged);
         }
         let before = self.owners.clone();
@@ -247,23 +397,27 @@ impl Work {
             m if m == least => ClaimPath::Minimal,
             _ => otherwise,
         };
-        if self.spaced && self.far_from_spaced() {
-            // Moving a few partitions cannot space this ring (typically one
+        if self.far_from_spaced() {
+            // Moving a few partitions cannot spread this ring (typically one
             // member owning everything): go straight to the template.
-            let striped = restripe(&before, self.m());
+            let striped = restripe(&before, self.m(), self.t);
             let path = label(moves(&striped), ClaimPath::Restriped);
             return (striped, path);
         }
         self.fill_vacated();
         self.feed_receivers();
         debug_assert!(self.balanced(), "balanced moves left the ring unbalanced");
-        if !self.spacing_ok() {
+        if self.excess(&self.owners) > 0 {
             // Repair when it is cheaper than a re-stripe; a ring far from
-            // spaced (say, one that had fewer than target_n_val members) is
-            // often better re-striped.
-            let repaired = self.repair();
-            let striped = restripe(&before, self.m());
-            if !repaired || moves(&striped) < moves(&self.owners) {
+            // spread (say, one that had fewer members) is often better
+            // re-striped. Without a spaced target there is nothing to repair
+            // towards: the template's spread is the goal.
+            if self.spaced {
+                self.repair();
+            }
+            let striped = restripe(&before, self.m(), self.t);
+            let ours = (self.excess(&self.owners), moves(&self.owners));
+            if (self.excess(&striped), moves(&striped)) < ours {
                 let path = label(moves(&striped), ClaimPath::Restriped);
                 return (striped, path);
             }
@@ -436,20 +590,18 @@ impl Work {
         picks
     }
 
-    /// Restores spacing by moves and swaps that keep balance. Returns whether
-    /// the ring ended up spaced.
-    fn repair(&mut self) -> bool {
-        let s = self.s();
-        let budget = 2 * s;
+    /// Restores spacing by moves and swaps that keep balance, until the ring
+    /// is spaced or no such change helps.
+    fn repair(&mut self) {
+        let budget = 2 * self.s();
         for _ in 0..budget {
             let Some(x) = self.first_violation() else {
-                return true;
+                return;
             };
             if !self.improve_at(x) {
-                return false;
+                return;
             }
         }
-        self.spacing_ok()
     }
 
     /// A position that shares its owner with a later one closer than `t`.
