@@ -305,6 +305,9 @@ fn ring(pending: Vec<pb::PendingTransfer>, unreachable: &[u32]) -> pb::RingStatu
         pending,
         unreachable: unreachable.iter().map(|&i| n(i)).collect(),
         node: n(1),
+        n_val: 3,
+        preflists: 64,
+        short_preflists: 0,
     }
 }
 
@@ -337,6 +340,17 @@ fn ring_status() {
     lost.ring_ready = false;
     lost.node = n(2);
     golden("ring_status_claimant_down.txt", &fmt::ring_status(&lost));
+    let mut three = ring(vec![], &[]);
+    three.short_preflists = 2;
+    golden("ring_status_short_preflists.txt", &fmt::ring_status(&three));
+    golden_json(
+        "ring_status_short_preflists.json",
+        &fmt::ring_status_json(&three),
+    );
+    // A node older than the spread fields: no section.
+    let mut old = ring(vec![], &[]);
+    old.n_val = 0;
+    assert!(!fmt::ring_status(&old).contains("Replica Spread"));
 }
 
 #[test]

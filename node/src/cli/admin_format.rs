@@ -188,6 +188,27 @@ pub fn ring_status(reply: &pb::RingStatusReply) -> String {
         }
     }
 
+    // Not in riak's layout: how many preference lists hold two replicas on
+    // one node (riak only warns at plan time). Older nodes send no n_val.
+    if reply.n_val > 0 {
+        let _ = writeln!(out, "{}", banner("Replica Spread", '='));
+        let n = reply.n_val;
+        if reply.short_preflists == 0 {
+            let _ = writeln!(
+                out,
+                "All {} preference lists of {n} are on distinct nodes",
+                reply.preflists
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "{} of {} preference lists of {n} are not on distinct nodes",
+                reply.short_preflists, reply.preflists
+            );
+        }
+        let _ = writeln!(out);
+    }
+
     let _ = writeln!(out, "{}", banner("Unreachable Nodes", '='));
     if reply.unreachable.is_empty() {
         let _ = writeln!(out, "All nodes are up and reachable");
@@ -460,6 +481,9 @@ pub fn ring_status_json(r: &pb::RingStatusReply) -> Value {
             "complete": p.complete,
         })).collect::<Vec<_>>(),
         "unreachable": r.unreachable,
+        "n_val": r.n_val,
+        "preflists": r.preflists,
+        "short_preflists": r.short_preflists,
     })
 }
 

@@ -19,7 +19,7 @@ use sha1::{Digest, Sha1};
 
 use super::state::{Member, MemberState, RingState, Transfer};
 use crate::ring::PartitionId;
-use crate::ring::claim::{DEFAULT_TARGET_N_VAL, claim, spacing_violations};
+use crate::ring::claim::{DEFAULT_TARGET_N_VAL, claim, short_windows};
 use crate::{Error, Result};
 
 /// A staged membership change.
@@ -547,13 +547,22 @@ pub fn member_lines(ring: &RingState, pending_owners: Option<&[String]>) -> Vec<
     lines
 }
 
+/// riak's warning when some preference list of `target_n_val` (capped at the
+/// valid members) would hold two replicas on one node, followed by how many
+/// lists fall short, which riak leaves out.
 fn spread_warning(owners: &[String], valid: usize) -> Vec<String> {
     let window = DEFAULT_TARGET_N_VAL.min(valid);
-    if valid > 1 && spacing_violations(owners, window) > 0 {
-        vec!["Not all replicas will be on distinct nodes".into()]
-    } else {
-        Vec::new()
+    let short = short_windows(owners, window);
+    if short == 0 {
+        return Vec::new();
     }
+    vec![
+        "Not all replicas will be on distinct nodes".into(),
+        format!(
+            "{short} of {} preference lists of {window} partitions will not be on {window} distinct nodes",
+            owners.len()
+        ),
+    ]
 }
 
 fn compute_plan(ring: &RingState, changes: &[Change]) -> Result<Plan> {

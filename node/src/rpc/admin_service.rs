@@ -11,18 +11,22 @@ use tonic::{Request, Response, Status};
 use crate::cluster::Cluster;
 use crate::cluster::claimant::{Change, MemberLine, PairCount, Plan, member_lines};
 use crate::cluster::state::member_state_to_pb;
+use crate::ring::claim::short_windows;
 use crate::rpc::peer::AdminRpc;
 use crate::vnode::Vnode;
 
 /// Serves operators and `flavio admin`.
 pub struct AdminService<V: Vnode> {
     cluster: Cluster<V>,
+    /// The node's default N: `ring-status` counts preference lists of it.
+    n_val: usize,
 }
 
 impl<V: Vnode> AdminService<V> {
-    /// The service over `cluster`.
-    pub fn new(cluster: Cluster<V>) -> Self {
-        AdminService { cluster }
+    /// The service over `cluster`, for an application whose default N is
+    /// `n_val`.
+    pub fn new(cluster: Cluster<V>, n_val: usize) -> Self {
+        AdminService { cluster, n_val }
     }
 
     fn claimant(&self) -> Result<Option<AdminRpc>, Status> {
@@ -156,6 +160,10 @@ impl<V: Vnode> AdminApi for AdminService<V> {
                 .collect(),
             unreachable,
             node: self.cluster.me().to_string(),
+            n_val: u32::try_from(self.n_val).unwrap_or(u32::MAX),
+            preflists: u32::try_from(ring.owners.len()).unwrap_or(u32::MAX),
+            short_preflists: u32::try_from(short_windows(&ring.owners, self.n_val))
+                .unwrap_or(u32::MAX),
         }))
     }
 

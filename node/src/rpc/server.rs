@@ -147,7 +147,7 @@ impl Node {
             let cookie = cookie.clone();
             move |req| cookie.check(req)
         });
-        let admin = AdminServer::with_interceptor(AdminService::new(cluster.clone()), {
+        let admin = AdminServer::with_interceptor(AdminService::new(cluster.clone(), config.defaults.n_val), {
             let cookie = cookie.clone();
             move |req| cookie.check(req)
         });
