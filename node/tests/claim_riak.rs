@@ -196,7 +196,7 @@ fn at_least_as_good_as_riak_core_2_0() {
 #[test]
 fn four_to_three_at_64_keeps_replicas_apart() {
     let four: Vec<u8> = vec![1, 2, 3, 4];
-    let base = claim(&vec![1u8; 64], &four, T).expect("claim").owners;
+    let base = claim(&[1u8; 64], &four, T).expect("claim").owners;
     let c = claim(&base, &[1, 2, 3], T).expect("claim");
     let moves = base.iter().zip(&c.owners).filter(|(a, b)| a != b).count();
     assert!(moves <= 46, "{moves} moves: {base:?} -> {:?}", c.owners);

@@ -137,7 +137,7 @@ fn index_math_every_size() {
 /// and a ring size not divisible by 3, two (see `ring::claim`'s docs); else
 /// none.
 fn fewest_short_n3(s: usize, m: usize) -> usize {
-    if m == 3 && s % 3 != 0 { 2 } else { 0 }
+    if m == 3 && !s.is_multiple_of(3) { 2 } else { 0 }
 }
 
 /// (a), (b) and (c) for `owners` owned by `members`, and (d)'s bound from

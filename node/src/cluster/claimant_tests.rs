@@ -365,3 +365,130 @@ fn a_member_down_mid_rebalance_can_still_be_force_removed() {
     );
     assert!(plan.result.owners.iter().all(|o| *o != n(3)));
 }
+
+/// Seeded random sequences of membership changes through the claimant (joins
+/// of one or two nodes, leaves, force-removes, replaces and force-replaces,
+/// sometimes several at once), on every ring size: after each commit has
+/// settled, the valid members own the ring balanced, with no more preference
+/// lists off distinct nodes than the member count forces (claim's window and
+/// N = 3), within claim's move bound; and the plan's warning says how many
+/// lists fall short.
+#[test]
+fn random_membership_changes_keep_replicas_apart() {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    use crate::ring::claim::{fewest_short_windows, is_balanced, move_bound, short_windows};
+
+    let seeds: u64 = std::env::var("CLAIMANT_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    for seed in 0..seeds {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let size = 8u64 << rng.random_range(0..=7u32);
+        let mut ring = singleton(size);
+        let mut next = 2u32;
+        for step in 0..12 {
+            let valid = ring.members_in(MemberState::Valid);
+            let mut s = Staging::default();
+            let mut staged = Vec::new();
+            let joiner = |ring: &mut RingState, next: &mut u32| {
+                let j = *next;
+                *next += 1;
+                *ring = add_joining(ring, &n(j), &addr(j)).expect("joining");
+                n(j)
+            };
+            let changes = rng.random_range(1..=2);
+            for _ in 0..changes {
+                let others: Vec<&String> = valid
+                    .iter()
+                    .filter(|v| {
+                        **v != ring.claimant
+                            && !staged.iter().any(|c: &Change| c.node() == v.as_str())
+                    })
+                    .collect();
+                let kind = if valid.len() >= 16 || (valid.len() > 1 && rng.random_bool(0.45)) {
+                    rng.random_range(1..=4)
+                } else {
+                    0
+                };
+                let change = match (kind, others.is_empty()) {
+                    (0, _) | (_, true) if valid.len() < 16 => {
+                        Change::Join(joiner(&mut ring, &mut next))
+                    }
+                    (_, true) => break,
+                    (1, _) => Change::Leave(others[rng.random_range(0..others.len())].clone()),
+                    (2, _) => {
+                        Change::ForceRemove(others[rng.random_range(0..others.len())].clone())
+                    }
+                    (k, _) => {
+                        let old = others[rng.random_range(0..others.len())].clone();
+                        let new = joiner(&mut ring, &mut next);
+                        s.stage(&ring, Change::Join(new.clone()))
+                            .expect("join staged");
+                        if k == 3 {
+                            Change::Replace { old, new }
+                        } else {
+                            Change::ForceReplace { old, new }
+                        }
+                    }
+                };
+                let ctx = format!("seed {seed} ring {size} step {step}: {change:?}");
+                s.stage(&ring, change.clone())
+                    .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                staged.push(change);
+            }
+            if staged.is_empty() {
+                continue;
+            }
+            let ctx = format!("seed {seed} ring {size} step {step}: {staged:?}");
+            let plan = s
+                .make_plan(&ring, true)
+                .unwrap_or_else(|e| panic!("{ctx}: {e}"))
+                .clone();
+            // What claim started from: replacements already made.
+            let mut target = ring.owners.clone();
+            for c in &staged {
+                if let Change::Replace { old, new } | Change::ForceReplace { old, new } = c {
+                    target
+                        .iter_mut()
+                        .filter(|o| *o == old)
+                        .for_each(|o| *o = new.clone());
+                }
+            }
+            ring = s
+                .commit(&ring, true, None)
+                .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            ring = settle(ring);
+            ring = advance(&ring, &|_| true).unwrap_or(ring);
+            let valid = ring.members_in(MemberState::Valid);
+            let (sz, m) = (ring.owners.len(), valid.len());
+            assert!(is_balanced(&ring.owners, &valid), "{ctx}: balance");
+            let window = DEFAULT_TARGET_N_VAL.min(m);
+            let short = short_windows(&ring.owners, window);
+            assert!(
+                short <= fewest_short_windows(sz, m, DEFAULT_TARGET_N_VAL),
+                "{ctx}: {short} short windows of {window}"
+            );
+            let n3 = if m == 3 { 2 } else { 0 };
+            assert!(short_windows(&ring.owners, 3) <= n3, "{ctx}: lists of 3");
+            let moved = target
+                .iter()
+                .zip(&ring.owners)
+                .filter(|(a, b)| a != b)
+                .count();
+            assert!(moved <= move_bound(&target, &valid), "{ctx}: {moved} moves");
+            let counted = format!("{short} of {sz} preference lists of {window} partitions");
+            let warned = plan.transitions[0]
+                .warnings
+                .iter()
+                .any(|w| w.starts_with(&counted));
+            assert_eq!(
+                warned,
+                short > 0,
+                "{ctx}: {:?}",
+                plan.transitions[0].warnings
+            );
+        }
+    }
+}

@@ -147,10 +147,13 @@ impl Node {
             let cookie = cookie.clone();
             move |req| cookie.check(req)
         });
-        let admin = AdminServer::with_interceptor(AdminService::new(cluster.clone(), config.defaults.n_val), {
-            let cookie = cookie.clone();
-            move |req| cookie.check(req)
-        });
+        let admin = AdminServer::with_interceptor(
+            AdminService::new(cluster.clone(), config.defaults.n_val),
+            {
+                let cookie = cookie.clone();
+                move |req| cookie.check(req)
+            },
+        );
         let peer = ClusterServer::with_interceptor(ClusterService::new(cluster.clone()), {
             let cookie = cookie.clone();
             move |req| cookie.check(req)
