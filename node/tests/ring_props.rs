@@ -516,7 +516,10 @@ proptest! {
             prop_assert_eq!(spacing_violations(&c.owners, t), 0, "(c) t={}", t);
         }
         prop_assert!(short_windows(&c.owners, t.min(m)) <= fewest_short_windows(s, m, t), "(c) t={}", t);
-        if t >= 3 {
+        // Lists of 3 follow from windows of t up to 4. A larger target that
+        // cannot be met everywhere is minimised for its own window only (see
+        // ring::claim's caveats).
+        if (3..=4).contains(&t) {
             prop_assert!(short_windows(&c.owners, 3) <= fewest_short_n3(s, m), "(c) n=3, t={}", t);
         }
         let moved = old.iter().zip(&c.owners).filter(|(a, b)| a != b).count();
