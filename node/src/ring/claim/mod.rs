@@ -46,7 +46,7 @@
 //! [`Claim::path`] says whether the result moved the least any balanced ring
 //! could ([`ClaimPath::Minimal`]) or more.
 //!
-//! When no short window is impossible. With `m` members and ring size `s`:
+//! When short windows cannot be avoided. With `m` members and ring size `s`:
 //! - `m >= target_n_val`: zero is possible exactly when a member owning
 //!   `ceil(s / m)` partitions finds room for them `d` apart
 //!   ([`spacing_required`]). For the default `target_n_val` of 4 and ring sizes

@@ -15,7 +15,8 @@ use super::{Slot, VACANT};
 /// A depth-first search around the ring from each possible first pick, with
 /// picks paced evenly and the givers that most need to give tried first. It
 /// stops at the first success, so the result is deterministic, or after a
-/// fixed budget of steps.
+/// fixed budget of steps (growing with the ring: at 1024 partitions and 16
+/// members a join needed more than a flat budget gave).
 pub(super) fn pick_spaced(
     owners: &[Slot],
     j: Slot,
@@ -57,7 +58,7 @@ pub(super) fn pick_spaced(
         ahead: Vec::new(),
         passed: 0,
         picks: Vec::with_capacity(n),
-        budget: 4 * n + 2_000,
+        budget: 4 * n + 2_000 + 16 * s,
     };
     for start in 0..s {
         if !search.usable[start] {
