@@ -127,7 +127,8 @@ fn plans(c: &mut Criterion) {
     group.bench_function("leave_one/1024/64", |b| {
         b.iter(|| {
             let mut s = Staging::default();
-            s.stage(&ring, Change::Leave(leaver.clone())).expect("staged");
+            s.stage(&ring, Change::Leave(leaver.clone()))
+                .expect("staged");
             s.make_plan(&ring, true).expect("plan").transitions.len()
         })
     });
