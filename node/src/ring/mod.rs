@@ -7,7 +7,8 @@
 //! partition; a preference list is a partition and its successors.
 //!
 //! - [`chash`]: ring sizes, key hashes, partition indices and their decimal form.
-//! - [`mod@claim`]: balanced, spaced, least-movement assignment of partitions.
+//! - [`mod@claim`]: spread (replicas on distinct nodes), balanced, least-movement
+//!   assignment of partitions.
 //! - [`state`]: [`Ring`], the owner of every partition.
 //! - [`apl`]: preference lists, plain and annotated with fallbacks for down nodes.
 //!
