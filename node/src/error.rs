@@ -1,5 +1,9 @@
 //! The crate's one error type. Each variant says what went wrong in words a
-//! user can act on; [`Error::code`] maps it to the gRPC status a server returns.
+//! user can act on. The one mapping to gRPC: [`Error::code`] gives the status
+//! code a server returns for an error, [`Error::from_code`] the error a caller
+//! makes of a status code and message; conditions a caller branches on
+//! (moved, busy, refused, not allowed) survive the round trip as their
+//! variant.
 
 use std::path::PathBuf;
 
@@ -122,7 +126,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A remote call failed.
+    /// The peer refused this node's credentials (the cluster cookie).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A remote call failed: the peer is unreachable, the stream broke, or
+    /// it answered with an error no other variant names.
     #[error("{0}")]
     Rpc(String),
 }
@@ -154,8 +162,34 @@ impl Error {
             | Error::PersistFailed(_)
             | Error::Corrupt { .. }
             | Error::Io { .. } => Code::Internal,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Rpc(_) => Code::Unavailable,
         }
+    }
+
+    /// The error a caller makes of a status `code` and `message` from a
+    /// peer: the inverse of [`Error::code`] for every condition a caller
+    /// branches on; anything else is [`Error::Rpc`]. The message is kept as
+    /// it came (it already says what went wrong).
+    pub fn from_code(code: tonic::Code, message: String) -> Error {
+        use tonic::Code;
+        match code {
+            Code::InvalidArgument => Error::InvalidArgument(message),
+            Code::FailedPrecondition => Error::FailedPrecondition(message),
+            Code::Aborted => Error::Moved(message),
+            Code::ResourceExhausted => Error::Busy(message),
+            Code::PermissionDenied | Code::Unauthenticated => Error::PermissionDenied(message),
+            Code::Unimplemented => Error::UnknownCommand {
+                partition: "-".into(),
+                command: message,
+            },
+            _ => Error::Rpc(message),
+        }
+    }
+
+    /// [`Error::from_code`] of a status.
+    pub fn from_status(s: &tonic::Status) -> Error {
+        Error::from_code(s.code(), s.message().to_string())
     }
 }
 

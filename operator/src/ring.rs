@@ -39,7 +39,7 @@ async fn connect(addr: &str, cookie: &Cookie) -> Result<Admin> {
 fn state(s: i32) -> State {
     // An unknown or unspecified state is treated as down, which blocks
     // nothing unsafe (a down member is neither counted ready nor removed).
-    flavio_node::cluster::state::member_state_from_pb(s).unwrap_or(State::Down)
+    flavio_node::rpc::convert::member_state_from_pb(s).unwrap_or(State::Down)
 }
 
 /// Reads the ring from the member at `addr`.

@@ -31,15 +31,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flavio_proto::v1 as pb;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::{Notify, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 
 use super::handoff_fsm::{Action, Event, Phase, SenderFsm, VnodeMode};
 use super::manager::{Cluster, marker_key};
 use super::router::Router;
 use super::state::Transfer;
+use super::transport::{
+    HandoffAck, HandoffInbound, HandoffMessage, HandoffStart, PeerAnswer, PeerCall, Transport,
+};
 use crate::ring::PartitionId;
 use crate::vnode::{Forwarder, Mode, Redirector, Vnode};
 use crate::{Error, Result};
@@ -139,15 +141,13 @@ impl Handoffs {
 /// Sends the copies a forwarding vnode makes to the receiver's copy, and
 /// keeps count of those not yet acknowledged.
 struct SessionForwarder {
-    router: PeerSender,
+    transport: Arc<dyn Transport>,
     addr: String,
     session: u64,
     outstanding: AtomicUsize,
     failed: AtomicBool,
     idle: Notify,
 }
-
-type PeerSender = Arc<crate::rpc::peer::Peers>;
 
 impl SessionForwarder {
     fn done(&self, ok: bool) {
@@ -182,19 +182,17 @@ impl Forwarder for ArcForwarder {
         let f = Arc::clone(&self.0);
         f.outstanding.fetch_add(1, Ordering::SeqCst);
         let back = Arc::clone(&f);
-        f.router.send(
+        f.transport.send(
             &f.addr,
-            pb::PeerRequest {
-                id: 0,
-                partition: p.0,
-                kind: Some(pb::peer_request::Kind::Command(cmd)),
-                partitions: Vec::new(),
-                handoff_session: f.session,
+            PeerCall::Command {
+                partition: p,
+                cmd,
                 hops: 0,
                 cluster_id: String::new(),
+                session: f.session,
             },
             Box::new(move |r| {
-                back.done(matches!(r, Ok(pb::peer_reply::Result::Reply(_))));
+                back.done(matches!(r, Ok(PeerAnswer::Reply(_))));
             }),
         );
     }
@@ -212,8 +210,9 @@ impl<V: Vnode> Redirector for RouterRedirect<V> {
     ) {
         use crate::request::Dispatch;
         if *self.0.owner(p) == *self.1 {
-            // Ownership came back before this vnode was switched to normal.
-            reply(Err(Error::Rpc(format!(
+            // Ownership came back before this vnode was switched to normal:
+            // nothing was applied, and the router retries once it is.
+            reply(Err(Error::Moved(format!(
                 "partition {p} is moving back; retry"
             ))));
             return;
@@ -229,7 +228,7 @@ impl<V: Vnode> Redirector for RouterRedirect<V> {
     ) {
         use crate::request::Dispatch;
         if *self.0.owner(p) == *self.1 {
-            reply(Err(Error::Rpc(format!(
+            reply(Err(Error::Moved(format!(
                 "partition {p} is moving back; retry"
             ))));
             return;
@@ -396,14 +395,23 @@ async fn exec<V: Vnode>(
     Ok(items)
 }
 
-type AckStream = Streaming<pb::HandoffAck>;
+type AckStream = BoxStream<'static, Result<HandoffAck>>;
 
-/// A receiver's refusal, keeping "busy" apart from failures.
-fn refused(to: &str, s: &tonic::Status) -> Error {
-    if s.code() == tonic::Code::ResourceExhausted {
-        Error::Busy(format!("{to}: {}", s.message()))
-    } else {
-        Error::Rpc(format!("{to}: {}", s.message()))
+/// A receiver's refusal or a broken stream, naming the receiver; "busy" stays
+/// apart from failures.
+fn refused(to: &str, e: Error) -> Error {
+    match e {
+        Error::Busy(why) => Error::Busy(format!("{to}: {why}")),
+        e => Error::Rpc(format!("{to}: {e}")),
+    }
+}
+
+/// The next acknowledgement, or why there is none.
+async fn next_ack(to: &str, acks: &mut AckStream) -> Result<HandoffAck> {
+    match acks.next().await {
+        Some(Ok(a)) => Ok(a),
+        Some(Err(e)) => Err(refused(to, e)),
+        None => Err(Error::Rpc(format!("handoff stream to {to} closed"))),
     }
 }
 
@@ -412,37 +420,27 @@ async fn start<V: Vnode>(
     c: &Cluster<V>,
     t: &Transfer,
     session: u64,
-) -> Result<(mpsc::Sender<pb::HandoffMessage>, AckStream)> {
+) -> Result<(mpsc::Sender<HandoffMessage>, AckStream)> {
     let snap = c.ring();
     let addr = snap
         .addr(&t.to)
         .ok_or_else(|| Error::Rpc(format!("no address for {}", t.to)))?
         .to_string();
-    let (tx, rx) = mpsc::channel::<pb::HandoffMessage>(64);
-    tx.send(pb::HandoffMessage {
-        msg: Some(pb::handoff_message::Msg::Start(pb::HandoffStart {
-            partition: t.partition.0,
-            from: c.me().to_string(),
-            to: t.to.clone(),
-            session,
-            ring_size: snap.ring.size.get(),
-        })),
-    })
-    .await
-    .map_err(|_| Error::Rpc("handoff stream closed".into()))?;
-    let mut acks = c
-        .peers()
-        .cluster(&addr)?
-        .handoff(ReceiverStream::new(rx))
+    let start = HandoffStart {
+        partition: t.partition,
+        from: c.me().to_string(),
+        to: t.to.clone(),
+        session,
+        ring_size: snap.ring.size.get(),
+    };
+    let mut link = c
+        .transport()
+        .handoff(&addr, start)
         .await
-        .map_err(|s| refused(&t.to, &s))?
-        .into_inner();
-    match acks.message().await {
-        Ok(Some(pb::HandoffAck {
-            ack: Some(pb::handoff_ack::Ack::Started(true)),
-        })) => Ok((tx, acks)),
-        Ok(other) => Err(Error::Rpc(format!("unexpected handoff ack {other:?}"))),
-        Err(s) => Err(refused(&t.to, &s)),
+        .map_err(|e| refused(&t.to, e))?;
+    match next_ack(&t.to, &mut link.acks).await? {
+        HandoffAck::Started => Ok((link.tx, link.acks)),
+        other => Err(Error::Rpc(format!("unexpected handoff ack {other:?}"))),
     }
 }
 
@@ -458,7 +456,7 @@ async fn send_once<V: Vnode>(
     let session = new_session();
     let mut fsm = SenderFsm::new();
     let fwd = Arc::new(SessionForwarder {
-        router: Arc::clone(c.peers()),
+        transport: Arc::clone(c.transport()),
         addr: c.ring().addr(&t.to).unwrap_or_default().to_string(),
         session,
         outstanding: AtomicUsize::new(0),
@@ -511,7 +509,7 @@ async fn send_once<V: Vnode>(
 
 async fn stream_items(
     t: &Transfer,
-    tx: &mpsc::Sender<pb::HandoffMessage>,
+    tx: &mpsc::Sender<HandoffMessage>,
     acks: &mut AckStream,
     items: Vec<Vec<u8>>,
     progress: &Progress,
@@ -520,27 +518,18 @@ async fn stream_items(
     let n = items.len() as u64;
     for item in items {
         let len = item.len() as u64;
-        tx.send(pb::HandoffMessage {
-            msg: Some(pb::handoff_message::Msg::Item(item)),
-        })
-        .await
-        .map_err(|_| closed())?;
+        tx.send(HandoffMessage::Item(item))
+            .await
+            .map_err(|_| closed())?;
         progress.items.fetch_add(1, Ordering::Relaxed);
         progress.bytes.fetch_add(len, Ordering::Relaxed);
     }
-    tx.send(pb::HandoffMessage {
-        msg: Some(pb::handoff_message::Msg::Finish(pb::HandoffFinish {
-            items: n,
-        })),
-    })
-    .await
-    .map_err(|_| closed())?;
-    match acks.message().await {
-        Ok(Some(pb::HandoffAck {
-            ack: Some(pb::handoff_ack::Ack::Finished(k)),
-        })) if k == n => Ok(()),
-        Ok(other) => Err(Error::Rpc(format!("unexpected handoff ack {other:?}"))),
-        Err(s) => Err(Error::Rpc(format!("{}: {}", t.to, s.message()))),
+    tx.send(HandoffMessage::Finish { items: n })
+        .await
+        .map_err(|_| closed())?;
+    match next_ack(&t.to, acks).await? {
+        HandoffAck::Finished(k) if k == n => Ok(()),
+        other => Err(Error::Rpc(format!("unexpected handoff ack {other:?}"))),
     }
 }
 
@@ -559,9 +548,7 @@ async fn flip<V: Vnode>(c: &Cluster<V>, t: &Transfer) -> (Event, Option<Error>) 
         );
     }
     let attempt = if c.is_claimant() {
-        c.complete_transfer(t.partition, &t.from, &t.to)
-            .await
-            .map(|_| ())
+        c.complete_transfer(t).await.map(|_| ())
     } else {
         remote_flip(c, t).await
     };
@@ -584,58 +571,43 @@ async fn flip<V: Vnode>(c: &Cluster<V>, t: &Transfer) -> (Event, Option<Error>) 
 
 async fn remote_flip<V: Vnode>(c: &Cluster<V>, t: &Transfer) -> Result<()> {
     let addr = c.claimant_addr()?;
-    let reply = c
-        .peers()
-        .cluster(&addr)?
-        .handoff_complete(pb::HandoffCompleteRequest {
-            partition: t.partition.0,
-            from: t.from.clone(),
-            to: t.to.clone(),
-        })
-        .await
-        .map_err(|s| {
-            if s.code() == tonic::Code::FailedPrecondition {
-                Error::FailedPrecondition(s.message().to_string())
-            } else {
-                Error::Rpc(s.message().to_string())
-            }
-        })?;
-    if let Some(ring) = reply.into_inner().ring {
-        c.adopt(crate::cluster::RingState::try_from(ring)?).await?;
+    let ring = c.transport().complete_transfer(&addr, t.clone()).await?;
+    if let Some(ring) = ring {
+        c.adopt(ring).await?;
     }
     Ok(())
 }
 
-/// The receiving side of one handoff stream.
+/// The receiving side of one handoff stream: `inbound` brings the sender's
+/// messages, `out` takes the acknowledgements, or the error that ended it.
 pub async fn receive<V: Vnode>(
     c: Cluster<V>,
-    mut inbound: Streaming<pb::HandoffMessage>,
-    out: mpsc::Sender<std::result::Result<pb::HandoffAck, tonic::Status>>,
+    mut inbound: HandoffInbound,
+    out: mpsc::Sender<Result<HandoffAck>>,
 ) {
     let result = receive_inner(&c, &mut inbound, &out).await;
     if let Err(e) = result {
         tracing::info!(error = %e, "inbound handoff failed");
-        let _ = out.send(Err(tonic::Status::from(e))).await;
+        let _ = out.send(Err(e)).await;
     }
 }
 
 async fn receive_inner<V: Vnode>(
     c: &Cluster<V>,
-    inbound: &mut Streaming<pb::HandoffMessage>,
-    out: &mpsc::Sender<std::result::Result<pb::HandoffAck, tonic::Status>>,
+    inbound: &mut HandoffInbound,
+    out: &mpsc::Sender<Result<HandoffAck>>,
 ) -> Result<()> {
-    use pb::handoff_message::Msg;
-    let next = |m: std::result::Result<Option<pb::HandoffMessage>, tonic::Status>| match m {
-        Ok(Some(pb::HandoffMessage { msg: Some(m) })) => Ok(m),
-        Ok(_) => Err(Error::Rpc("handoff stream ended early".into())),
-        Err(s) => Err(Error::Rpc(format!("handoff stream: {}", s.message()))),
+    let next = |m: Option<Result<HandoffMessage>>| match m {
+        Some(Ok(m)) => Ok(m),
+        Some(Err(e)) => Err(Error::Rpc(format!("handoff stream: {e}"))),
+        None => Err(Error::Rpc("handoff stream ended early".into())),
     };
-    let Msg::Start(start) = next(inbound.message().await)? else {
+    let HandoffMessage::Start(start) = next(inbound.next().await)? else {
         return Err(Error::InvalidArgument("a handoff starts with Start".into()));
     };
-    let p = PartitionId(start.partition);
+    let p = start.partition;
     let snap = c.ring();
-    if start.ring_size != snap.ring.size.get() || start.partition >= snap.ring.size.get() {
+    if start.ring_size != snap.ring.size.get() || p.0 >= snap.ring.size.get() {
         return Err(Error::InvalidArgument(
             "handoff for another ring size".into(),
         ));
@@ -673,13 +645,13 @@ async fn receive_inner<V: Vnode>(
         session: start.session,
     });
     lock(&c.inner.handoffs.inbound).insert(p.0, Arc::clone(&progress));
-    let ack = |a| Ok(pb::HandoffAck { ack: Some(a) });
-    out.send(ack(pb::handoff_ack::Ack::Started(true)))
+    let gone = || Error::Rpc("sender went away".into());
+    out.send(Ok(HandoffAck::Started))
         .await
-        .map_err(|_| Error::Rpc("sender went away".into()))?;
+        .map_err(|_| gone())?;
     loop {
-        match next(inbound.message().await)? {
-            Msg::Item(item) => {
+        match next(inbound.next().await)? {
+            HandoffMessage::Item(item) => {
                 progress.items.fetch_add(1, Ordering::Relaxed);
                 progress
                     .bytes
@@ -688,24 +660,25 @@ async fn receive_inner<V: Vnode>(
                     .with_vnode(p, move |v, ctx| v.handle_handoff_data(&item, ctx))
                     .await??;
             }
-            Msg::Finish(f) => {
+            HandoffMessage::Finish { items } => {
                 let got = progress.items.load(Ordering::Relaxed);
-                if f.items != got {
+                if items != got {
                     return Err(Error::Rpc(format!(
-                        "handoff of {p} sent {} items, received {got}",
-                        f.items
+                        "handoff of {p} sent {items} items, received {got}"
                     )));
                 }
                 c.master().barrier(p).await?;
                 c.inner
                     .store
                     .put_meta(&marker_key(p), &start.session.to_be_bytes())?;
-                out.send(ack(pb::handoff_ack::Ack::Finished(got)))
+                out.send(Ok(HandoffAck::Finished(got)))
                     .await
-                    .map_err(|_| Error::Rpc("sender went away".into()))?;
+                    .map_err(|_| gone())?;
                 return Ok(());
             }
-            Msg::Start(_) => return Err(Error::InvalidArgument("second Start".into())),
+            HandoffMessage::Start(_) => {
+                return Err(Error::InvalidArgument("second Start".into()));
+            }
         }
     }
 }

@@ -16,17 +16,18 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flavio_proto::v1 as pb;
 use rand::seq::IndexedRandom;
 use tokio::sync::{Semaphore, watch};
 
 use super::claimant::{self, Change, Plan, Staging};
 use super::handoff::Handoffs;
 use super::router::Router;
-use super::state::{MemberState, Merge, RingState};
+use super::state::{MemberState, Merge, RingState, Transfer};
+use super::transport::{
+    Gossip, GossipReply, JoinRequest, PeerAnswer, PeerCall, PeerCallback, RingCodec, Transport,
+};
 use super::view::{Snapshot, View};
 use crate::ring::PartitionId;
-use crate::rpc::peer::Peers;
 use crate::vnode::{Mode, Store, Vnode, VnodeMaster};
 use crate::{Error, Result};
 
@@ -55,7 +56,8 @@ pub(super) struct Inner<V: Vnode> {
     pub(super) store: Store,
     pub(super) master: VnodeMaster<V>,
     pub(super) view: View,
-    pub(super) peers: Arc<Peers>,
+    pub(super) transport: Arc<dyn Transport>,
+    codec: Arc<dyn RingCodec>,
     pub(super) router: Arc<Router<V>>,
     /// Serializes ring changes and their persistence.
     write: tokio::sync::Mutex<()>,
@@ -102,16 +104,19 @@ pub(super) fn marker_key(p: PartitionId) -> String {
 impl<V: Vnode> Cluster<V> {
     /// Loads the persisted ring (or makes a one-member ring), cleans up data
     /// of partitions this node does not own, and starts the owned vnodes.
+    /// Other nodes are reached through `transport`; the ring is persisted
+    /// in `store` in `codec`'s form.
     pub async fn open(
         config: ClusterConfig,
         store: Store,
         master: VnodeMaster<V>,
-        peers: Arc<Peers>,
+        transport: Arc<dyn Transport>,
+        codec: Arc<dyn RingCodec>,
     ) -> Result<Cluster<V>> {
         let size = master.ring_size();
         let ring = match store.get_meta(RING_KEY)? {
             Some(bytes) => {
-                let ring = RingState::decode(&bytes)?;
+                let ring = codec.decode(&bytes)?;
                 if ring.size != size {
                     return Err(Error::RingSizeMismatch {
                         dir: store.dir().to_path_buf(),
@@ -123,7 +128,7 @@ impl<V: Vnode> Cluster<V> {
             }
             None => {
                 let ring = RingState::singleton(new_cluster_id(), size, &config.name, &config.addr);
-                store.put_meta(RING_KEY, &ring.encode())?;
+                store.put_meta(RING_KEY, &codec.encode(&ring))?;
                 ring
             }
         };
@@ -139,7 +144,7 @@ impl<V: Vnode> Cluster<V> {
             &config.name,
             view.clone(),
             master.clone(),
-            Arc::clone(&peers),
+            Arc::clone(&transport),
         );
         let (changed, _) = watch::channel(ring.version);
         let conc = config.handoff_concurrency.max(1);
@@ -150,7 +155,8 @@ impl<V: Vnode> Cluster<V> {
                 store,
                 master,
                 view,
-                peers,
+                transport,
+                codec,
                 router,
                 write: tokio::sync::Mutex::new(()),
                 seen: Mutex::new(HashMap::new()),
@@ -236,9 +242,9 @@ impl<V: Vnode> Cluster<V> {
         &self.inner.master
     }
 
-    /// The peer connections.
-    pub fn peers(&self) -> &Arc<Peers> {
-        &self.inner.peers
+    /// How this node reaches the others.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.inner.transport
     }
 
     /// Transfers this node is sending now.
@@ -300,7 +306,9 @@ impl<V: Vnode> Cluster<V> {
     /// Persists and shows `ring`; `left` marks the one-member ring of a node
     /// just removed from its cluster.
     async fn install_as(&self, ring: RingState, left: bool) -> Result<()> {
-        self.inner.store.put_meta(RING_KEY, &ring.encode())?;
+        self.inner
+            .store
+            .put_meta(RING_KEY, &self.inner.codec.encode(&ring))?;
         let version = ring.version;
         if left {
             self.inner.view.set_left(ring);
@@ -374,19 +382,14 @@ impl<V: Vnode> Cluster<V> {
 
     pub(super) async fn gossip_to(&self, node: String, addr: String) {
         let ring = self.ring();
-        let req = pb::GossipRequest {
+        let msg = Gossip {
             from: self.inner.me.clone(),
-            ring: Some(pb::RingState::from(&ring.ring)),
+            ring: ring.ring.clone(),
         };
-        let result = match self.inner.peers.cluster(&addr) {
-            Ok(mut c) => c.gossip(req).await.map_err(|s| s.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match result {
+        match self.inner.transport.gossip(&addr, msg).await {
             // An empty id is a node from before the field: same cluster.
             Ok(reply)
-                if !reply.get_ref().cluster_id.is_empty()
-                    && reply.get_ref().cluster_id != ring.ring.cluster_id =>
+                if !reply.cluster_id.is_empty() && reply.cluster_id != ring.ring.cluster_id =>
             {
                 // Another cluster under that name and address (a member
                 // restarted on an empty data directory): for this cluster it
@@ -398,18 +401,12 @@ impl<V: Vnode> Cluster<V> {
                 }
             }
             Ok(reply) => {
-                let reply = reply.into_inner();
                 self.note_seen(&node, reply.version);
                 self.heard_from(&node).await;
-                if let Some(theirs) = reply.ring {
-                    match RingState::try_from(theirs) {
-                        Ok(r) => {
-                            if let Err(e) = self.adopt(r).await {
-                                tracing::warn!(%node, error = %e, "could not adopt gossiped ring");
-                            }
-                        }
-                        Err(e) => tracing::warn!(%node, error = %e, "bad ring in gossip reply"),
-                    }
+                if let Some(theirs) = reply.ring
+                    && let Err(e) = self.adopt(theirs).await
+                {
+                    tracing::warn!(%node, error = %e, "could not adopt gossiped ring");
                 }
             }
             Err(e) => {
@@ -420,25 +417,94 @@ impl<V: Vnode> Cluster<V> {
     }
 
     /// Handles a gossip push: adopt if newer, and answer with ours if ours is.
-    pub async fn handle_gossip(&self, req: pb::GossipRequest) -> Result<pb::GossipReply> {
-        let theirs = req
-            .ring
-            .ok_or_else(|| Error::InvalidArgument("gossip without a ring".into()))?;
-        let theirs = RingState::try_from(theirs)?;
+    pub async fn handle_gossip(&self, msg: Gossip) -> Result<GossipReply> {
+        let theirs = msg.ring;
         let their_version = theirs.version;
         let same_cluster = theirs.cluster_id == self.ring().ring.cluster_id;
         if same_cluster {
-            self.note_seen(&req.from, their_version);
+            self.note_seen(&msg.from, their_version);
             self.adopt(theirs).await?;
-            self.heard_from(&req.from).await;
+            self.heard_from(&msg.from).await;
         }
         let mine = self.ring();
-        Ok(pb::GossipReply {
+        Ok(GossipReply {
             cluster_id: mine.ring.cluster_id.clone(),
             version: mine.ring.version,
-            ring: (same_cluster && mine.ring.version > their_version)
-                .then(|| pb::RingState::from(&mine.ring)),
+            ring: (same_cluster && mine.ring.version > their_version).then(|| mine.ring.clone()),
         })
+    }
+
+    /// Serves one call of a peer's stream: a command or coverage request for
+    /// local partitions (forwarded on if they moved), or a copy forwarded by
+    /// a handing-off peer.
+    pub fn serve_peer(&self, call: PeerCall, reply: PeerCallback) {
+        let snap = self.ring();
+        let size = snap.ring.size.get();
+        let cluster_id = match &call {
+            PeerCall::Command { cluster_id, .. } | PeerCall::Coverage { cluster_id, .. } => {
+                cluster_id
+            }
+        };
+        if !cluster_id.is_empty() && *cluster_id != snap.ring.cluster_id {
+            // A node that left (or never joined) must not serve a cluster's
+            // partitions: the sender's ring is stale and it will look again.
+            let e = || Error::Moved(format!("{} is not a member of that cluster", self.inner.me));
+            return match call {
+                PeerCall::Coverage { partitions, .. } => reply(Ok(PeerAnswer::Coverage(
+                    partitions.into_iter().map(|p| (p, Err(e()))).collect(),
+                ))),
+                PeerCall::Command { .. } => reply(Err(e())),
+            };
+        }
+        match call {
+            PeerCall::Command {
+                partition,
+                cmd,
+                hops,
+                session,
+                ..
+            } => {
+                if partition.0 >= size {
+                    return reply(Err(Error::InvalidPartition(partition.0.to_string())));
+                }
+                let reply = Box::new(move |r: Result<Vec<u8>>| reply(r.map(PeerAnswer::Reply)));
+                if session != 0 {
+                    super::handoff::forwarded_command(self, partition, session, &cmd, reply);
+                } else {
+                    self.inner
+                        .router
+                        .command_encoded(partition, cmd, hops, reply);
+                }
+            }
+            PeerCall::Coverage {
+                partitions,
+                req,
+                hops,
+                ..
+            } => {
+                let parts: Vec<PartitionId> =
+                    partitions.into_iter().filter(|p| p.0 < size).collect();
+                if parts.is_empty() {
+                    return reply(Ok(PeerAnswer::Coverage(Vec::new())));
+                }
+                let want = parts.len();
+                let acc = Arc::new(Mutex::new((Vec::with_capacity(want), Some(reply))));
+                self.inner.router.coverage_encoded(
+                    parts,
+                    req,
+                    hops,
+                    Arc::new(move |p, r| {
+                        let mut acc = lock(&acc);
+                        acc.0.push((p, r));
+                        if acc.0.len() == want
+                            && let Some(reply) = acc.1.take()
+                        {
+                            reply(Ok(PeerAnswer::Coverage(std::mem::take(&mut acc.0))));
+                        }
+                    }),
+                );
+            }
+        }
     }
 
     async fn gossip_loop(&self) {
@@ -572,30 +638,23 @@ impl<V: Vnode> Cluster<V> {
                 "Failed: a node cannot join itself".into(),
             ));
         }
-        let mut client = self.inner.peers.cluster(target)?;
-        let reply = client
-            .join(pb::JoinRequest {
-                node: self.inner.me.clone(),
-                addr: self.inner.addr.clone(),
-                ring_size: snap.ring.size.get(),
-            })
+        let req = JoinRequest {
+            node: self.inner.me.clone(),
+            addr: self.inner.addr.clone(),
+            ring_size: snap.ring.size.get(),
+        };
+        let ring = self
+            .inner
+            .transport
+            .join(target, req)
             .await
-            .map_err(|s| match s.code() {
-                tonic::Code::PermissionDenied => Error::FailedPrecondition(format!(
+            .map_err(|e| match e {
+                Error::PermissionDenied(_) => Error::FailedPrecondition(format!(
                     "Failed: {target} refused this node's cluster cookie; nodes of a cluster must share one cookie"
                 )),
-                tonic::Code::Unavailable => Error::Rpc(format!(
-                    "Failed: {target} is not reachable: {}",
-                    s.message()
-                )),
-                _ => Error::FailedPrecondition(s.message().to_string()),
-            })?
-            .into_inner();
-        let ring = RingState::try_from(
-            reply
-                .ring
-                .ok_or_else(|| Error::Rpc("join reply without a ring".into()))?,
-        )?;
+                Error::Rpc(why) => Error::Rpc(format!("Failed: {target} is not reachable: {why}")),
+                e => Error::FailedPrecondition(e.to_string()),
+            })?;
         let target_name = ring
             .members
             .iter()
@@ -614,22 +673,15 @@ impl<V: Vnode> Cluster<V> {
     }
 
     /// On a member: lets `req.node` join (forwarded to the claimant).
-    pub async fn handle_join(&self, req: pb::JoinRequest) -> Result<RingState> {
+    pub async fn handle_join(&self, req: JoinRequest) -> Result<RingState> {
         if !self.is_claimant() {
             let addr = self.claimant_addr()?;
-            let reply = self
+            return self
                 .inner
-                .peers
-                .cluster(&addr)?
-                .join(req)
+                .transport
+                .join(&addr, req)
                 .await
-                .map_err(|s| Error::FailedPrecondition(s.message().to_string()))?
-                .into_inner();
-            return RingState::try_from(
-                reply
-                    .ring
-                    .ok_or_else(|| Error::Rpc("join reply without a ring".into()))?,
-            );
+                .map_err(|e| Error::FailedPrecondition(e.to_string()));
         }
         let size = self.ring().ring.size;
         if req.ring_size != size.get() {
@@ -749,16 +801,9 @@ impl<V: Vnode> Cluster<V> {
     /// node's cluster. A node restarted on an empty data directory answers
     /// too, but as a cluster of its own: for this cluster it is gone.
     async fn answers(&self, addr: &str) -> bool {
-        let Ok(mut c) = self.inner.peers.admin(addr) else {
-            return false;
-        };
-        let call = c.member_status(pb::MemberStatusRequest {});
+        let call = self.inner.transport.members(addr);
         match tokio::time::timeout(Duration::from_secs(2), call).await {
-            Ok(Ok(reply)) => reply
-                .into_inner()
-                .members
-                .iter()
-                .any(|m| m.name == self.inner.me),
+            Ok(Ok(members)) => members.iter().any(|m| *m == self.inner.me),
             _ => false,
         }
     }
@@ -785,11 +830,15 @@ impl<V: Vnode> Cluster<V> {
         Ok(())
     }
 
-    /// Flips `p` to `to` once its handoff is complete (claimant only).
-    pub async fn complete_transfer(&self, p: PartitionId, from: &str, to: &str) -> Result<u64> {
+    /// Flips `t` once its handoff is complete (claimant only). Returns the
+    /// ring afterwards.
+    pub async fn complete_transfer(&self, t: &Transfer) -> Result<RingState> {
         self.require_claimant()?;
-        self.mutate(|ring| claimant::complete_transfer(ring, p, from, to))
+        if t.partition.0 >= self.ring().ring.size.get() {
+            return Err(Error::InvalidPartition(t.partition.0.to_string()));
+        }
+        self.mutate(|ring| claimant::complete_transfer(ring, t.partition, &t.from, &t.to))
             .await?;
-        Ok(self.ring().ring.version)
+        Ok(self.ring().ring.clone())
     }
 }

@@ -7,6 +7,8 @@
 //! - [`manager`]: the node's part: ring persistence, gossip, join, the
 //!   claimant's operations, and keeping local vnodes in step with ownership.
 //! - [`router`]: sends vnode traffic to owners, here or over the peer stream.
+//! - [`transport`]: the seam to other nodes: what the cluster asks of a peer
+//!   and what it answers, in domain types (gRPC lives in `rpc`).
 //! - [`handoff`]: moves a vnode to its next owner without losing a command;
 //!   [`handoff_fsm`] is its pure state machine.
 //! - [`view`]: the current ring, shared cheaply.
@@ -17,6 +19,7 @@ pub mod handoff_fsm;
 pub mod manager;
 pub mod router;
 pub mod state;
+pub mod transport;
 pub mod view;
 
 pub use manager::{Cluster, ClusterConfig};

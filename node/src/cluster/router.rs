@@ -8,12 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use flavio_proto::v1 as pb;
-
+use super::transport::{PeerAnswer, PeerCall, Transport};
 use super::view::View;
 use crate::request::{CoverageSink, Dispatch};
 use crate::ring::{PartitionId, RingSize};
-use crate::rpc::peer::Peers;
 use crate::vnode::{Replier, Vnode, VnodeMaster, Wire};
 use crate::{Error, Result};
 
@@ -31,7 +29,7 @@ pub struct Router<V: Vnode> {
     me: Arc<str>,
     view: View,
     master: VnodeMaster<V>,
-    peers: Arc<Peers>,
+    transport: Arc<dyn Transport>,
     names: Vec<Arc<str>>,
     this: Weak<Router<V>>,
 }
@@ -41,30 +39,14 @@ pub struct Router<V: Vnode> {
 const RETRIES: u32 = 40;
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
-fn error_from_pb(e: pb::Error) -> Error {
-    match tonic::Code::from_i32(e.code) {
-        tonic::Code::Unimplemented => Error::UnknownCommand {
-            partition: "-".into(),
-            command: e.message,
-        },
-        tonic::Code::InvalidArgument => Error::InvalidArgument(e.message),
-        tonic::Code::FailedPrecondition => Error::FailedPrecondition(e.message),
-        tonic::Code::Aborted => Error::Moved(e.message),
-        _ => Error::Rpc(e.message),
-    }
-}
-
-/// The wire form of an error.
-pub fn error_to_pb(e: &Error) -> pb::Error {
-    pb::Error {
-        code: e.code() as i32,
-        message: e.to_string(),
-    }
-}
-
 impl<V: Vnode> Router<V> {
     /// Routes for node `me`.
-    pub fn new(me: &str, view: View, master: VnodeMaster<V>, peers: Arc<Peers>) -> Arc<Self> {
+    pub fn new(
+        me: &str,
+        view: View,
+        master: VnodeMaster<V>,
+        transport: Arc<dyn Transport>,
+    ) -> Arc<Self> {
         let size = master.ring_size();
         let names = size
             .partitions()
@@ -74,7 +56,7 @@ impl<V: Vnode> Router<V> {
             me: Arc::from(me),
             view,
             master,
-            peers,
+            transport,
             names,
             this: this.clone(),
         })
@@ -150,22 +132,19 @@ impl<V: Vnode> Router<V> {
         hops: u32,
         reply: EncodedReply,
     ) {
-        self.peers.send(
+        self.transport.send(
             addr,
-            pb::PeerRequest {
-                id: 0,
-                partition: p.0,
-                kind: Some(pb::peer_request::Kind::Command(cmd)),
-                partitions: Vec::new(),
-                handoff_session: 0,
+            PeerCall::Command {
+                partition: p,
+                cmd,
                 hops,
                 cluster_id: cluster_id.to_string(),
+                session: 0,
             },
             Box::new(move |r| {
                 reply(match r {
-                    Ok(pb::peer_reply::Result::Reply(b)) => Ok(b),
-                    Ok(pb::peer_reply::Result::Error(e)) => Err(error_from_pb(e)),
-                    Ok(pb::peer_reply::Result::Coverage(_)) => {
+                    Ok(PeerAnswer::Reply(b)) => Ok(b),
+                    Ok(PeerAnswer::Coverage(_)) => {
                         Err(Error::Rpc("coverage answer to a command".into()))
                     }
                     Err(e) => Err(e),
@@ -253,34 +232,21 @@ impl<V: Vnode> Router<V> {
             }
             let sink = Arc::clone(&sink);
             let asked = parts.clone();
-            self.peers.send(
+            self.transport.send(
                 &addr,
-                pb::PeerRequest {
-                    id: 0,
-                    partition: 0,
-                    kind: Some(pb::peer_request::Kind::Coverage(req.clone())),
-                    partitions: parts.iter().map(|p| p.0).collect(),
-                    handoff_session: 0,
+                PeerCall::Coverage {
+                    partitions: parts,
+                    req: req.clone(),
                     hops: hops + 1,
                     cluster_id: snap.ring.cluster_id.clone(),
                 },
                 Box::new(move |r| match r {
-                    Ok(pb::peer_reply::Result::Coverage(c)) => {
-                        for item in c.items {
-                            let p = PartitionId(item.partition);
-                            match item.result {
-                                Some(pb::coverage_item::Result::Reply(b)) => sink(p, Ok(b)),
-                                Some(pb::coverage_item::Result::Error(e)) => {
-                                    sink(p, Err(error_from_pb(e)))
-                                }
-                                None => sink(p, Err(Error::Rpc("empty coverage item".into()))),
-                            }
+                    Ok(PeerAnswer::Coverage(items)) => {
+                        for (p, r) in items {
+                            sink(p, r);
                         }
                     }
-                    Ok(pb::peer_reply::Result::Error(e)) => {
-                        fail_all(&asked, &error_from_pb(e), &sink)
-                    }
-                    Ok(pb::peer_reply::Result::Reply(_)) => fail_all(
+                    Ok(PeerAnswer::Reply(_)) => fail_all(
                         &asked,
                         &Error::Rpc("command answer to coverage".into()),
                         &sink,

@@ -9,10 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use flavio_proto::v1 as pb;
-
 use crate::ring::{PartitionId, RingSize};
-use crate::{Error, Result};
 
 /// A member's state, as riak names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -205,138 +202,6 @@ pub fn merge(mine: &RingState, theirs: &RingState, me: &str) -> Merge {
     }
 }
 
-fn state_to_pb(s: MemberState) -> pb::MemberState {
-    match s {
-        MemberState::Joining => pb::MemberState::Joining,
-        MemberState::Valid => pb::MemberState::Valid,
-        MemberState::Leaving => pb::MemberState::Leaving,
-        MemberState::Exiting => pb::MemberState::Exiting,
-        MemberState::Down => pb::MemberState::Down,
-        MemberState::Removed => pb::MemberState::Removed,
-    }
-}
-
-/// The wire form of a member state.
-pub fn member_state_to_pb(s: MemberState) -> i32 {
-    state_to_pb(s) as i32
-}
-
-/// A member state from its wire form; unknown values are an error.
-pub fn member_state_from_pb(v: i32) -> Result<MemberState> {
-    Ok(match pb::MemberState::try_from(v) {
-        Ok(pb::MemberState::Joining) => MemberState::Joining,
-        Ok(pb::MemberState::Valid) => MemberState::Valid,
-        Ok(pb::MemberState::Leaving) => MemberState::Leaving,
-        Ok(pb::MemberState::Exiting) => MemberState::Exiting,
-        Ok(pb::MemberState::Down) => MemberState::Down,
-        Ok(pb::MemberState::Removed) => MemberState::Removed,
-        _ => {
-            return Err(Error::Corrupt {
-                what: "ring member state".into(),
-                message: format!("unknown state {v}"),
-            });
-        }
-    })
-}
-
-impl From<&RingState> for pb::RingState {
-    fn from(r: &RingState) -> Self {
-        pb::RingState {
-            cluster_id: r.cluster_id.clone(),
-            ring_size: r.size.get(),
-            version: r.version,
-            claimant: r.claimant.clone(),
-            members: r
-                .members
-                .iter()
-                .map(|(name, m)| pb::RingMember {
-                    name: name.clone(),
-                    addr: m.addr.clone(),
-                    state: member_state_to_pb(m.state),
-                })
-                .collect(),
-            owners: r.owners.clone(),
-            pending: r
-                .pending
-                .iter()
-                .map(|t| pb::RingTransfer {
-                    partition: t.partition.0,
-                    from: t.from.clone(),
-                    to: t.to.clone(),
-                })
-                .collect(),
-        }
-    }
-}
-
-impl TryFrom<pb::RingState> for RingState {
-    type Error = Error;
-
-    fn try_from(r: pb::RingState) -> Result<Self> {
-        let size = RingSize::new(u64::from(r.ring_size))?;
-        if r.owners.len() != size.get() as usize {
-            return Err(Error::Corrupt {
-                what: "ring".into(),
-                message: format!("{} owners for a ring of {size}", r.owners.len()),
-            });
-        }
-        let mut members = BTreeMap::new();
-        for m in r.members {
-            members.insert(
-                m.name,
-                Member {
-                    addr: m.addr,
-                    state: member_state_from_pb(m.state)?,
-                },
-            );
-        }
-        let mut pending = Vec::with_capacity(r.pending.len());
-        for t in r.pending {
-            if t.partition >= size.get() {
-                return Err(Error::Corrupt {
-                    what: "ring".into(),
-                    message: format!(
-                        "pending transfer of partition {} beyond the ring",
-                        t.partition
-                    ),
-                });
-            }
-            pending.push(Transfer {
-                partition: PartitionId(t.partition),
-                from: t.from,
-                to: t.to,
-            });
-        }
-        Ok(RingState {
-            cluster_id: r.cluster_id,
-            size,
-            version: r.version,
-            claimant: r.claimant,
-            members,
-            owners: r.owners,
-            pending,
-        })
-    }
-}
-
-impl RingState {
-    /// Encodes for persistence.
-    pub fn encode(&self) -> Vec<u8> {
-        use prost::Message;
-        pb::RingState::from(self).encode_to_vec()
-    }
-
-    /// Decodes what [`RingState::encode`] wrote.
-    pub fn decode(bytes: &[u8]) -> Result<RingState> {
-        use prost::Message;
-        let r = pb::RingState::decode(bytes).map_err(|e| Error::Corrupt {
-            what: "ring".into(),
-            message: e.to_string(),
-        })?;
-        RingState::try_from(r)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,27 +261,5 @@ mod tests {
         let mut forgotten = removed.clone();
         forgotten.members.remove("b");
         assert_eq!(merge(&mine, &forgotten, "b"), Merge::Reset);
-    }
-
-    #[test]
-    fn encode_round_trip() {
-        let size = RingSize::new(8).expect("size");
-        let mut r = RingState::singleton("c1".into(), size, "a", "127.0.0.1:1");
-        r.members.insert(
-            "b".into(),
-            Member {
-                addr: "127.0.0.1:2".into(),
-                state: MemberState::Joining,
-            },
-        );
-        r.pending.push(Transfer {
-            partition: PartitionId(3),
-            from: "a".into(),
-            to: "b".into(),
-        });
-        let back = RingState::decode(&r.encode()).expect("decodes");
-        assert_eq!(back, r);
-        assert_eq!(back.future_owners()[3], "b");
-        assert!(RingState::decode(b"\xff\xff").is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! staged changes. Staging, plan, commit and clear live on the claimant; any
 //! other node passes those calls on to it, so the CLI can talk to any node.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use flavio_proto::v1 as pb;
@@ -10,14 +11,16 @@ use tonic::{Request, Response, Status};
 
 use crate::cluster::Cluster;
 use crate::cluster::claimant::{Change, MemberLine, PairCount, Plan, member_lines};
-use crate::cluster::state::member_state_to_pb;
 use crate::ring::claim::short_windows;
-use crate::rpc::peer::AdminRpc;
+use crate::rpc::convert::member_state_to_pb;
+use crate::rpc::peer::{AdminRpc, Peers};
 use crate::vnode::Vnode;
 
 /// Serves operators and `flavio admin`.
 pub struct AdminService<V: Vnode> {
     cluster: Cluster<V>,
+    /// Admin calls passed on to the claimant, and transfers asked of peers.
+    peers: Arc<Peers>,
     /// The node's default N: `ring-status` counts preference lists of it.
     n_val: usize,
 }
@@ -25,8 +28,12 @@ pub struct AdminService<V: Vnode> {
 impl<V: Vnode> AdminService<V> {
     /// The service over `cluster`, for an application whose default N is
     /// `n_val`.
-    pub fn new(cluster: Cluster<V>, n_val: usize) -> Self {
-        AdminService { cluster, n_val }
+    pub fn new(cluster: Cluster<V>, peers: Arc<Peers>, n_val: usize) -> Self {
+        AdminService {
+            cluster,
+            peers,
+            n_val,
+        }
     }
 
     fn claimant(&self) -> Result<Option<AdminRpc>, Status> {
@@ -34,7 +41,7 @@ impl<V: Vnode> AdminService<V> {
             return Ok(None);
         }
         let addr = self.cluster.claimant_addr()?;
-        Ok(Some(self.cluster.peers().admin(&addr)?))
+        Ok(Some(self.peers.admin(&addr)?))
     }
 }
 
@@ -192,7 +199,7 @@ impl<V: Vnode> AdminApi for AdminService<V> {
         if !req.get_ref().local_only {
             let others = self.cluster.other_members();
             let asks = others.iter().map(|(n, a)| {
-                let peers = self.cluster.peers();
+                let peers = &self.peers;
                 async move {
                     let r = match peers.admin(a) {
                         Ok(mut c) => tokio::time::timeout(

@@ -9,7 +9,7 @@ pub mod admin_service;
 pub mod auth;
 pub mod client;
 pub mod cluster_service;
-mod convert;
+pub mod convert;
 pub mod peer;
 pub mod server;
 

@@ -1,4 +1,4 @@
-//! Connections to other nodes.
+//! Connections to other nodes: the gRPC [`Transport`] of the cluster layer.
 //!
 //! Vnode traffic between two nodes rides one long-lived `Cluster.Channel`
 //! stream per peer (like Erlang's distribution channel): requests carry ids,
@@ -20,14 +20,23 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use futures::StreamExt;
+use futures::future::BoxFuture;
+
 use super::Cookie;
 use super::client::{CookieLayer, endpoint, source_chain};
+use super::convert;
+use crate::cluster::state::{RingState, Transfer};
+use crate::cluster::transport::{
+    Gossip, GossipReply, HandoffLink, HandoffMessage, HandoffStart, JoinRequest, PeerCall,
+    Transport,
+};
 use crate::{Error, Result};
 
-/// What a peer answered to one request.
-pub type PeerResult = Result<pb::peer_reply::Result>;
-/// Receives a peer's answer.
-pub type PeerCallback = Box<dyn FnOnce(PeerResult) + Send>;
+/// What a peer answered to one request on the stream, in wire form.
+type PeerResult = Result<pb::peer_reply::Result>;
+/// Receives a peer's answer in wire form.
+type PeerCallback = Box<dyn FnOnce(PeerResult) + Send>;
 
 /// A cluster client with the cookie attached.
 pub type ClusterRpc = ClusterClient<InterceptedService<Channel, CookieLayer>>;
@@ -89,7 +98,7 @@ impl Peers {
     }
 
     /// Sends one request on the peer's multiplexed stream.
-    pub fn send(&self, addr: &str, req: pb::PeerRequest, cb: PeerCallback) {
+    fn send_pb(&self, addr: &str, req: pb::PeerRequest, cb: PeerCallback) {
         match self.link(addr) {
             Ok(link) => {
                 if let Err(mpsc::error::SendError(out)) = link.tx.send(Outgoing { req, cb }) {
@@ -116,6 +125,113 @@ impl Peers {
             link.channel.clone(),
             CookieLayer::new(self.cookie.clone()),
         ))
+    }
+}
+
+/// A failed call, as the cluster layer's error: conditions it branches on
+/// keep their variant ([`Error::from_status`]); a peer that cannot be reached
+/// says why, down to the transport's cause.
+fn call_failed(s: &tonic::Status) -> Error {
+    match s.code() {
+        tonic::Code::Unavailable
+        | tonic::Code::Unknown
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::Cancelled => Error::Rpc(match std::error::Error::source(s) {
+            Some(cause) => format!("{}: {}", s.message(), source_chain(cause)),
+            None => s.message().to_string(),
+        }),
+        _ => Error::from_status(s),
+    }
+}
+
+impl Transport for Peers {
+    fn send(&self, addr: &str, call: PeerCall, reply: crate::cluster::transport::PeerCallback) {
+        self.send_pb(
+            addr,
+            pb::PeerRequest::from(call),
+            Box::new(move |r| reply(r.and_then(convert::peer_answer))),
+        );
+    }
+
+    fn gossip(&self, addr: &str, msg: Gossip) -> BoxFuture<'static, Result<GossipReply>> {
+        let client = self.cluster(addr);
+        Box::pin(async move {
+            let reply = client?
+                .gossip(pb::GossipRequest::from(&msg))
+                .await
+                .map_err(|s| call_failed(&s))?;
+            convert::gossip_reply(reply.into_inner())
+        })
+    }
+
+    fn join(&self, addr: &str, req: JoinRequest) -> BoxFuture<'static, Result<RingState>> {
+        let client = self.cluster(addr);
+        Box::pin(async move {
+            let reply = client?
+                .join(pb::JoinRequest::from(req))
+                .await
+                .map_err(|s| call_failed(&s))?;
+            convert::join_reply(reply.into_inner())
+        })
+    }
+
+    fn complete_transfer(
+        &self,
+        addr: &str,
+        t: Transfer,
+    ) -> BoxFuture<'static, Result<Option<RingState>>> {
+        let client = self.cluster(addr);
+        Box::pin(async move {
+            let reply = client?
+                .handoff_complete(pb::HandoffCompleteRequest {
+                    partition: t.partition.0,
+                    from: t.from,
+                    to: t.to,
+                })
+                .await
+                .map_err(|s| call_failed(&s))?;
+            reply.into_inner().ring.map(RingState::try_from).transpose()
+        })
+    }
+
+    fn members(&self, addr: &str) -> BoxFuture<'static, Result<Vec<String>>> {
+        let client = self.admin(addr);
+        Box::pin(async move {
+            let reply = client?
+                .member_status(pb::MemberStatusRequest {})
+                .await
+                .map_err(|s| call_failed(&s))?;
+            Ok(reply
+                .into_inner()
+                .members
+                .into_iter()
+                .map(|m| m.name)
+                .collect())
+        })
+    }
+
+    fn handoff(&self, addr: &str, start: HandoffStart) -> BoxFuture<'static, Result<HandoffLink>> {
+        let client = self.cluster(addr);
+        Box::pin(async move {
+            let mut client = client?;
+            let (tx, rx) = mpsc::channel::<HandoffMessage>(64);
+            tx.send(HandoffMessage::Start(start))
+                .await
+                .map_err(|_| Error::Rpc("handoff stream closed".into()))?;
+            let outbound = ReceiverStream::new(rx).map(pb::HandoffMessage::from);
+            let acks = client
+                .handoff(outbound)
+                .await
+                .map_err(|s| call_failed(&s))?
+                .into_inner();
+            let acks = acks
+                .map(|a| match a {
+                    Ok(a) => convert::handoff_ack(a),
+                    Err(s) => Err(call_failed(&s)),
+                })
+                .boxed();
+            Ok(HandoffLink { tx, acks })
+        })
     }
 }
 

@@ -21,9 +21,10 @@ use flavio_proto::v1::cluster_server::ClusterServer;
 use super::Cookie;
 use super::admin_service::AdminService;
 use super::cluster_service::ClusterService;
-use super::convert::{add_options, stats_timeout};
+use super::convert::{ProtoRingCodec, add_options, stats_timeout};
 use super::peer::Peers;
 use crate::app::{Defaults, Flavio, FlavioVnode};
+use crate::cluster::transport::Transport;
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::ring::RingSize;
 use crate::vnode::{Durability, Store, VnodeMaster};
@@ -67,6 +68,7 @@ pub struct Node {
     listener: TcpListener,
     master: VnodeMaster<FlavioVnode>,
     cluster: Cluster<FlavioVnode>,
+    peers: Arc<Peers>,
     app: Flavio,
 }
 
@@ -100,7 +102,8 @@ impl Node {
             },
             store,
             master.clone(),
-            peers,
+            Arc::clone(&peers) as Arc<dyn Transport>,
+            Arc::new(ProtoRingCodec),
         )
         .await?;
         let app = Flavio::new(cluster.router(), config.defaults);
@@ -109,6 +112,7 @@ impl Node {
             listener,
             master,
             cluster,
+            peers,
             app,
         })
     }
@@ -129,6 +133,7 @@ impl Node {
             listener,
             master,
             cluster,
+            peers,
             app,
         } = self;
         cluster.start().await;
@@ -148,7 +153,7 @@ impl Node {
             move |req| cookie.check(req)
         });
         let admin = AdminServer::with_interceptor(
-            AdminService::new(cluster.clone(), config.defaults.n_val),
+            AdminService::new(cluster.clone(), Arc::clone(&peers), config.defaults.n_val),
             {
                 let cookie = cookie.clone();
                 move |req| cookie.check(req)
