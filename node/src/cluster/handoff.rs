@@ -29,7 +29,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -252,11 +254,6 @@ pub(super) fn redirector<V: Vnode>(c: &Cluster<V>) -> Arc<dyn Redirector> {
     Arc::new(RouterRedirect(c.router(), c.me().to_string()))
 }
 
-fn new_session() -> u64 {
-    use rand::Rng;
-    rand::rng().random_range(1..u64::MAX)
-}
-
 /// Starts sending `t` (this node is its `from`), retrying until it is done or
 /// no longer pending.
 pub(super) fn spawn_sender<V: Vnode>(c: Cluster<V>, t: Transfer) {
@@ -276,7 +273,8 @@ pub(super) fn spawn_sender<V: Vnode>(c: Cluster<V>, t: Transfer) {
         }
         out.insert(p.0, Arc::clone(&progress));
     }
-    tokio::spawn(async move {
+    let cluster = c.clone();
+    cluster.spawn(async move {
         let mut pause = RETRY_AFTER;
         loop {
             let still = c.ring().ring.pending.contains(&t);
@@ -304,7 +302,7 @@ pub(super) fn spawn_sender<V: Vnode>(c: Cluster<V>, t: Transfer) {
                     // ask again shortly (jittered, so senders take turns).
                     drop(permit);
                     tracing::debug!(partition = %p, to = %t.to, %why, "receiver busy");
-                    let ms = 20 + rand::random::<u64>() % 60;
+                    let ms = c.random(20..80);
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
                 Err(e) => {
@@ -453,7 +451,7 @@ async fn send_once<V: Vnode>(
     progress: &Progress,
 ) -> Result<Duration> {
     let p = t.partition;
-    let session = new_session();
+    let session = c.random(1..u64::MAX);
     let mut fsm = SenderFsm::new();
     let fwd = Arc::new(SessionForwarder {
         transport: Arc::clone(c.transport()),

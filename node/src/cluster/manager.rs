@@ -9,15 +9,26 @@
 //! also tells the node which version the peer has seen; the ring is *ready*
 //! when every member has seen the current version.
 //!
-//! Left out: marking members down (`riak-admin down`), and joining a node
-//! that is itself a member of a multi-node cluster (refused).
+//! Time and chance are the node's own: every deadline and pause reads tokio's
+//! clock (so a test on a paused runtime controls it), and every random choice
+//! (cluster ids, handoff sessions, gossip partners, retry jitter) draws from
+//! the node's RNG, seeded by [`ClusterConfig::seed`] when a test wants it
+//! replayable. Every background task (gossip, the change loop, handoff
+//! senders) belongs to the node and ends with [`Cluster::stop`].
+//!
+//! Left out: joining a node that is itself a member of a multi-node cluster
+//! (refused).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
 use tokio::sync::{Semaphore, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 use super::claimant::{self, Change, Plan, Staging};
 use super::handoff::Handoffs;
@@ -48,6 +59,8 @@ pub struct ClusterConfig {
     pub addr: String,
     /// Transfers per node and direction at once.
     pub handoff_concurrency: usize,
+    /// Seeds the node's random choices; `None` seeds from the OS.
+    pub seed: Option<u64>,
 }
 
 pub(super) struct Inner<V: Vnode> {
@@ -72,6 +85,10 @@ pub(super) struct Inner<V: Vnode> {
     pub(super) in_slots: Arc<Semaphore>,
     /// Partitions whose vnode was switched to redirect after losing ownership.
     redirected: Mutex<HashSet<u32>>,
+    /// The node's random choices.
+    rng: Mutex<StdRng>,
+    /// Background tasks, ended by [`Cluster::stop`]; `None` once stopped.
+    tasks: Mutex<Option<Vec<AbortHandle>>>,
 }
 
 /// The node's view of and part in the cluster. Cheap to clone.
@@ -91,9 +108,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn new_cluster_id() -> String {
-    use rand::Rng;
-    format!("{:016x}", rand::rng().random::<u64>())
+fn new_cluster_id(rng: &mut StdRng) -> String {
+    format!("{:016x}", rng.random::<u64>())
 }
 
 /// Metadata key marking a completed inbound handoff of `p` awaiting its flip.
@@ -114,6 +130,10 @@ impl<V: Vnode> Cluster<V> {
         codec: Arc<dyn RingCodec>,
     ) -> Result<Cluster<V>> {
         let size = master.ring_size();
+        let mut rng = match config.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
         let ring = match store.get_meta(RING_KEY)? {
             Some(bytes) => {
                 let ring = codec.decode(&bytes)?;
@@ -127,7 +147,12 @@ impl<V: Vnode> Cluster<V> {
                 ring
             }
             None => {
-                let ring = RingState::singleton(new_cluster_id(), size, &config.name, &config.addr);
+                let ring = RingState::singleton(
+                    new_cluster_id(&mut rng),
+                    size,
+                    &config.name,
+                    &config.addr,
+                );
                 store.put_meta(RING_KEY, &codec.encode(&ring))?;
                 ring
             }
@@ -167,6 +192,8 @@ impl<V: Vnode> Cluster<V> {
                 out_slots: Arc::new(Semaphore::new(conc)),
                 in_slots: Arc::new(Semaphore::new(conc)),
                 redirected: Mutex::new(HashSet::new()),
+                rng: Mutex::new(rng),
+                tasks: Mutex::new(Some(Vec::new())),
             }),
         };
         cluster.startup_cleanup(&ring).await?;
@@ -207,9 +234,35 @@ impl<V: Vnode> Cluster<V> {
             tokio::time::timeout(Duration::from_secs(3), futures::future::join_all(pulls)).await;
         self.reconcile().await;
         let c = self.clone();
-        tokio::spawn(async move { c.gossip_loop().await });
+        self.spawn(async move { c.gossip_loop().await });
         let c = self.clone();
-        tokio::spawn(async move { c.change_loop().await });
+        self.spawn(async move { c.change_loop().await });
+    }
+
+    /// Runs `task` as one of the node's background tasks: it ends with
+    /// [`Cluster::stop`] (or never starts, after it).
+    pub(super) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let mut tasks = lock(&self.inner.tasks);
+        let Some(tasks) = tasks.as_mut() else {
+            return;
+        };
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(tokio::spawn(task).abort_handle());
+    }
+
+    /// Ends every background task of the node (gossip, the change loop,
+    /// handoff senders, gossip pushes) and starts no more. Requests already
+    /// running finish; the vnodes and the store are the caller's to stop.
+    pub fn stop(&self) {
+        let tasks = lock(&self.inner.tasks).take();
+        for t in tasks.into_iter().flatten() {
+            t.abort();
+        }
+    }
+
+    /// A random number from the node's RNG, in `range`.
+    pub(super) fn random(&self, range: std::ops::Range<u64>) -> u64 {
+        lock(&self.inner.rng).random_range(range)
     }
 
     /// Name and address of every active member but this node.
@@ -336,12 +389,8 @@ impl<V: Vnode> Cluster<V> {
                     "removed from the cluster; now a one-member cluster serving no client \
                      requests until it joins a cluster or restarts"
                 );
-                let fresh = RingState::singleton(
-                    new_cluster_id(),
-                    ring.size,
-                    &self.inner.me,
-                    &self.inner.addr,
-                );
+                let id = new_cluster_id(&mut lock(&self.inner.rng));
+                let fresh = RingState::singleton(id, ring.size, &self.inner.me, &self.inner.addr);
                 lock(&self.inner.seen).clear();
                 self.install_as(fresh, true).await?;
                 Ok(true)
@@ -376,7 +425,7 @@ impl<V: Vnode> Cluster<V> {
         {
             let c = self.clone();
             let (n, a) = (n.clone(), m.addr.clone());
-            tokio::spawn(async move { c.gossip_to(n, a).await });
+            self.spawn(async move { c.gossip_to(n, a).await });
         }
     }
 
@@ -513,7 +562,7 @@ impl<V: Vnode> Cluster<V> {
         loop {
             tick.tick().await;
             let others = self.other_members();
-            let pick = others.choose(&mut rand::rng()).cloned();
+            let pick = others.choose(&mut *lock(&self.inner.rng)).cloned();
             if let Some((n, a)) = pick {
                 self.gossip_to(n, a).await;
             }

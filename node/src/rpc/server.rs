@@ -99,6 +99,7 @@ impl Node {
                 name: config.name.clone(),
                 addr: advertise,
                 handoff_concurrency: config.handoff_concurrency,
+                seed: None,
             },
             store,
             master.clone(),
@@ -144,6 +145,7 @@ impl Node {
         // failing probe would have Kubernetes restart it (a restart ends the
         // refusal) or keep the operator from joining it again.
         let cookie = config.cookie.clone();
+        let stopper = cluster.clone();
         let service = Service {
             app: app.clone(),
             cluster: cluster.clone(),
@@ -211,6 +213,9 @@ impl Node {
         // Stop vnodes and flush even if serving failed, so nothing
         // acknowledged is left unwritten.
         let stopped = master.shutdown().await;
+        // Then the node's background tasks (gossip, handoff senders): they
+        // end with it rather than with the process.
+        stopper.stop();
         tracing::info!("node stopped");
         served.and(stopped)
     }

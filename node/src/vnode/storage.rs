@@ -14,7 +14,7 @@
 //! directories (a directory belongs to one ring size for life).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -57,6 +57,15 @@ const META_RING_SIZE: &[u8] = b"ring_size";
 /// How many jobs one group may hold; bounds the latency of the first job.
 const MAX_GROUP: usize = 4096;
 
+/// Where a [`Store`]'s writes are committed.
+#[derive(Clone)]
+enum Committer {
+    /// The writer thread, in groups.
+    Thread(mpsc::Sender<Job>),
+    /// On the caller's thread, one write at a time.
+    Inline(Arc<Writer>),
+}
+
 /// The node's store: opened once per process, cloned cheaply.
 #[derive(Clone)]
 pub struct Store {
@@ -64,7 +73,7 @@ pub struct Store {
     db: Database,
     vnodes: Keyspace,
     meta: Keyspace,
-    jobs: mpsc::Sender<Job>,
+    committer: Committer,
     /// How far metadata writes go before returning, as for vnode writes.
     mode: PersistMode,
 }
@@ -86,6 +95,23 @@ impl Store {
     /// Opens (or creates) the store in `dir` for a ring of `ring_size`.
     /// A directory made for another ring size is refused.
     pub fn open(dir: &Path, ring_size: RingSize, durability: Durability) -> Result<Store> {
+        Store::open_as(dir, ring_size, durability, false)
+    }
+
+    /// [`Store::open`], but every write is committed on the caller's thread
+    /// before [`Store::write`] returns, one at a time (no grouping, no writer
+    /// thread). For simulations on a paused tokio clock: a write in flight on
+    /// another thread would let the clock jump past it.
+    pub fn open_inline(dir: &Path, ring_size: RingSize, durability: Durability) -> Result<Store> {
+        Store::open_as(dir, ring_size, durability, true)
+    }
+
+    fn open_as(
+        dir: &Path,
+        ring_size: RingSize,
+        durability: Durability,
+        inline: bool,
+    ) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             context: format!("creating data directory {}", dir.display()),
             source,
@@ -126,7 +152,6 @@ impl Store {
                 db.persist(PersistMode::SyncAll).map_err(&err)?;
             }
         }
-        let (jobs, rx) = mpsc::channel();
         let mode = match durability {
             Durability::Process => PersistMode::Buffer,
             Durability::Sync => PersistMode::SyncData,
@@ -137,19 +162,25 @@ impl Store {
             vnodes: vnodes.clone(),
             mode,
         };
-        thread::Builder::new()
-            .name("flavio-store-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|source| Error::Io {
-                context: "starting the store writer thread".into(),
-                source,
-            })?;
+        let committer = if inline {
+            Committer::Inline(Arc::new(writer))
+        } else {
+            let (jobs, rx) = mpsc::channel();
+            thread::Builder::new()
+                .name("flavio-store-writer".into())
+                .spawn(move || writer.run(rx))
+                .map_err(|source| Error::Io {
+                    context: "starting the store writer thread".into(),
+                    source,
+                })?;
+            Committer::Thread(jobs)
+        };
         Ok(Store {
             dir: dir.to_path_buf(),
             db,
             vnodes,
             meta,
-            jobs,
+            committer,
             mode,
         })
     }
@@ -173,12 +204,18 @@ impl Store {
     /// Queues `writes` for `partition`; `done` runs once they are durable.
     /// Writes of one caller are applied in the order they were queued.
     pub fn write(&self, partition: PartitionId, writes: Vec<Write>, done: Done) {
-        if let Err(mpsc::SendError(job)) = self.jobs.send(Job {
+        let job = Job {
             partition,
             writes,
             done,
-        }) {
-            (job.done)(Err(Error::ShuttingDown));
+        };
+        match &self.committer {
+            Committer::Thread(jobs) => {
+                if let Err(mpsc::SendError(job)) = jobs.send(job) {
+                    (job.done)(Err(Error::ShuttingDown));
+                }
+            }
+            Committer::Inline(writer) => writer.run_group(vec![job]),
         }
     }
 
@@ -242,21 +279,26 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let result = self.commit(&group);
-            for job in group.drain(..) {
-                let r = match &result {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(Error::Storage {
-                        dir: self.dir.clone(),
-                        message: e.to_string(),
-                    }),
-                };
-                (job.done)(r);
-            }
+            self.run_group(std::mem::take(&mut group));
         }
         // Every sender is gone: the node is stopping. Make it all durable.
         if let Err(e) = self.db.persist(PersistMode::SyncAll) {
             tracing::error!(error = %e, "final sync of the store failed");
+        }
+    }
+
+    /// Commits `group` as one batch, then releases every job's reply.
+    fn run_group(&self, group: Vec<Job>) {
+        let result = self.commit(&group);
+        for job in group {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Error::Storage {
+                    dir: self.dir.clone(),
+                    message: e.to_string(),
+                }),
+            };
+            (job.done)(r);
         }
     }
 
