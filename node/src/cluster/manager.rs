@@ -469,6 +469,14 @@ impl<V: Vnode> Cluster<V> {
     pub async fn handle_gossip(&self, msg: Gossip) -> Result<GossipReply> {
         let theirs = msg.ring;
         let their_version = theirs.version;
+        if theirs.cluster_id != self.ring().ring.cluster_id && self.missed_own_join(&theirs) {
+            // This node's join went through but its answer was lost: take
+            // the cluster's ring now, as the join would have.
+            tracing::info!(from = %msg.from, "joined a cluster whose answer to the join was lost");
+            let _w = self.inner.write.lock().await;
+            lock(&self.inner.seen).clear();
+            self.install(theirs.clone()).await?;
+        }
         let same_cluster = theirs.cluster_id == self.ring().ring.cluster_id;
         if same_cluster {
             self.note_seen(&msg.from, their_version);
@@ -481,6 +489,20 @@ impl<V: Vnode> Cluster<V> {
             version: mine.ring.version,
             ring: (same_cluster && mine.ring.version > their_version).then(|| mine.ring.clone()),
         })
+    }
+
+    /// Whether `theirs` is the ring of a cluster this node asked to join: it
+    /// lists this node, at this address, as joining, while this node is still
+    /// alone in a cluster of its own. Without this, a join whose reply was
+    /// lost left the node `joining` in the cluster's ring but unaware of it,
+    /// and the cluster never ready again (found by the simulator, seed 30).
+    fn missed_own_join(&self, theirs: &RingState) -> bool {
+        let alone = self.other_members().is_empty();
+        let listed = theirs
+            .members
+            .get(&self.inner.me)
+            .is_some_and(|m| m.state == MemberState::Joining && m.addr == self.inner.addr);
+        alone && listed && theirs.size == self.ring().ring.size
     }
 
     /// Serves one call of a peer's stream: a command or coverage request for
