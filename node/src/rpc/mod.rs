@@ -1,7 +1,9 @@
-//! The gRPC edge: tonic services, the client, the cookie check, and the
-//! conversions between generated `flavio.v1` types and domain types.
+//! The gRPC edge: tonic services, the client, the cookie check, the
+//! conversions between generated `flavio.v1` types and domain types, and the
+//! gRPC implementation of the cluster's transport ([`peer::Peers`]).
 //!
-//! Generated types stay here; the ring, vnodes and app never see them.
+//! Generated types stay here; the ring, the cluster, vnodes and app never see
+//! them.
 //! The health service (`grpc.health.v1`) is served without a cookie so
 //! probes need no secret; it reveals nothing but liveness.
 

@@ -162,7 +162,10 @@ impl Sim {
     fn add(&mut self) {
         let members = self.members();
         let from = members[self.rng.random_range(0..members.len())];
-        let (a, b) = (self.rng.random_range(0..1000i64), self.rng.random_range(0..1000i64));
+        let (a, b) = (
+            self.rng.random_range(0..1000i64),
+            self.rng.random_range(0..1000i64),
+        );
         let app = self.nodes[from].app.clone();
         let tally = Arc::clone(&self.tally);
         tokio::spawn(async move {
@@ -187,7 +190,10 @@ impl Sim {
                 if x != y {
                     let (a, b) = (self.nodes[x].addr.clone(), self.nodes[y].addr.clone());
                     let both = self.rng.random_bool(0.5);
-                    self.note(format!("cut {x}->{y}{}", if both { " both ways" } else { "" }));
+                    self.note(format!(
+                        "cut {x}->{y}{}",
+                        if both { " both ways" } else { "" }
+                    ));
                     let mut f = self.net.faults();
                     f.cut.insert((a.clone(), b.clone()));
                     if both {
@@ -282,7 +288,9 @@ impl Sim {
         }
         for (p, owner) in ring.owners.iter().enumerate() {
             if ring.state_of(owner) != Some(MemberState::Valid) {
-                return Err(format!("partition {p} is owned by {owner}, not a valid member"));
+                return Err(format!(
+                    "partition {p} is owned by {owner}, not a valid member"
+                ));
             }
         }
         for (i, node) in self.nodes.iter().enumerate() {
@@ -334,7 +342,11 @@ async fn run(
     // Start as the tutorial does: four nodes joined to the first.
     for j in 1..4 {
         let target = sim.nodes[0].addr.clone();
-        sim.nodes[j].cluster.join(&target).await.map_err(|e| e.to_string())?;
+        sim.nodes[j]
+            .cluster
+            .join(&target)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     sim.commit_staged(0).await;
@@ -348,8 +360,8 @@ async fn run(
         }
         if tokio::time::Instant::now() >= next_event {
             sim.event().await;
-            next_event =
-                tokio::time::Instant::now() + Duration::from_millis(sim.rng.random_range(500..3000));
+            next_event = tokio::time::Instant::now()
+                + Duration::from_millis(sim.rng.random_range(500..3000));
         }
         let pause = sim.rng.random_range(5..60);
         tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -377,7 +389,10 @@ async fn run(
     // In-flight adds have finished by now (5 s timeouts).
     tokio::time::sleep(Duration::from_secs(6)).await;
     let from = sim.members()[0];
-    let stats = sim.nodes[from].app.stats(Some(Duration::from_secs(10))).await;
+    let stats = sim.nodes[from]
+        .app
+        .stats(Some(Duration::from_secs(10)))
+        .await;
     sim.check(stats.total_ops, stats.partial)?;
     for n in &sim.nodes {
         n.cluster.stop();
@@ -400,7 +415,9 @@ fn run_seed(seed: u64, seconds: u64) -> Result<String, String> {
     let log = Arc::new(Mutex::new(Vec::new()));
     let out = rt.block_on(run(seed, dir.path(), seconds, Arc::clone(&log)));
     let out = out.map_err(|e| {
-        let log = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let log = log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let tail: Vec<&String> = log.iter().rev().take(40).rev().collect();
         let tail: Vec<&str> = tail.iter().map(|s| s.as_str()).collect();
         format!("{e}\n  last events:\n    {}", tail.join("\n    "))

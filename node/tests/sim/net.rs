@@ -75,11 +75,6 @@ impl Net {
         lock(&self.nodes).insert(addr.to_string(), node);
     }
 
-    /// Makes the node at `addr` unreachable (it crashed).
-    pub fn detach(&self, addr: &str) {
-        lock(&self.nodes).remove(addr);
-    }
-
     pub fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
         lock(&self.faults)
     }
@@ -174,7 +169,9 @@ impl Transport for SimTransport {
         addr: &str,
         msg: Gossip,
     ) -> BoxFuture<'static, flavio_node::Result<GossipReply>> {
-        self.call(addr, move |n| Box::pin(async move { n.handle_gossip(msg).await }))
+        self.call(addr, move |n| {
+            Box::pin(async move { n.handle_gossip(msg).await })
+        })
     }
 
     fn join(
@@ -182,7 +179,9 @@ impl Transport for SimTransport {
         addr: &str,
         req: JoinRequest,
     ) -> BoxFuture<'static, flavio_node::Result<RingState>> {
-        self.call(addr, move |n| Box::pin(async move { n.handle_join(req).await }))
+        self.call(addr, move |n| {
+            Box::pin(async move { n.handle_join(req).await })
+        })
     }
 
     fn complete_transfer(
