@@ -26,12 +26,12 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::claimant::{self, Change, Plan, Staging};
-use super::handoff::Handoffs;
+use super::handoff::{self, Handoffs, Host, marker_key};
 use super::router::Router;
 use super::state::{MemberState, Merge, RingState, Transfer};
 use super::transport::{
@@ -81,10 +81,6 @@ pub(super) struct Inner<V: Vnode> {
     staging: Mutex<Staging>,
     pub(super) handoffs: Handoffs,
     changed: watch::Sender<u64>,
-    pub(super) out_slots: Arc<Semaphore>,
-    pub(super) in_slots: Arc<Semaphore>,
-    /// Partitions whose vnode was switched to redirect after losing ownership.
-    redirected: Mutex<HashSet<u32>>,
     /// The node's random choices.
     rng: Mutex<StdRng>,
     /// Background tasks, ended by [`Cluster::stop`]; `None` once stopped.
@@ -110,11 +106,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn new_cluster_id(rng: &mut StdRng) -> String {
     format!("{:016x}", rng.random::<u64>())
-}
-
-/// Metadata key marking a completed inbound handoff of `p` awaiting its flip.
-pub(super) fn marker_key(p: PartitionId) -> String {
-    format!("handoff-in/{}", p.0)
 }
 
 impl<V: Vnode> Cluster<V> {
@@ -187,11 +178,8 @@ impl<V: Vnode> Cluster<V> {
                 seen: Mutex::new(HashMap::new()),
                 failed: Mutex::new(HashMap::new()),
                 staging: Mutex::new(Staging::default()),
-                handoffs: Handoffs::default(),
+                handoffs: Handoffs::new(conc),
                 changed,
-                out_slots: Arc::new(Semaphore::new(conc)),
-                in_slots: Arc::new(Semaphore::new(conc)),
-                redirected: Mutex::new(HashSet::new()),
                 rng: Mutex::new(rng),
                 tasks: Mutex::new(Some(Vec::new())),
             }),
@@ -301,7 +289,7 @@ impl<V: Vnode> Cluster<V> {
     }
 
     /// Transfers this node is sending now.
-    pub fn inner_handoffs_active(&self) -> Vec<super::handoff::ActiveTransfer> {
+    pub fn inner_handoffs_active(&self) -> Vec<handoff::ActiveTransfer> {
         self.inner.handoffs.active()
     }
 
@@ -540,7 +528,7 @@ impl<V: Vnode> Cluster<V> {
                 }
                 let reply = Box::new(move |r: Result<Vec<u8>>| reply(r.map(PeerAnswer::Reply)));
                 if session != 0 {
-                    super::handoff::forwarded_command(self, partition, session, &cmd, reply);
+                    handoff::forwarded_command(self, partition, session, &cmd, reply);
                 } else {
                     self.inner
                         .router
@@ -624,17 +612,6 @@ impl<V: Vnode> Cluster<V> {
         }
     }
 
-    /// Notes that the vnode of `p` sends everything to the partition's owner;
-    /// the next reconcile that finds `p` owned here switches it back.
-    pub(super) fn mark_redirected(&self, p: PartitionId) {
-        lock(&self.inner.redirected).insert(p.0);
-    }
-
-    /// Undoes [`Cluster::mark_redirected`].
-    pub(super) fn unmark_redirected(&self, p: PartitionId) {
-        lock(&self.inner.redirected).remove(&p.0);
-    }
-
     /// Keeps local vnodes in step with the ring.
     async fn reconcile(&self) {
         let snap = self.ring();
@@ -647,7 +624,7 @@ impl<V: Vnode> Cluster<V> {
                     tracing::error!(partition = %p, error = %e, "cannot start vnode");
                     continue;
                 }
-                let was_redirected = lock(&self.inner.redirected).remove(&p.0);
+                let was_redirected = self.inner.handoffs.unmark_redirected(p);
                 if was_redirected {
                     let _ = master.control(p, |_, _, mode| *mode = Mode::Normal).await;
                 }
@@ -658,13 +635,13 @@ impl<V: Vnode> Cluster<V> {
             }
             let busy =
                 self.inner.handoffs.outbound_active(p) || self.inner.handoffs.inbound_active(p);
-            if busy || !master.is_running(p) || lock(&self.inner.redirected).contains(&p.0) {
+            if busy || !master.is_running(p) || self.inner.handoffs.is_redirected(p) {
                 continue;
             }
             // Ownership moved away without this node sending it (a join
             // discarding local data, a forced reassignment, a flip learnt
             // by gossip): drop the local copy, send strays to the owner.
-            let redirect = super::handoff::redirector(self);
+            let redirect = handoff::redirector(self);
             let r = master
                 .control(p, move |v, ctx, mode| {
                     *mode = Mode::Redirect(redirect);
@@ -673,7 +650,7 @@ impl<V: Vnode> Cluster<V> {
                 .await;
             match r {
                 Ok(Ok(())) => {
-                    lock(&self.inner.redirected).insert(p.0);
+                    self.inner.handoffs.mark_redirected(p);
                     let _ = self.inner.store.delete_meta(&marker_key(p));
                 }
                 Ok(Err(e)) | Err(e) => {
@@ -683,7 +660,7 @@ impl<V: Vnode> Cluster<V> {
         }
         for t in &snap.ring.pending {
             if t.from == me && !self.inner.handoffs.outbound_active(t.partition) {
-                super::handoff::spawn_sender(self.clone(), t.clone());
+                handoff::spawn_sender(self.clone(), t.clone());
             }
         }
     }
@@ -911,5 +888,68 @@ impl<V: Vnode> Cluster<V> {
         self.mutate(|ring| claimant::complete_transfer(ring, t.partition, &t.from, &t.to))
             .await?;
         Ok(self.ring().ring.clone())
+    }
+}
+
+impl<V: Vnode> Host for Cluster<V> {
+    type V = V;
+
+    fn me(&self) -> &str {
+        &self.inner.me
+    }
+
+    fn ring(&self) -> Arc<Snapshot> {
+        self.inner.view.current()
+    }
+
+    fn master(&self) -> &VnodeMaster<V> {
+        &self.inner.master
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn transport(&self) -> &Arc<dyn Transport> {
+        &self.inner.transport
+    }
+
+    fn router(&self) -> Arc<Router<V>> {
+        Arc::clone(&self.inner.router)
+    }
+
+    fn handoffs(&self) -> &Handoffs {
+        &self.inner.handoffs
+    }
+
+    fn spawn_task(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.spawn(task);
+    }
+
+    fn random(&self, range: std::ops::Range<u64>) -> u64 {
+        Cluster::random(self, range)
+    }
+
+    fn is_claimant(&self) -> bool {
+        Cluster::is_claimant(self)
+    }
+
+    fn claimant_addr(&self) -> Result<String> {
+        Cluster::claimant_addr(self)
+    }
+
+    fn flip_here(&self, t: &Transfer) -> impl Future<Output = Result<RingState>> + Send {
+        let (c, t) = (self.clone(), t.clone());
+        async move { c.complete_transfer(&t).await }
+    }
+
+    fn adopt_ring(&self, ring: RingState) -> impl Future<Output = Result<bool>> + Send {
+        let c = self.clone();
+        async move { c.adopt(ring).await }
+    }
+
+    fn gossip_now(&self, node: String, addr: String) -> impl Future<Output = ()> + Send {
+        let c = self.clone();
+        async move { c.gossip_to(node, addr).await }
     }
 }

@@ -9,13 +9,12 @@
 //! - [`router`]: sends vnode traffic to owners, here or over the peer stream.
 //! - [`transport`]: the seam to other nodes: what the cluster asks of a peer
 //!   and what it answers, in domain types (gRPC lives in `rpc`).
-//! - [`handoff`]: moves a vnode to its next owner without losing a command;
-//!   [`handoff_fsm`] is its pure state machine.
+//! - [`handoff`]: moves a vnode to its next owner without losing a command
+//!   (`sender`, `receiver`, `redirect`, and the pure state machine `fsm`).
 //! - [`view`]: the current ring, shared cheaply.
 
 pub mod claimant;
 pub mod handoff;
-pub mod handoff_fsm;
 pub mod manager;
 pub mod router;
 pub mod state;

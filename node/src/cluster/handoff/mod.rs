@@ -1,0 +1,226 @@
+//! Ownership handoff: moving a vnode's state to its next owner without
+//! losing an acknowledged command, as riak_core's `handoff_sender` and
+//! `handoff_receiver` do.
+//!
+//! The sender, for a pending transfer of partition `p` to node `R`:
+//! 1. opens a handoff stream to `R` and sends `Start`; `R` empties its copy of
+//!    `p` (so a retried transfer starts from scratch) and acknowledges;
+//! 2. in one step on the vnode's task, takes the vnode's items and switches it
+//!    to *forwarding*: from then on each command is applied locally *and* a
+//!    copy goes to `R`'s copy, tagged with the session;
+//! 3. streams the items, sends `Finish`; `R` answers once all of it is durable;
+//! 4. switches the vnode to *holding* (new commands wait), waits until every
+//!    forwarded copy is acknowledged by `R`, and asks the claimant to flip
+//!    ownership;
+//! 5. on the flip, deletes its copy and switches to *redirect*: held and later
+//!    commands go to `R`.
+//!
+//! Any failure before the flip (stream cut, `R` killed, a forwarded copy
+//! refused) puts the vnode back to normal (held commands are applied locally,
+//! nothing was acknowledged elsewhere) and the transfer is retried later from
+//! step 1. So the data never counts in two owners: until the flip only the
+//! sender's copy is asked; after it, only the receiver's.
+//!
+//! At most `handoff_concurrency` transfers run per node and direction; a
+//! receiver that is full answers RESOURCE_EXHAUSTED and the sender retries.
+//! The module family: [`fsm`] is the sender's pure state machine,
+//! [`sender`] runs it, [`receiver`] takes a stream in, [`redirect`] sends a
+//! released partition's traffic on to its owner. [`Handoffs`] owns their
+//! state (running transfers, slots, the redirected partitions); [`Host`] is
+//! all they ask of the node, so the membership manager implements it and
+//! handoff never names the manager.
+//!
+//! Left out: hinted handoff (no fallback vnodes yet) and resuming a transfer
+//! half-way.
+
+mod forward;
+pub mod fsm;
+pub mod receiver;
+pub mod redirect;
+pub mod sender;
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::router::Router;
+use super::state::{RingState, Transfer};
+use super::transport::Transport;
+use super::view::Snapshot;
+use crate::Result;
+use crate::ring::PartitionId;
+use crate::vnode::{Store, Vnode, VnodeMaster};
+
+pub use receiver::{forwarded_command, receive};
+pub use redirect::redirector;
+pub use sender::spawn_sender;
+
+/// Metadata key marking a completed inbound handoff of `p` awaiting its flip.
+pub fn marker_key(p: PartitionId) -> String {
+    format!("handoff-in/{}", p.0)
+}
+
+/// What handoff needs of its node: the ring, the vnodes and store, the way to
+/// peers, the claimant's flip, and a place for background tasks. The
+/// cluster's manager implements it.
+pub trait Host: Clone + Send + Sync + 'static {
+    /// The node's vnode type.
+    type V: Vnode;
+    /// This node's name.
+    fn me(&self) -> &str;
+    /// The current ring.
+    fn ring(&self) -> Arc<Snapshot>;
+    /// The local vnodes.
+    fn master(&self) -> &VnodeMaster<Self::V>;
+    /// The node's store (for handoff markers).
+    fn store(&self) -> &Store;
+    /// How peers are reached.
+    fn transport(&self) -> &Arc<dyn Transport>;
+    /// Routing by ownership.
+    fn router(&self) -> Arc<Router<Self::V>>;
+    /// The node's handoff state.
+    fn handoffs(&self) -> &Handoffs;
+    /// Runs `task` as one of the node's background tasks.
+    fn spawn_task(&self, task: impl Future<Output = ()> + Send + 'static);
+    /// A random number from the node's RNG.
+    fn random(&self, range: Range<u64>) -> u64;
+    /// Whether this node is the claimant.
+    fn is_claimant(&self) -> bool;
+    /// The claimant's address.
+    fn claimant_addr(&self) -> Result<String>;
+    /// Flips `t` on this node, the claimant.
+    fn flip_here(&self, t: &Transfer) -> impl Future<Output = Result<RingState>> + Send;
+    /// Adopts `ring` if newer.
+    fn adopt_ring(&self, ring: RingState) -> impl Future<Output = Result<bool>> + Send;
+    /// Exchanges rings with `node` at `addr` now.
+    fn gossip_now(&self, node: String, addr: String) -> impl Future<Output = ()> + Send;
+}
+
+/// Pause before retrying a failed transfer; it doubles with each failure in
+/// a row, up to [`RETRY_MAX`], so a receiver that is down for long is not
+/// hammered (nor the log flooded).
+pub(super) const RETRY_AFTER: Duration = Duration::from_millis(500);
+pub(super) const RETRY_MAX: Duration = Duration::from_secs(8);
+
+/// Progress of one running transfer.
+#[derive(Debug)]
+pub struct Progress {
+    /// The other end.
+    pub peer: String,
+    /// When it started.
+    pub started: Instant,
+    /// Items sent or received.
+    pub items: AtomicU64,
+    /// Bytes of items sent or received.
+    pub bytes: AtomicU64,
+    /// Items to send in all ([`UNKNOWN`] until the fold is done; outbound only).
+    pub total: AtomicU64,
+    pub(super) session: u64,
+}
+
+/// [`Progress::total`] before it is known.
+pub const UNKNOWN: u64 = u64::MAX;
+
+/// The node's handoff state: the transfers running, the slots that bound
+/// them, and the partitions whose vnode redirects after losing ownership.
+#[derive(Debug)]
+pub struct Handoffs {
+    outbound: Mutex<HashMap<u32, Arc<Progress>>>,
+    inbound: Mutex<HashMap<u32, Arc<Progress>>>,
+    out_slots: Arc<Semaphore>,
+    in_slots: Arc<Semaphore>,
+    redirected: Mutex<HashSet<u32>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One active outbound transfer, for `flavio admin transfers`.
+#[derive(Debug, Clone)]
+pub struct ActiveTransfer {
+    /// Partition.
+    pub partition: PartitionId,
+    /// Receiving node.
+    pub to: String,
+    /// Items sent.
+    pub items: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Items to send in all, once known.
+    pub total: Option<u64>,
+    /// Time since it started.
+    pub elapsed: Duration,
+}
+
+impl Handoffs {
+    /// No transfers yet; at most `concurrency` at once per direction.
+    pub fn new(concurrency: usize) -> Handoffs {
+        let conc = concurrency.max(1);
+        Handoffs {
+            outbound: Mutex::new(HashMap::new()),
+            inbound: Mutex::new(HashMap::new()),
+            out_slots: Arc::new(Semaphore::new(conc)),
+            in_slots: Arc::new(Semaphore::new(conc)),
+            redirected: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Notes that the vnode of `p` sends everything to the partition's owner;
+    /// the next reconcile that finds `p` owned here switches it back.
+    pub fn mark_redirected(&self, p: PartitionId) {
+        lock(&self.redirected).insert(p.0);
+    }
+
+    /// Undoes [`Handoffs::mark_redirected`]; returns whether it was marked.
+    pub fn unmark_redirected(&self, p: PartitionId) -> bool {
+        lock(&self.redirected).remove(&p.0)
+    }
+
+    /// Whether the vnode of `p` was switched to redirect.
+    pub fn is_redirected(&self, p: PartitionId) -> bool {
+        lock(&self.redirected).contains(&p.0)
+    }
+
+    /// Whether this node is sending `p`.
+    pub fn outbound_active(&self, p: PartitionId) -> bool {
+        lock(&self.outbound).contains_key(&p.0)
+    }
+
+    /// Whether this node holds a receiving copy of `p`.
+    pub fn inbound_active(&self, p: PartitionId) -> bool {
+        lock(&self.inbound).contains_key(&p.0)
+    }
+
+    /// Forgets the receiving copy of `p` (it is now owned); returns whether
+    /// there was one.
+    pub fn clear_inbound(&self, p: PartitionId) -> bool {
+        lock(&self.inbound).remove(&p.0).is_some()
+    }
+
+    pub(super) fn inbound_session(&self, p: PartitionId) -> Option<u64> {
+        lock(&self.inbound).get(&p.0).map(|x| x.session)
+    }
+
+    /// Transfers this node is sending now.
+    pub fn active(&self) -> Vec<ActiveTransfer> {
+        let mut v: Vec<ActiveTransfer> = lock(&self.outbound)
+            .iter()
+            .map(|(p, x)| ActiveTransfer {
+                partition: PartitionId(*p),
+                to: x.peer.clone(),
+                items: x.items.load(Ordering::Relaxed),
+                bytes: x.bytes.load(Ordering::Relaxed),
+                total: Some(x.total.load(Ordering::Relaxed)).filter(|t| *t != UNKNOWN),
+                elapsed: x.started.elapsed(),
+            })
+            .collect();
+        v.sort_by_key(|t| t.partition);
+        v
+    }
+}
