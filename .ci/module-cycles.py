@@ -3,8 +3,10 @@
 when cluster/ names the gRPC layer (tonic, generated protobuf, crate::rpc).
 
 A module's imports are the `crate::a::b` and `super::x` paths in its code
-(comments left out), reduced to the deepest module that exists. A parent and
-its own children may name each other (that is how Rust nests modules).
+(comments left out), reduced to the deepest module that exists. Modules are
+compared as siblings: `cluster::handoff` depends on `cluster::manager` when
+anything inside the one names anything inside the other, and each level must
+be acyclic. A parent and its own children may name each other.
 """
 import os
 import re
@@ -37,13 +39,28 @@ def norm(d):
         d = "::".join(d.split("::")[:-1])
     return d
 
+# Between siblings: A depends on B when anything inside A imports anything
+# inside B. Each level of the tree must be acyclic.
+def sibling_edge(a, b):
+    """The children of their common parent that `a` and `b` fall under."""
+    pa, pb = a.split("::"), b.split("::")
+    i = 0
+    while i < min(len(pa), len(pb)) and pa[i] == pb[i]:
+        i += 1
+    if i == len(pa) or i == len(pb):
+        return None  # one contains the other
+    return "::".join(pa[: i + 1]), "::".join(pb[: i + 1])
+
 graph = {}
 for m, (deps, _, _) in mods.items():
-    graph[m] = set()
     for d in deps:
         d = norm(d)
-        if d and d != m and not m.startswith(d + "::") and not d.startswith(m + "::"):
-            graph[m].add(d)
+        if not d:
+            continue
+        e = sibling_edge(m, d)
+        if e:
+            graph.setdefault(e[0], set()).add(e[1])
+            graph.setdefault(e[1], set())
 
 cycles, color = [], {}
 def dfs(u, stack):
