@@ -322,11 +322,11 @@ impl Sim {
 
 async fn run(
     seed: u64,
+    net: Arc<Net>,
     dir: &std::path::Path,
     seconds: u64,
     log: Arc<Mutex<Vec<String>>>,
 ) -> Result<String, String> {
-    let net = Net::new(seed);
     let mut nodes = Vec::new();
     for i in 0..NODES {
         nodes.push(start_node(&net, dir, i, seed).await);
@@ -413,7 +413,18 @@ fn run_seed(seed: u64, seconds: u64) -> Result<String, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let log = Arc::new(Mutex::new(Vec::new()));
-    let out = rt.block_on(run(seed, dir.path(), seconds, Arc::clone(&log)));
+    let net = Net::new(seed);
+    let out = rt.block_on(run(
+        seed,
+        Arc::clone(&net),
+        dir.path(),
+        seconds,
+        Arc::clone(&log),
+    ));
+    // Nodes and the network hold each other (through their transports):
+    // break that, then drop the runtime, which ends every task of the run,
+    // so that every store closes before the next seed opens five more.
+    net.clear();
     let out = out.map_err(|e| {
         let log = log
             .lock()

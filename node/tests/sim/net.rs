@@ -75,6 +75,12 @@ impl Net {
         lock(&self.nodes).insert(addr.to_string(), node);
     }
 
+    /// Forgets every node. The nodes' transports hold the network, so the
+    /// network must let go of the nodes for their stores to close.
+    pub fn clear(&self) {
+        lock(&self.nodes).clear();
+    }
+
     pub fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
         lock(&self.faults)
     }
