@@ -41,7 +41,9 @@ start() {
 }
 # Cheap on purpose (no python): it runs in a loop next to the load it measures.
 settled() {
-  "$F" admin ring-status --node "$(addr 1)" --output json | grep -q '"pending":\[\],"ring_ready":true'
+  local s
+  s=$("$F" admin ring-status --node "$(addr 1)" --output json)
+  grep -q '"pending":\[\]' <<<"$s" && grep -q '"ring_ready":true' <<<"$s"
 }
 total() { "$F" stats --node "$(addr 1)" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_ops"])'; }
 ok_of() { python3 -c 'import json,sys; print(json.load(sys.stdin)["ok"])'; }
