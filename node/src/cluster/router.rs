@@ -2,7 +2,8 @@
 //! node that owns it, here or over the peer stream; a coverage request is
 //! split by owner, one batch per node. Requests that reach a node that no
 //! longer owns the partition are forwarded to the owner it knows, at most
-//! [`MAX_HOPS`] times.
+//! [`MAX_HOPS`] times. A node removed from its cluster routes nothing
+//! (`Error::Left`) until it joins one again.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -67,6 +68,12 @@ impl<V: Vnode> Router<V> {
         &self.master
     }
 
+    /// Why a node removed from its cluster routes nothing: its one-member
+    /// ring is not a cluster anyone wrote to.
+    fn left(&self) -> Error {
+        Error::Left(self.me.to_string())
+    }
+
     /// Runs an encoded command at the owner of `p`, forwarding at most
     /// [`MAX_HOPS`] times. A refusal because the partition moved is retried
     /// here (nothing was applied) while the ring settles.
@@ -83,6 +90,11 @@ impl<V: Vnode> Router<V> {
         attempt: u32,
     ) {
         let snap = self.view.current();
+        if snap.left {
+            // Retries of requests begun while a member must not land on
+            // the one-member ring of a node just removed.
+            return reply(Err(self.left()));
+        }
         let owner = snap.owner(p);
         if *owner == *self.me {
             self.master.command_encoded(p, &cmd, reply);
@@ -197,6 +209,12 @@ impl<V: Vnode> Router<V> {
             sink
         };
         let snap = self.view.current();
+        if snap.left {
+            for p in partitions {
+                sink(p, Err(self.left()));
+            }
+            return;
+        }
         let mut by_owner: BTreeMap<Arc<str>, Vec<PartitionId>> = BTreeMap::new();
         for p in partitions {
             by_owner.entry(snap.owner(p)).or_default().push(p);
@@ -276,7 +294,11 @@ impl<V: Vnode> Dispatch<V> for Router<V> {
 
     fn command(&self, p: PartitionId, cmd: V::Command, reply: Replier<V::Reply>) {
         // The local path stays typed: no encoding for partitions owned here.
-        if *self.view.current().owner(p) == *self.me {
+        let snap = self.view.current();
+        if snap.left {
+            return reply(p, Err(self.left()));
+        }
+        if *snap.owner(p) == *self.me {
             self.master.command(p, cmd, reply);
             return;
         }
@@ -297,6 +319,12 @@ impl<V: Vnode> Dispatch<V> for Router<V> {
         sink: CoverageSink<V::CoverageReply>,
     ) {
         let snap = self.view.current();
+        if snap.left {
+            for p in partitions {
+                sink(p, Err(self.left()));
+            }
+            return;
+        }
         let (local, remote): (Vec<PartitionId>, Vec<PartitionId>) = partitions
             .into_iter()
             .partition(|p| *snap.owner(*p) == *self.me);

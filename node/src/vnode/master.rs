@@ -303,4 +303,17 @@ impl<V: Vnode> VnodeMaster<V> {
         rx.await.map_err(|_| Error::ShuttingDown)??;
         self.inner.store.sync()
     }
+
+    /// Stops every vnode at once, as a crash would: mailboxes are dropped
+    /// unhandled and running vnodes are aborted. Whatever they had not
+    /// committed is lost; callers waiting on them get an error. The
+    /// simulated cluster's crashes use it, with [`Store::close`](super::Store::close).
+    pub fn abort(&self) {
+        if let Ok(mut m) = self.inner.mailboxes.write() {
+            m.iter_mut().for_each(|slot| *slot = None);
+        }
+        if let Ok(mut t) = self.inner.tasks.lock() {
+            t.abort_all();
+        }
+    }
 }

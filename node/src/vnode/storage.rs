@@ -14,6 +14,7 @@
 //! directories (a directory belongs to one ring size for life).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 
@@ -76,6 +77,8 @@ pub struct Store {
     committer: Committer,
     /// How far metadata writes go before returning, as for vnode writes.
     mode: PersistMode,
+    /// Shared by this handle and its clones; see [`Store::close`].
+    open: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -182,7 +185,37 @@ impl Store {
             meta,
             committer,
             mode,
+            open: Arc::new(AtomicBool::new(true)),
         })
+    }
+
+    /// Closes this handle and every clone of it: from now on their reads and
+    /// writes fail (`Error::ShuttingDown`), so a task that outlives its node
+    /// (a request still running when the node stopped or crashed) cannot
+    /// change what the node left on disk. Writes already queued to the writer
+    /// thread still commit, as they would have reached the OS. Handles made
+    /// by [`Store::reopen`] are not affected.
+    pub fn close(&self) {
+        self.open.store(false, Ordering::SeqCst);
+    }
+
+    /// A new handle on the same database, open whatever happened to this
+    /// one: what a restarted node finds, holding every write that was
+    /// committed before the close. The simulated cluster restarts crashed
+    /// nodes with it (a real restart opens the directory again).
+    pub fn reopen(&self) -> Store {
+        Store {
+            open: Arc::new(AtomicBool::new(true)),
+            ..self.clone()
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.open.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(Error::ShuttingDown)
+        }
     }
 
     /// The data directory.
@@ -192,6 +225,7 @@ impl Store {
 
     /// Every persisted item of `partition`, keys without the partition prefix.
     pub fn load(&self, partition: PartitionId) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.check_open()?;
         let prefix = partition.0.to_be_bytes();
         let mut out = Vec::new();
         for guard in self.vnodes.prefix(prefix) {
@@ -204,6 +238,9 @@ impl Store {
     /// Queues `writes` for `partition`; `done` runs once they are durable.
     /// Writes of one caller are applied in the order they were queued.
     pub fn write(&self, partition: PartitionId, writes: Vec<Write>, done: Done) {
+        if let Err(e) = self.check_open() {
+            return done(Err(e));
+        }
         let job = Job {
             partition,
             writes,
@@ -221,6 +258,7 @@ impl Store {
 
     /// Reads a metadata value.
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
         Ok(self
             .meta
             .get(key)
@@ -231,6 +269,7 @@ impl Store {
     /// Writes a metadata value, durable (as far as the store's
     /// [`Durability`] promises) before returning.
     pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.check_open()?;
         let err = storage_err(&self.dir);
         self.meta.insert(key, value).map_err(&err)?;
         self.db.persist(self.mode).map_err(&err)
@@ -238,21 +277,25 @@ impl Store {
 
     /// Removes a metadata value, durable as [`Store::put_meta`].
     pub fn delete_meta(&self, key: &str) -> Result<()> {
+        self.check_open()?;
         let err = storage_err(&self.dir);
         self.meta.remove(key).map_err(&err)?;
         self.db.persist(self.mode).map_err(&err)
     }
 
-    /// Whether any item of `partition` is stored.
+    /// Whether any item of `partition` is stored (false once closed).
     pub fn has_data(&self, partition: PartitionId) -> bool {
-        self.vnodes
-            .prefix(partition.0.to_be_bytes())
-            .next()
-            .is_some()
+        self.open.load(Ordering::SeqCst)
+            && self
+                .vnodes
+                .prefix(partition.0.to_be_bytes())
+                .next()
+                .is_some()
     }
 
     /// Flushes everything to disk; called on graceful shutdown.
     pub fn sync(&self) -> Result<()> {
+        self.check_open()?;
         self.db
             .persist(PersistMode::SyncAll)
             .map_err(storage_err(&self.dir))

@@ -1,91 +1,49 @@
-//! The simulated cluster: whole nodes (ring, claimant, gossip, vnodes with
-//! their real store in a temporary directory, routing, handoff) in one
-//! process, on the in-process transport of `net.rs`, on a paused tokio clock.
-//! Each seed draws a run: nodes join, leave and are cut off while adds come
-//! in from every side, messages are delayed, reordered and lost. Then every
-//! fault is healed, the cluster settles, and the invariants must hold:
+//! The simulated cluster: whole nodes in one process, on the in-process
+//! transport of `net.rs`, on a paused tokio clock (`harness.rs`). Each seed
+//! draws a run: nodes join, leave, are replaced, crash and restart, are
+//! marked down and force-removed, links are cut one way or both, messages
+//! are delayed, reordered and lost, and adds come in from every side all
+//! along. Then every fault is healed, crashed nodes restart, the cluster
+//! settles, and the invariants must hold:
 //!
 //! - every member holds the same ring, with nothing pending;
 //! - every partition has one owner, a valid member;
 //! - no node holds data of a partition it does not own (no data twice);
 //! - the `stats` total is 3 x the acknowledged adds plus at most 3 x the
-//!   failed ones (a failed add may have been applied on some replicas).
+//!   failed ones (a failed add may have been applied on some replicas),
+//!   less what force-removes dropped by design (counted from the removed
+//!   node's store when it goes).
 //!
 //! `SIM_SEEDS=N` runs seeds 0..N (default 40), `SIM_SEED=S` one seed; a
 //! failing seed prints the command that replays it. `SIM_SECONDS` sets the
-//! simulated length of the faulty part of a run (default 60).
+//! simulated length of the faulty part of a run (default 60). `SIM_TRACE=1`
+//! prints the nodes' logs, `SIM_VERBOSE=1` a line for every seed.
 //!
-//! Left out so far: node crashes and restarts, force-remove and replace, and
-//! scenario scripts.
+//! The scenario scripts (`script.rs`) run on the same harness.
 
+mod harness;
 mod net;
+mod script;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flavio_node::app::{AddOptions, Defaults, Flavio, FlavioVnode};
-use flavio_node::cluster::{Change, Cluster, ClusterConfig, MemberState};
-use flavio_node::ring::{PartitionId, RingSize};
-use flavio_node::rpc::convert::ProtoRingCodec;
-use flavio_node::vnode::{Durability, Store, VnodeMaster};
+use flavio_node::app::AddOptions;
+use flavio_node::cluster::Change;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
 
+use harness::Harness;
 use net::Net;
 
 const NODES: usize = 5;
 const RING: u64 = 16;
 
-struct SimNode {
-    name: String,
-    addr: String,
-    store: Store,
-    cluster: Cluster<FlavioVnode>,
-    app: Flavio,
-}
-
-fn name(i: usize) -> String {
-    format!("sim{i}@sim")
-}
-
-fn addr(i: usize) -> String {
-    format!("10.0.0.{i}:10017")
-}
-
-async fn start_node(net: &Arc<Net>, dir: &std::path::Path, i: usize, seed: u64) -> SimNode {
-    let size = RingSize::new(RING).expect("ring size");
-    let dir: PathBuf = dir.join(format!("n{i}"));
-    let store = Store::open_inline(&dir, size, Durability::Process).expect("store");
-    let master: VnodeMaster<FlavioVnode> =
-        VnodeMaster::start(&name(i), size, store.clone(), []).expect("master");
-    let cluster = Cluster::open(
-        ClusterConfig {
-            name: name(i),
-            addr: addr(i),
-            handoff_concurrency: 2,
-            seed: Some(seed.wrapping_mul(31).wrapping_add(i as u64)),
-        },
-        store.clone(),
-        master,
-        net.transport(&addr(i)),
-        Arc::new(ProtoRingCodec),
-    )
-    .await
-    .expect("cluster");
-    net.attach(&addr(i), cluster.clone());
-    cluster.start().await;
-    let app = Flavio::new(cluster.router(), Defaults::default());
-    SimNode {
-        name: name(i),
-        addr: addr(i),
-        store,
-        cluster,
-        app,
-    }
-}
+/// Seeds that once failed, run on top of whatever `SIM_SEEDS` asks.
+const REGRESSIONS: &[u64] = &[30, 39, 2377, 3526];
 
 /// Acknowledged and failed adds.
 #[derive(Default)]
@@ -95,12 +53,18 @@ struct Tally {
 }
 
 struct Sim {
-    started: tokio::time::Instant,
+    started: Instant,
     rng: StdRng,
-    net: Arc<Net>,
-    nodes: Vec<SimNode>,
+    h: Harness,
     tally: Arc<Tally>,
     log: Arc<Mutex<Vec<String>>>,
+    /// Crashed nodes and when they restart.
+    restart_at: BTreeMap<usize, Instant>,
+    /// Nodes force-removed (or force-replaced) and not joined since: their
+    /// old data is no longer the cluster's.
+    stale: BTreeSet<usize>,
+    /// Counts that force-removes dropped.
+    lost: u64,
 }
 
 impl Sim {
@@ -113,60 +77,47 @@ impl Sim {
             .push(what);
     }
 
-    /// The node that is claimant in the view of node `from`.
-    fn claimant_of(&self, from: usize) -> Option<usize> {
-        let c = self.nodes[from].cluster.ring().ring.claimant.clone();
-        self.nodes.iter().position(|n| n.name == c)
+    fn pick(&mut self, from: &[usize]) -> Option<usize> {
+        (!from.is_empty()).then(|| from[self.rng.random_range(0..from.len())])
     }
 
-    /// Members (not removed, not down) in node 0's cluster as node 0 sees it.
-    fn members(&self) -> Vec<usize> {
-        let ring = self.nodes[0].cluster.ring().ring.clone();
-        (0..self.nodes.len())
-            .filter(|i| {
-                ring.state_of(&self.nodes[*i].name)
-                    .is_some_and(|s| s.is_active())
-            })
-            .collect()
-    }
-
-    /// Stages `change` on the claimant and tries to plan and commit it.
-    async fn change(&mut self, change: Change) {
-        let Some(c) = self.claimant_of(0) else {
-            return;
-        };
-        let claimant = self.nodes[c].cluster.clone();
+    /// Stages `change` and tries to commit it; clears what is staged when
+    /// that fails, so nothing commits later unnoticed. Returns whether it
+    /// committed.
+    async fn change(&mut self, change: Change) -> bool {
         let what = format!("{change:?}");
-        match claimant.stage(change) {
-            Ok(_) => {}
-            Err(e) => {
-                self.note(format!("stage {what}: {e}"));
-                return;
-            }
+        if let Err(e) = self.h.stage(change) {
+            self.note(format!("stage {what}: {e}"));
+            return false;
         }
-        self.commit_staged(c).await;
-    }
-
-    async fn commit_staged(&mut self, c: usize) {
-        let claimant = self.nodes[c].cluster.clone();
-        match claimant.plan().await {
-            Ok((Some(_), _)) => match claimant.commit(None).await {
-                Ok(r) => self.note(format!("committed v{}", r.version)),
-                Err(e) => self.note(format!("commit: {e}")),
-            },
-            Ok((None, _)) => {}
-            Err(e) => self.note(format!("plan: {e}")),
+        match self.h.commit().await {
+            Ok(Some(v)) => {
+                self.note(format!("{what}: committed v{v}"));
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                self.note(format!("{what}: {e}"));
+                if let Some(c) = self.h.claimant().and_then(|c| self.h.cluster(c)) {
+                    let _ = c.clear().await;
+                }
+                false
+            }
         }
     }
 
     fn add(&mut self) {
-        let members = self.members();
-        let from = members[self.rng.random_range(0..members.len())];
+        let members = self.h.running_members();
+        let Some(from) = self.pick(&members) else {
+            return;
+        };
+        let Some(app) = self.h.app(from).cloned() else {
+            return;
+        };
         let (a, b) = (
             self.rng.random_range(0..1000i64),
             self.rng.random_range(0..1000i64),
         );
-        let app = self.nodes[from].app.clone();
         let tally = Arc::clone(&self.tally);
         tokio::spawn(async move {
             let opts = AddOptions {
@@ -180,21 +131,84 @@ impl Sim {
         });
     }
 
+    /// Joins node `j` (outside the cluster) to it.
+    async fn join(&mut self, j: usize) -> bool {
+        let members = self.h.running_members();
+        let (Some(&target), Some(c)) = (members.first(), self.h.cluster(j).cloned()) else {
+            return false;
+        };
+        match c.join(&self.h.nodes[target].addr).await {
+            Ok(_) => {
+                self.note(format!("{j} joins"));
+                self.stale.remove(&j);
+                true
+            }
+            Err(e) => {
+                self.note(format!("{j} join: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Drops crashed member `r` from the cluster without handoff (into
+    /// `new`'s place when given), marking it down first if it was claimant.
+    async fn force_out(&mut self, r: usize, new: Option<usize>) {
+        let name = self.h.nodes[r].name.clone();
+        if self.h.ring().is_some_and(|ring| ring.claimant == name) {
+            let Some(o) = self.h.observer() else { return };
+            let Some(c) = self.h.cluster(o).cloned() else {
+                return;
+            };
+            match c.down(&name).await {
+                Ok(_) => self.note(format!("{r} marked down")),
+                Err(e) => {
+                    self.note(format!("down {r}: {e}"));
+                    return;
+                }
+            }
+        }
+        let lost = self.h.owned_counts(r);
+        let change = match new {
+            None => Change::ForceRemove(name),
+            Some(n) => {
+                if !self.join(n).await {
+                    return;
+                }
+                Change::ForceReplace {
+                    old: name,
+                    new: self.h.nodes[n].name.clone(),
+                }
+            }
+        };
+        if self.change(change).await {
+            self.lost += lost;
+            self.stale.insert(r);
+        }
+    }
+
     /// One random fault or membership event.
     async fn event(&mut self) {
-        let members = self.members();
-        let n = self.nodes.len();
-        match self.rng.random_range(0..10) {
+        let n = self.h.nodes.len();
+        let members = self.h.members();
+        let running: Vec<usize> = (0..n).filter(|i| self.h.is_up(*i)).collect();
+        let crashed: Vec<usize> = (0..n).filter(|i| !self.h.is_up(*i)).collect();
+        let outside: Vec<usize> = running
+            .iter()
+            .copied()
+            .filter(|i| !members.contains(i))
+            .collect();
+        let claimant = self.h.claimant();
+        match self.rng.random_range(0..14) {
             0 | 1 => {
                 let (x, y) = (self.rng.random_range(0..n), self.rng.random_range(0..n));
                 if x != y {
-                    let (a, b) = (self.nodes[x].addr.clone(), self.nodes[y].addr.clone());
+                    let (a, b) = (self.h.nodes[x].addr.clone(), self.h.nodes[y].addr.clone());
                     let both = self.rng.random_bool(0.5);
                     self.note(format!(
                         "cut {x}->{y}{}",
                         if both { " both ways" } else { "" }
                     ));
-                    let mut f = self.net.faults();
+                    let mut f = self.h.net.faults();
                     f.cut.insert((a.clone(), b.clone()));
                     if both {
                         f.cut.insert((b, a));
@@ -203,117 +217,129 @@ impl Sim {
             }
             2 => {
                 self.note("heal links".into());
-                self.net.faults().cut.clear();
+                self.h.net.faults().cut.clear();
             }
             3 => {
                 let loss = f64::from(self.rng.random_range(0..=10u32)) / 100.0;
                 self.note(format!("loss {loss}"));
-                self.net.faults().loss = loss;
+                self.h.net.faults().loss = loss;
             }
             4 => {
                 let ms = self.rng.random_range(1..=50u64);
                 self.note(format!("max delay {ms} ms"));
-                self.net.faults().max_delay = Duration::from_millis(ms);
+                self.h.net.faults().max_delay = Duration::from_millis(ms);
             }
             5 | 6 => {
-                // A node outside the cluster joins it.
-                let outside: Vec<usize> = (0..n).filter(|i| !members.contains(i)).collect();
-                if outside.is_empty() {
-                    return;
-                }
-                let j = outside[self.rng.random_range(0..outside.len())];
-                let target = self.nodes[members[0]].addr.clone();
-                match self.nodes[j].cluster.join(&target).await {
-                    Ok(_) => {
-                        self.note(format!("{j} joins"));
-                        if let Some(c) = self.claimant_of(0) {
-                            self.commit_staged(c).await;
-                        }
-                    }
-                    Err(e) => self.note(format!("{j} join: {e}")),
+                if let Some(j) = self.pick(&outside)
+                    && self.join(j).await
+                {
+                    let _ = self.h.commit().await;
                 }
             }
             7 => {
-                // A member other than the claimant leaves.
-                let claimant = self.claimant_of(0);
+                // A running member other than the claimant leaves.
                 let leavers: Vec<usize> = members
                     .iter()
                     .copied()
-                    .filter(|m| Some(*m) != claimant)
+                    .filter(|m| Some(*m) != claimant && self.h.is_up(*m))
                     .collect();
-                if members.len() <= 2 || leavers.is_empty() {
+                if members.len() <= 2 {
                     return;
                 }
-                let l = leavers[self.rng.random_range(0..leavers.len())];
-                self.note(format!("{l} leaves"));
-                self.change(Change::Leave(self.nodes[l].name.clone())).await;
+                if let Some(l) = self.pick(&leavers) {
+                    let name = self.h.nodes[l].name.clone();
+                    self.change(Change::Leave(name)).await;
+                }
+            }
+            8 => {
+                // A running member is replaced by a node from outside.
+                let olds: Vec<usize> = members
+                    .iter()
+                    .copied()
+                    .filter(|m| Some(*m) != claimant && self.h.is_up(*m))
+                    .collect();
+                let (Some(old), Some(new)) = (self.pick(&olds), self.pick(&outside)) else {
+                    return;
+                };
+                if self.join(new).await {
+                    let change = Change::Replace {
+                        old: self.h.nodes[old].name.clone(),
+                        new: self.h.nodes[new].name.clone(),
+                    };
+                    self.change(change).await;
+                }
+            }
+            9 | 10 => {
+                // A node crashes (at most two at a time); it restarts later.
+                if crashed.len() >= 2 {
+                    return;
+                }
+                if let Some(x) = self.pick(&running) {
+                    self.note(format!("{x} crashes"));
+                    self.h.crash(x);
+                    let back =
+                        Instant::now() + Duration::from_millis(self.rng.random_range(100..8000));
+                    self.restart_at.insert(x, back);
+                }
+            }
+            11 => {
+                // A crashed member is force-removed, or force-replaced by a
+                // node from outside.
+                let gone: Vec<usize> = crashed
+                    .iter()
+                    .copied()
+                    .filter(|c| members.contains(c))
+                    .collect();
+                if members.len() <= 2 {
+                    return;
+                }
+                if let Some(r) = self.pick(&gone) {
+                    let new = if self.rng.random_bool(0.5) {
+                        self.pick(&outside)
+                    } else {
+                        None
+                    };
+                    self.note(format!("force {r} out (replaced by {new:?})"));
+                    self.force_out(r, new).await;
+                }
             }
             _ => {
                 // Staged changes that could not commit earlier.
-                if let Some(c) = self.claimant_of(0) {
-                    self.commit_staged(c).await;
-                }
+                let _ = self.h.commit().await;
             }
         }
     }
 
-    /// Whether every member agrees on one ring with nothing pending and no
-    /// transfer running.
-    fn settled(&self) -> bool {
-        let ring = self.nodes[0].cluster.ring().ring.clone();
-        if !ring.pending.is_empty() {
-            return false;
+    /// Restarts the crashed nodes whose time has come (all with `all`).
+    async fn restarts(&mut self, all: bool) -> Result<(), String> {
+        self.h.sync();
+        let now = Instant::now();
+        let due: Vec<usize> = (0..self.h.nodes.len())
+            .filter(|i| !self.h.is_up(*i))
+            .filter(|i| all || self.restart_at.get(i).is_none_or(|t| *t <= now))
+            .collect();
+        for i in due {
+            self.restart_at.remove(&i);
+            self.note(format!("{i} restarts"));
+            self.h.start(i).await?;
         }
-        let members = self.members();
-        members.iter().all(|i| {
-            let other = self.nodes[*i].cluster.ring().ring.clone();
-            other == ring && self.nodes[*i].cluster.inner_handoffs_active().is_empty()
-        }) && ring
-            .members
-            .values()
-            .all(|m| matches!(m.state, MemberState::Valid | MemberState::Removed))
+        Ok(())
     }
 
     fn check(&self, stats_total: u64, partial: bool) -> Result<(), String> {
-        let ring = self.nodes[0].cluster.ring().ring.clone();
-        let members = self.members();
-        for i in &members {
-            let other = &self.nodes[*i].cluster.ring().ring;
-            if *other != ring {
-                return Err(format!(
-                    "node {i} holds ring v{} and node 0 v{}",
-                    other.version, ring.version
-                ));
-            }
-        }
-        for (p, owner) in ring.owners.iter().enumerate() {
-            if ring.state_of(owner) != Some(MemberState::Valid) {
-                return Err(format!(
-                    "partition {p} is owned by {owner}, not a valid member"
-                ));
-            }
-        }
-        for (i, node) in self.nodes.iter().enumerate() {
-            let in_cluster = members.contains(&i);
-            for p in 0..RING as u32 {
-                let owns = in_cluster && ring.owners[p as usize] == node.name;
-                if !owns && node.store.has_data(PartitionId(p)) {
-                    return Err(format!(
-                        "node {i} holds data of partition {p}, owned by {}",
-                        ring.owners[p as usize]
-                    ));
-                }
-            }
-        }
+        let stale: Vec<usize> = self.stale.iter().copied().collect();
+        self.h.check_structure(&stale)?;
         if partial {
             return Err("stats answered partially after settling".into());
         }
         let ok = self.tally.ok.load(Ordering::Relaxed);
         let failed = self.tally.failed.load(Ordering::Relaxed);
-        if stats_total < 3 * ok || stats_total > 3 * (ok + failed) {
+        let low = (3 * ok).saturating_sub(self.lost);
+        if stats_total < low || stats_total > 3 * (ok + failed) {
             return Err(format!(
-                "stats total {stats_total}, acknowledged adds {ok}, failed {failed}: \
-                 expected 3 x {ok} plus at most 3 x {failed}"
+                "stats total {stats_total}, acknowledged adds {ok}, failed {failed}, \
+                 dropped by force-removes {}: expected 3 x {ok} - {} plus at most 3 x {failed}",
+                self.lost, self.lost
             ));
         }
         Ok(())
@@ -327,119 +353,118 @@ async fn run(
     seconds: u64,
     log: Arc<Mutex<Vec<String>>>,
 ) -> Result<String, String> {
-    let mut nodes = Vec::new();
-    for i in 0..NODES {
-        nodes.push(start_node(&net, dir, i, seed).await);
-    }
+    let h = Harness::new(net, dir, NODES, RING, seed).await?;
     let mut sim = Sim {
-        started: tokio::time::Instant::now(),
+        started: Instant::now(),
         rng: StdRng::seed_from_u64(seed),
-        net,
-        nodes,
+        h,
         tally: Arc::new(Tally::default()),
         log,
+        restart_at: BTreeMap::new(),
+        stale: BTreeSet::new(),
+        lost: 0,
     };
     // Start as the tutorial does: four nodes joined to the first.
     for j in 1..4 {
-        let target = sim.nodes[0].addr.clone();
-        sim.nodes[j]
-            .cluster
-            .join(&target)
-            .await
-            .map_err(|e| e.to_string())?;
+        let target = sim.h.nodes[0].addr.clone();
+        let c = sim.h.cluster(j).cloned().ok_or("node not running")?;
+        c.join(&target).await.map_err(|e| e.to_string())?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    sim.commit_staged(0).await;
+    let _ = sim.h.commit().await;
     // The faulty part: adds all along, an event now and then.
-    let start = tokio::time::Instant::now();
+    let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
     let mut next_event = start + Duration::from_millis(sim.rng.random_range(500..3000));
-    while tokio::time::Instant::now() < end {
+    while Instant::now() < end {
         for _ in 0..sim.rng.random_range(1..4) {
             sim.add();
         }
-        if tokio::time::Instant::now() >= next_event {
+        if Instant::now() >= next_event {
             sim.event().await;
-            next_event = tokio::time::Instant::now()
-                + Duration::from_millis(sim.rng.random_range(500..3000));
+            next_event = Instant::now() + Duration::from_millis(sim.rng.random_range(500..3000));
         }
+        sim.restarts(false).await?;
         let pause = sim.rng.random_range(5..60);
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
-    // Heal, finish what is staged, and let it settle.
-    sim.net.heal();
+    // Heal, restart, finish what is staged, and let it settle.
+    sim.h.net.heal();
     sim.note("heal all".into());
-    let settle_by = tokio::time::Instant::now() + Duration::from_secs(300);
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        if let Some(c) = sim.claimant_of(0) {
-            sim.commit_staged(c).await;
-        }
-        if sim.settled() {
-            break;
-        }
-        if tokio::time::Instant::now() > settle_by {
-            let ring = sim.nodes[0].cluster.ring().ring.clone();
-            return Err(format!(
-                "did not settle within 300 s after healing: ring v{} pending {:?} members {:?}",
-                ring.version, ring.pending, ring.members
-            ));
-        }
-    }
+    sim.restarts(true).await?;
+    sim.h.settle(Duration::from_secs(300)).await?;
     // In-flight adds have finished by now (5 s timeouts).
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let from = sim.members()[0];
-    let stats = sim.nodes[from]
-        .app
-        .stats(Some(Duration::from_secs(10)))
-        .await;
+    let from = *sim.h.running_members().first().ok_or("no member runs")?;
+    let app = sim.h.app(from).cloned().ok_or("no member runs")?;
+    let stats = app.stats(Some(Duration::from_secs(10))).await;
     sim.check(stats.total_ops, stats.partial)?;
-    for n in &sim.nodes {
-        n.cluster.stop();
-    }
+    let version = sim.h.ring().map(|r| r.version).unwrap_or(0);
+    sim.h.stop_all();
     Ok(format!(
-        "seed {seed}: {} adds acknowledged, {} failed, ring v{}",
+        "seed {seed}: {} adds acknowledged, {} failed, {} dropped by force-removes, ring v{version}",
         sim.tally.ok.load(Ordering::Relaxed),
         sim.tally.failed.load(Ordering::Relaxed),
-        sim.nodes[0].cluster.ring().ring.version
+        sim.lost,
     ))
 }
 
-fn run_seed(seed: u64, seconds: u64) -> Result<String, String> {
+/// Runs `f` on a fresh paused single-threaded runtime with a fresh network
+/// of `seed` and a temporary directory, then lets go of everything.
+pub fn simulate<T>(
+    seed: u64,
+    f: impl AsyncFnOnce(Arc<Net>, &std::path::Path) -> Result<T, String>,
+) -> Result<T, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .map_err(|e| e.to_string())?;
-    let log = Arc::new(Mutex::new(Vec::new()));
     let net = Net::new(seed);
-    let out = rt.block_on(run(
-        seed,
-        Arc::clone(&net),
-        dir.path(),
-        seconds,
-        Arc::clone(&log),
-    ));
+    let out = rt.block_on(f(Arc::clone(&net), dir.path()));
     // Nodes and the network hold each other (through their transports):
     // break that, then drop the runtime, which ends every task of the run,
     // so that every store closes before the next seed opens five more.
     net.clear();
-    let out = out.map_err(|e| {
-        let log = log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let tail: Vec<&String> = log.iter().rev().take(40).rev().collect();
-        let tail: Vec<&str> = tail.iter().map(|s| s.as_str()).collect();
-        format!("{e}\n  last events:\n    {}", tail.join("\n    "))
-    });
-    // Dropping the runtime ends every task of the run; the stores close.
     drop(rt);
     out
 }
 
+fn run_seed(seed: u64, seconds: u64) -> Result<String, String> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = Arc::clone(&log);
+    simulate(seed, async move |net, dir| {
+        run(seed, net, dir, seconds, l).await
+    })
+    .map_err(|e| {
+        let log = log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tail: Vec<&str> = log
+            .iter()
+            .rev()
+            .take(40)
+            .rev()
+            .map(|s| s.as_str())
+            .collect();
+        format!("{e}\n  last events:\n    {}", tail.join("\n    "))
+    })
+}
+
+/// `SIM_TRACE=1` prints the nodes' logs (use with one seed).
+fn trace() {
+    if std::env::var("SIM_TRACE").is_ok_and(|v| v == "1") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("flavio_node=debug")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 #[test]
 fn seeded_runs_keep_every_invariant() {
+    trace();
     let seconds: u64 = std::env::var("SIM_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -451,7 +476,9 @@ fn seeded_runs_keep_every_invariant() {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(40);
-            (0..n).collect()
+            let mut seeds: BTreeSet<u64> = (0..n).collect();
+            seeds.extend(REGRESSIONS);
+            seeds.into_iter().collect()
         }
     };
     let mut failures = Vec::new();
@@ -466,7 +493,8 @@ fn seeded_runs_keep_every_invariant() {
             )),
         }
     }
-    if let Some(s) = summary.values().next() {
+    let verbose = std::env::var("SIM_VERBOSE").is_ok_and(|v| v == "1");
+    for s in summary.values().take(if verbose { usize::MAX } else { 1 }) {
         eprintln!("{s}");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

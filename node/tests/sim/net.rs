@@ -4,6 +4,10 @@
 //! or both. A lost request or reply fails the call, as a broken connection
 //! does: the caller cannot tell whether the peer applied it.
 //!
+//! A node can crash: the network forgets it and every message from or to
+//! that incarnation of it is lost from then on, including replies to calls
+//! it made and the streams it had open. A restart is a new incarnation.
+//!
 //! Everything runs on the simulation's one tokio runtime, on its paused
 //! clock, and every random choice comes from the network's seeded RNG.
 
@@ -15,8 +19,8 @@ use flavio_node::Error;
 use flavio_node::app::FlavioVnode;
 use flavio_node::cluster::state::{MemberState, RingState, Transfer};
 use flavio_node::cluster::transport::{
-    Gossip, GossipReply, HandoffLink, HandoffMessage, HandoffStart, JoinRequest, PeerCall,
-    PeerCallback, Transport,
+    Gossip, GossipReply, HandoffAck, HandoffLink, HandoffMessage, HandoffStart, JoinRequest,
+    PeerCall, PeerCallback, Transport,
 };
 use flavio_node::cluster::{Cluster, handoff};
 use futures::StreamExt;
@@ -39,9 +43,36 @@ pub struct Faults {
     pub max_delay: Duration,
 }
 
+/// A moment of a handoff at which a node crashes (once), for scenarios
+/// that need a crash at an exact point rather than a random one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// The sender crashes as its first item would reach the receiver.
+    SenderAtItem,
+    /// The sender crashes as its finish would reach the receiver.
+    SenderAtFinish,
+    /// The receiver crashes as its final acknowledgement would reach the
+    /// sender: the data is durable on the receiver, the sender never hears.
+    ReceiverBeforeAck,
+    /// The receiver crashes just after its final acknowledgement reached
+    /// the sender, before it hears of the flip.
+    ReceiverAfterAck,
+}
+
+/// Stops a node's components when it crashes.
+pub type OnCrash = Box<dyn Fn() + Send + Sync>;
+
 /// The network of one simulation.
 pub struct Net {
-    nodes: Mutex<BTreeMap<String, Node>>,
+    /// Reachable nodes by address, with their incarnation.
+    nodes: Mutex<BTreeMap<String, (u64, Node)>>,
+    /// What to stop when a node crashes, by address.
+    on_crash: Mutex<BTreeMap<String, Arc<OnCrash>>>,
+    /// Armed hooks: (hook, address of the node that crashes).
+    hooks: Mutex<Vec<(Hook, String)>>,
+    /// The current incarnation of each address; a transport made for an
+    /// older one is dead.
+    incarnations: Mutex<BTreeMap<String, u64>>,
     faults: Mutex<Faults>,
     rng: Mutex<StdRng>,
 }
@@ -54,6 +85,9 @@ impl Net {
     pub fn new(seed: u64) -> Arc<Net> {
         Arc::new(Net {
             nodes: Mutex::new(BTreeMap::new()),
+            incarnations: Mutex::new(BTreeMap::new()),
+            on_crash: Mutex::new(BTreeMap::new()),
+            hooks: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults {
                 max_delay: Duration::from_millis(5),
                 ..Faults::default()
@@ -62,23 +96,80 @@ impl Net {
         })
     }
 
-    /// The transport of the node at `addr`.
+    /// The transport of a new incarnation of the node at `addr`: the
+    /// transports of its earlier incarnations are dead from now on.
     pub fn transport(self: &Arc<Net>, addr: &str) -> Arc<dyn Transport> {
+        let inc = {
+            let mut incs = lock(&self.incarnations);
+            let inc = incs.entry(addr.to_string()).or_insert(0);
+            *inc += 1;
+            *inc
+        };
         Arc::new(SimTransport {
-            me: addr.to_string(),
+            me: (addr.to_string(), inc),
             net: Arc::clone(self),
         })
     }
 
-    /// Makes the node at `addr` reachable.
-    pub fn attach(&self, addr: &str, node: Node) {
-        lock(&self.nodes).insert(addr.to_string(), node);
+    /// Makes the node at `addr`, of its current incarnation, reachable;
+    /// `on_crash` stops its components when it crashes.
+    pub fn attach(&self, addr: &str, node: Node, on_crash: OnCrash) {
+        let inc = lock(&self.incarnations).get(addr).copied().unwrap_or(0);
+        lock(&self.nodes).insert(addr.to_string(), (inc, node));
+        lock(&self.on_crash).insert(addr.to_string(), Arc::new(on_crash));
+    }
+
+    /// Whether the node at `addr` is running.
+    pub fn is_up(&self, addr: &str) -> bool {
+        lock(&self.nodes).contains_key(addr)
+    }
+
+    /// Crashes the node at `addr`: unreachable, its components stopped, and
+    /// everything its current incarnation sends or is sent is lost.
+    pub fn crash(&self, addr: &str) {
+        lock(&self.nodes).remove(addr);
+        *lock(&self.incarnations)
+            .entry(addr.to_string())
+            .or_insert(0) += 1;
+        let stop = lock(&self.on_crash).remove(addr);
+        if let Some(stop) = stop {
+            stop();
+        }
+    }
+
+    /// Arms `hook` for the node at `addr`.
+    pub fn arm(&self, hook: Hook, addr: &str) {
+        lock(&self.hooks).push((hook, addr.to_string()));
+    }
+
+    /// Fires `hook` if it is armed for `addr`: crashes that node and
+    /// disarms it. Returns whether it fired.
+    fn fire(&self, hook: Hook, addr: &str) -> bool {
+        let fired = {
+            let mut hooks = lock(&self.hooks);
+            match hooks.iter().position(|(h, a)| *h == hook && a == addr) {
+                Some(i) => {
+                    hooks.remove(i);
+                    true
+                }
+                None => false,
+            }
+        };
+        if fired {
+            self.crash(addr);
+        }
+        fired
+    }
+
+    fn alive(&self, (addr, inc): &Id) -> bool {
+        lock(&self.incarnations).get(addr) == Some(inc)
     }
 
     /// Forgets every node. The nodes' transports hold the network, so the
     /// network must let go of the nodes for their stores to close.
     pub fn clear(&self) {
         lock(&self.nodes).clear();
+        lock(&self.on_crash).clear();
     }
 
     pub fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
@@ -97,30 +188,37 @@ impl Net {
         Duration::from_micros(lock(&self.rng).random_range(0..=max))
     }
 
-    /// Whether one message from `from` to `to` gets through now.
-    fn passes(&self, from: &str, to: &str) -> bool {
+    /// Whether one message from `from` to `to` gets through now: both
+    /// incarnations alive, the link not cut, the message not lost.
+    fn passes(&self, from: &Id, to: &Id) -> bool {
+        if !self.alive(from) || !self.alive(to) {
+            return false;
+        }
         let f = lock(&self.faults);
-        if f.cut.contains(&(from.to_string(), to.to_string())) {
+        if f.cut.contains(&(from.0.clone(), to.0.clone())) {
             return false;
         }
         f.loss <= 0.0 || !lock(&self.rng).random_bool(f.loss.min(1.0))
     }
 
-    /// The node at `to`, if a message from `from` reaches it now.
-    fn reach(&self, from: &str, to: &str) -> Option<Node> {
-        if !self.passes(from, to) {
-            return None;
-        }
-        lock(&self.nodes).get(to).cloned()
+    /// The node at `to` (with its identity), if a message from `from`
+    /// reaches it now.
+    fn reach(&self, from: &Id, to: &str) -> Option<(Id, Node)> {
+        let (inc, node) = lock(&self.nodes).get(to).cloned()?;
+        let id = (to.to_string(), inc);
+        self.passes(from, &id).then_some((id, node))
     }
 }
+
+/// A node incarnation: its address and the number of its start.
+type Id = (String, u64);
 
 fn unreachable(to: &str) -> Error {
     Error::Rpc(format!("{to}: unreachable (simulated)"))
 }
 
 struct SimTransport {
-    me: String,
+    me: Id,
     net: Arc<Net>,
 }
 
@@ -135,10 +233,10 @@ impl SimTransport {
         let (net, me, to) = (Arc::clone(&self.net), self.me.clone(), addr.to_string());
         Box::pin(async move {
             tokio::time::sleep(net.delay()).await;
-            let node = net.reach(&me, &to).ok_or_else(|| unreachable(&to))?;
+            let (peer, node) = net.reach(&me, &to).ok_or_else(|| unreachable(&to))?;
             let r = f(node).await;
             tokio::time::sleep(net.delay()).await;
-            if !net.passes(&to, &me) {
+            if !net.passes(&peer, &me) {
                 return Err(unreachable(&to));
             }
             r
@@ -151,7 +249,7 @@ impl Transport for SimTransport {
         let (net, me, to) = (Arc::clone(&self.net), self.me.clone(), addr.to_string());
         tokio::spawn(async move {
             tokio::time::sleep(net.delay()).await;
-            let Some(node) = net.reach(&me, &to) else {
+            let Some((peer, node)) = net.reach(&me, &to) else {
                 return reply(Err(unreachable(&to)));
             };
             node.serve_peer(
@@ -159,7 +257,7 @@ impl Transport for SimTransport {
                 Box::new(move |r| {
                     tokio::spawn(async move {
                         tokio::time::sleep(net.delay()).await;
-                        if net.passes(&to, &me) {
+                        if net.passes(&peer, &me) {
                             reply(r);
                         } else {
                             reply(Err(unreachable(&to)));
@@ -222,7 +320,7 @@ impl Transport for SimTransport {
         let (net, me, to) = (Arc::clone(&self.net), self.me.clone(), addr.to_string());
         Box::pin(async move {
             tokio::time::sleep(net.delay()).await;
-            let node = net.reach(&me, &to).ok_or_else(|| unreachable(&to))?;
+            let (peer, node) = net.reach(&me, &to).ok_or_else(|| unreachable(&to))?;
             let (tx, rx) = mpsc::channel::<HandoffMessage>(64);
             let (ack_tx, ack_rx) = mpsc::channel(16);
             tx.send(HandoffMessage::Start(start))
@@ -230,10 +328,18 @@ impl Transport for SimTransport {
                 .map_err(|_| unreachable(&to))?;
             // A stream is one connection: a cut link or a lost message
             // breaks it, in either direction.
-            let (n1, f1, t1) = (Arc::clone(&net), me.clone(), to.clone());
+            let (n1, f1, p1, t1) = (Arc::clone(&net), me.clone(), peer.clone(), to.clone());
             let inbound = ReceiverStream::new(rx)
                 .map(move |m| {
-                    if n1.passes(&f1, &t1) {
+                    let hook = match m {
+                        HandoffMessage::Item(_) => Some(Hook::SenderAtItem),
+                        HandoffMessage::Finish { .. } => Some(Hook::SenderAtFinish),
+                        HandoffMessage::Start(_) => None,
+                    };
+                    if let Some(h) = hook {
+                        n1.fire(h, &f1.0);
+                    }
+                    if n1.passes(&f1, &p1) {
                         Ok(m)
                     } else {
                         Err(unreachable(&t1))
@@ -243,7 +349,14 @@ impl Transport for SimTransport {
             tokio::spawn(handoff::receive(node, inbound, ack_tx));
             let acks = ReceiverStream::new(ack_rx)
                 .map(move |a| {
-                    if net.passes(&to, &me) {
+                    let last = matches!(a, Ok(HandoffAck::Finished(_)));
+                    if last {
+                        net.fire(Hook::ReceiverBeforeAck, &to);
+                    }
+                    if net.passes(&peer, &me) {
+                        if last {
+                            net.fire(Hook::ReceiverAfterAck, &to);
+                        }
                         a
                     } else {
                         Err(unreachable(&to))

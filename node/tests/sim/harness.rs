@@ -1,0 +1,390 @@
+//! The simulated cluster's nodes: each a whole node (ring, claimant, gossip,
+//! vnodes with their real store in a temporary directory, routing, handoff)
+//! on the in-process network, that can crash and restart from what it
+//! persisted. Shared by the seeded runs and the scenario scripts.
+//!
+//! A crash stops everything of the node at once (its background tasks, its
+//! vnodes without handling their mailboxes, its store handle, its messages);
+//! a restart opens a new handle on the same store, which holds every write
+//! committed before the crash, as a restarted process would find on disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flavio_node::app::{Defaults, Flavio, FlavioVnode};
+use flavio_node::cluster::state::RingState;
+use flavio_node::cluster::{Change, Cluster, ClusterConfig, MemberState};
+use flavio_node::ring::{PartitionId, RingSize};
+use flavio_node::rpc::convert::ProtoRingCodec;
+use flavio_node::vnode::storage::decode_u64;
+use flavio_node::vnode::{Durability, Store, VnodeMaster};
+
+use crate::net::Net;
+
+/// A running incarnation of a node.
+pub struct Up {
+    pub cluster: Cluster<FlavioVnode>,
+    pub app: Flavio,
+}
+
+/// One node of the simulation, running or crashed.
+pub struct SimNode {
+    pub name: String,
+    pub addr: String,
+    /// The node's store as the disk holds it: never closed, never written
+    /// through; each incarnation writes through its own handle.
+    pub disk: Store,
+    pub up: Option<Up>,
+    /// Incarnations started so far (the RNG seed of each differs).
+    starts: u64,
+}
+
+pub fn name(i: usize) -> String {
+    format!("sim{i}@sim")
+}
+
+pub fn addr(i: usize) -> String {
+    format!("10.0.0.{i}:10017")
+}
+
+/// The nodes of one simulation.
+pub struct Harness {
+    pub net: Arc<Net>,
+    pub nodes: Vec<SimNode>,
+    pub ring_size: RingSize,
+    seed: u64,
+}
+
+impl Harness {
+    /// Opens the stores of `n` nodes under `dir` and starts them, each a
+    /// cluster of its own.
+    pub async fn new(
+        net: Arc<Net>,
+        dir: &Path,
+        n: usize,
+        ring: u64,
+        seed: u64,
+    ) -> Result<Harness, String> {
+        let ring_size = RingSize::new(ring).map_err(|e| e.to_string())?;
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let path: PathBuf = dir.join(format!("n{i}"));
+            let disk = Store::open_inline(&path, ring_size, Durability::Process)
+                .map_err(|e| e.to_string())?;
+            nodes.push(SimNode {
+                name: name(i),
+                addr: addr(i),
+                disk,
+                up: None,
+                starts: 0,
+            });
+        }
+        let mut h = Harness {
+            net,
+            nodes,
+            ring_size,
+            seed,
+        };
+        for i in 0..n {
+            h.start(i).await?;
+        }
+        Ok(h)
+    }
+
+    /// Starts a new incarnation of node `i` from what its store holds.
+    pub async fn start(&mut self, i: usize) -> Result<(), String> {
+        self.sync();
+        if self.nodes[i].up.is_some() {
+            return Err(format!("node {i} is running"));
+        }
+        let node = &mut self.nodes[i];
+        node.starts += 1;
+        let store = node.disk.reopen();
+        let master: VnodeMaster<FlavioVnode> =
+            VnodeMaster::start(&node.name, self.ring_size, store.clone(), [])
+                .map_err(|e| e.to_string())?;
+        let seed = self
+            .seed
+            .wrapping_mul(31)
+            .wrapping_add(i as u64)
+            .wrapping_add(node.starts.wrapping_mul(1_000_003));
+        let cluster = Cluster::open(
+            ClusterConfig {
+                name: node.name.clone(),
+                addr: node.addr.clone(),
+                handoff_concurrency: 2,
+                seed: Some(seed),
+            },
+            store.clone(),
+            master.clone(),
+            self.net.transport(&node.addr),
+            Arc::new(ProtoRingCodec),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let (c, m, s) = (cluster.clone(), master, store);
+        self.net.attach(
+            &node.addr,
+            cluster.clone(),
+            Box::new(move || {
+                c.stop();
+                m.abort();
+                s.close();
+            }),
+        );
+        cluster.start().await;
+        let app = Flavio::new(cluster.router(), Defaults::default());
+        node.up = Some(Up { cluster, app });
+        Ok(())
+    }
+
+    /// Crashes node `i`.
+    pub fn crash(&mut self, i: usize) {
+        self.net.crash(&self.nodes[i].addr);
+        self.nodes[i].up = None;
+    }
+
+    /// Notes the crashes the network's hooks caused.
+    pub fn sync(&mut self) {
+        for n in &mut self.nodes {
+            if n.up.is_some() && !self.net.is_up(&n.addr) {
+                n.up = None;
+            }
+        }
+    }
+
+    pub fn is_up(&self, i: usize) -> bool {
+        self.nodes[i].up.is_some() && self.net.is_up(&self.nodes[i].addr)
+    }
+
+    pub fn cluster(&self, i: usize) -> Option<&Cluster<FlavioVnode>> {
+        self.is_up(i)
+            .then(|| self.nodes[i].up.as_ref().map(|u| &u.cluster))
+            .flatten()
+    }
+
+    pub fn app(&self, i: usize) -> Option<&Flavio> {
+        self.is_up(i)
+            .then(|| self.nodes[i].up.as_ref().map(|u| &u.app))
+            .flatten()
+    }
+
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// The running node with the newest ring of the biggest cluster: whose
+    /// view the harness takes for "the cluster".
+    pub fn observer(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter_map(|i| self.cluster(i).map(|c| (i, c.ring().ring.clone())))
+            .max_by_key(|(i, r)| (r.active_members().count(), r.version, usize::MAX - i))
+            .map(|(i, _)| i)
+    }
+
+    /// The observer's ring.
+    pub fn ring(&self) -> Option<RingState> {
+        let o = self.observer()?;
+        self.cluster(o).map(|c| c.ring().ring.clone())
+    }
+
+    /// Nodes that are active members in the observer's ring (running or not).
+    pub fn members(&self) -> Vec<usize> {
+        let Some(ring) = self.ring() else {
+            return Vec::new();
+        };
+        (0..self.nodes.len())
+            .filter(|i| {
+                ring.state_of(&self.nodes[*i].name)
+                    .is_some_and(|s| s.is_active())
+            })
+            .collect()
+    }
+
+    /// Members that are running.
+    pub fn running_members(&self) -> Vec<usize> {
+        self.members()
+            .into_iter()
+            .filter(|i| self.is_up(*i))
+            .collect()
+    }
+
+    /// The claimant in the observer's ring, if it runs.
+    pub fn claimant(&self) -> Option<usize> {
+        let ring = self.ring()?;
+        let c = self.index(&ring.claimant)?;
+        self.is_up(c).then_some(c)
+    }
+
+    /// Stages `change` on the claimant.
+    pub fn stage(&self, change: Change) -> Result<String, String> {
+        let c = self.claimant().ok_or("the claimant is not running")?;
+        self.cluster(c)
+            .ok_or("the claimant is not running")?
+            .stage(change)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Plans and commits what is staged on the claimant. `Ok(None)` when
+    /// nothing is staged, else the committed ring's version.
+    pub async fn commit(&self) -> Result<Option<u64>, String> {
+        let c = self.claimant().ok_or("the claimant is not running")?;
+        let cluster = self.cluster(c).ok_or("the claimant is not running")?;
+        match cluster.plan().await.map_err(|e| e.to_string())? {
+            (Some(_), _) => cluster
+                .commit(None)
+                .await
+                .map(|r| Some(r.version))
+                .map_err(|e| e.to_string()),
+            (None, _) => Ok(None),
+        }
+    }
+
+    /// Whether every member runs and agrees on one ring with nothing
+    /// pending and no transfer running.
+    pub fn settled(&self) -> bool {
+        let Some(ring) = self.ring() else {
+            return false;
+        };
+        ring.pending.is_empty()
+            && self.members().iter().all(|i| {
+                self.cluster(*i)
+                    .is_some_and(|c| c.ring().ring == ring && c.inner_handoffs_active().is_empty())
+            })
+            && ring
+                .members
+                .values()
+                .all(|m| matches!(m.state, MemberState::Valid | MemberState::Removed))
+    }
+
+    /// Waits (simulated time) until [`Harness::settled`], committing what
+    /// is staged meanwhile; the error says what is still unsettled.
+    pub async fn settle(&self, within: Duration) -> Result<Duration, String> {
+        let start = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            // As an operator would: a join staged on a claimant that
+            // crashed since is staged again (staging lives in the
+            // claimant's memory only, as in riak).
+            if let Some(ring) = self.ring() {
+                for n in ring.members_in(MemberState::Joining) {
+                    let _ = self.stage(Change::Join(n));
+                }
+            }
+            let _ = self.commit().await;
+            if self.settled() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > within {
+                let ring = self.ring();
+                return Err(match ring {
+                    Some(r) => format!(
+                        "did not settle within {} s: ring v{} pending {:?} members {:?}",
+                        within.as_secs(),
+                        r.version,
+                        r.pending,
+                        r.members
+                    ),
+                    None => "no node runs".into(),
+                });
+            }
+        }
+    }
+
+    /// The operation count node `i`'s store holds for partition `p`.
+    pub fn stored_count(&self, i: usize, p: PartitionId) -> u64 {
+        self.nodes[i]
+            .disk
+            .load(p)
+            .ok()
+            .and_then(|items| {
+                items
+                    .iter()
+                    .find(|(k, _)| k.as_slice() == b"ops_count")
+                    .and_then(|(_, v)| decode_u64(v, "ops_count").ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// The counts node `i` holds for the partitions it owns in the
+    /// observer's ring: what a force-remove or force-replace of it loses.
+    pub fn owned_counts(&self, i: usize) -> u64 {
+        let Some(ring) = self.ring() else {
+            return 0;
+        };
+        ring.owners
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| **o == self.nodes[i].name)
+            .map(|(p, _)| self.stored_count(i, PartitionId(p as u32)))
+            .sum()
+    }
+
+    /// The settled cluster's structural invariants: every member holds the
+    /// observer's ring; every partition has one owner, a valid member; no
+    /// node holds data of a partition it does not own (`stale` nodes, cut
+    /// off by a force-remove, may keep theirs: it is no longer the
+    /// cluster's).
+    pub fn check_structure(&self, stale: &[usize]) -> Result<(), String> {
+        let ring = self.ring().ok_or("no node runs")?;
+        let members = self.members();
+        for i in &members {
+            let other = self
+                .cluster(*i)
+                .ok_or_else(|| format!("member {i} is not running"))?
+                .ring()
+                .ring
+                .clone();
+            if other != ring {
+                return Err(format!(
+                    "node {i} holds ring v{} and the observer v{}",
+                    other.version, ring.version
+                ));
+            }
+        }
+        for (p, owner) in ring.owners.iter().enumerate() {
+            if ring.state_of(owner) != Some(MemberState::Valid) {
+                return Err(format!(
+                    "partition {p} is owned by {owner}, not a valid member"
+                ));
+            }
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if stale.contains(&i) {
+                continue;
+            }
+            let in_cluster = members.contains(&i);
+            for p in 0..self.ring_size.get() {
+                let owns = in_cluster && ring.owners[p as usize] == node.name;
+                if !owns && node.disk.has_data(PartitionId(p)) {
+                    let own = self.cluster(i).map(|c| {
+                        let r = c.ring().ring.clone();
+                        format!(
+                            "its own ring v{} of cluster {} with members {:?}",
+                            r.version,
+                            r.cluster_id,
+                            r.members.keys().collect::<Vec<_>>()
+                        )
+                    });
+                    return Err(format!(
+                        "node {i} holds data of partition {p} (count {}), owned by {}; {}",
+                        self.stored_count(i, PartitionId(p)),
+                        ring.owners[p as usize],
+                        own.unwrap_or_else(|| "it does not run".into())
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every node (the end of a run).
+    pub fn stop_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.is_up(i) {
+                self.crash(i);
+            }
+        }
+    }
+}
