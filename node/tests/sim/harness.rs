@@ -175,11 +175,19 @@ impl Harness {
     }
 
     /// The running node with the newest ring of the biggest cluster: whose
-    /// view the harness takes for "the cluster".
+    /// view the harness takes for "the cluster". (Down members count: they
+    /// are still members; removed ones do not.)
     pub fn observer(&self) -> Option<usize> {
         (0..self.nodes.len())
             .filter_map(|i| self.cluster(i).map(|c| (i, c.ring().ring.clone())))
-            .max_by_key(|(i, r)| (r.active_members().count(), r.version, usize::MAX - i))
+            .max_by_key(|(i, r)| {
+                let members = r
+                    .members
+                    .values()
+                    .filter(|m| m.state != MemberState::Removed)
+                    .count();
+                (members, r.version, usize::MAX - i)
+            })
             .map(|(i, _)| i)
     }
 

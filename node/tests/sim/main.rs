@@ -151,10 +151,11 @@ impl Sim {
     }
 
     /// Drops crashed member `r` from the cluster without handoff (into
-    /// `new`'s place when given), marking it down first if it was claimant.
+    /// `new`'s place when given), marking it down first as riak's docs ask
+    /// (a plan waits for every member that is not down to see the ring).
     async fn force_out(&mut self, r: usize, new: Option<usize>) {
         let name = self.h.nodes[r].name.clone();
-        if self.h.ring().is_some_and(|ring| ring.claimant == name) {
+        {
             let Some(o) = self.h.observer() else { return };
             let Some(c) = self.h.cluster(o).cloned() else {
                 return;

@@ -70,6 +70,8 @@ pub struct Net {
     on_crash: Mutex<BTreeMap<String, Arc<OnCrash>>>,
     /// Armed hooks: (hook, address of the node that crashes).
     hooks: Mutex<Vec<(Hook, String)>>,
+    /// Hooks that fired, not yet reported.
+    fired: Mutex<Vec<(Hook, String)>>,
     /// The current incarnation of each address; a transport made for an
     /// older one is dead.
     incarnations: Mutex<BTreeMap<String, u64>>,
@@ -88,6 +90,7 @@ impl Net {
             incarnations: Mutex::new(BTreeMap::new()),
             on_crash: Mutex::new(BTreeMap::new()),
             hooks: Mutex::new(Vec::new()),
+            fired: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults {
                 max_delay: Duration::from_millis(5),
                 ..Faults::default()
@@ -156,9 +159,15 @@ impl Net {
             }
         };
         if fired {
+            lock(&self.fired).push((hook, addr.to_string()));
             self.crash(addr);
         }
         fired
+    }
+
+    /// The hooks that fired since the last call.
+    pub fn take_fired(&self) -> Vec<(Hook, String)> {
+        std::mem::take(&mut *lock(&self.fired))
     }
 
     fn alive(&self, (addr, inc): &Id) -> bool {
