@@ -373,6 +373,7 @@ impl<V: Vnode> Cluster<V> {
             Merge::Reset => {
                 // Removed from the cluster: start over alone, as riak does.
                 tracing::warn!(
+                    node = %self.inner.me,
                     ring_version = ring.version,
                     "removed from the cluster; now a one-member cluster serving no client \
                      requests until it joins a cluster or restarts"
@@ -380,10 +381,33 @@ impl<V: Vnode> Cluster<V> {
                 let id = new_cluster_id(&mut lock(&self.inner.rng));
                 let fresh = RingState::singleton(id, ring.size, &self.inner.me, &self.inner.addr);
                 lock(&self.inner.seen).clear();
+                // Whatever this node still holds is no longer the cluster's:
+                // after a leave every partition was handed off (a copy left
+                // here was sent before a crash kept it from being deleted),
+                // after a force-remove it was given up. Wiped before the
+                // one-member ring is persisted, so a crash in between wipes
+                // again on restart (the old ring loads, the removal is
+                // learnt anew); and again after, for any command that was
+                // still running.
+                self.wipe().await?;
                 self.install_as(fresh, true).await?;
+                self.wipe().await?;
                 Ok(true)
             }
         }
+    }
+
+    /// Drops every vnode's data and every handoff marker of this node.
+    async fn wipe(&self) -> Result<()> {
+        for p in self.ring().ring.size.partitions() {
+            if self.inner.store.has_data(p) || self.inner.master.is_running(p) {
+                self.inner.master.reset(p).await?;
+            }
+            if self.inner.store.get_meta(&marker_key(p))?.is_some() {
+                self.inner.store.delete_meta(&marker_key(p))?;
+            }
+        }
+        Ok(())
     }
 
     /// Applies a claimant change: `f` returns the new ring or `None`.

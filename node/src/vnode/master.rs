@@ -117,6 +117,7 @@ impl<V: Vnode> VnodeMaster<V> {
             Arc::clone(&self.inner.node),
         );
         let stored = self.inner.store.load(p)?;
+        tracing::debug!(node = %self.inner.node, partition = %p, items = stored.len(), "vnode starts");
         let vnode = V::init(&ctx, stored)?;
         let (tx, rx) = mpsc::unbounded_channel();
         self.inner

@@ -54,6 +54,8 @@ pub struct Harness {
     pub nodes: Vec<SimNode>,
     pub ring_size: RingSize,
     seed: u64,
+    /// The id of the cluster node 0 founded.
+    main: String,
 }
 
 impl Harness {
@@ -85,10 +87,15 @@ impl Harness {
             nodes,
             ring_size,
             seed,
+            main: String::new(),
         };
         for i in 0..n {
             h.start(i).await?;
         }
+        h.main = h
+            .cluster(0)
+            .map(|c| c.ring().ring.cluster_id.clone())
+            .unwrap_or_default();
         Ok(h)
     }
 
@@ -174,20 +181,15 @@ impl Harness {
         self.nodes.iter().position(|n| n.name == name)
     }
 
-    /// The running node with the newest ring of the biggest cluster: whose
-    /// view the harness takes for "the cluster". (Down members count: they
-    /// are still members; removed ones do not.)
+    /// The running node with the newest ring of the cluster node 0 founded
+    /// (the one every run and script builds): whose view the harness takes
+    /// for "the cluster". Removed nodes start clusters of their own; those
+    /// are never it, however many nodes join them.
     pub fn observer(&self) -> Option<usize> {
         (0..self.nodes.len())
             .filter_map(|i| self.cluster(i).map(|c| (i, c.ring().ring.clone())))
-            .max_by_key(|(i, r)| {
-                let members = r
-                    .members
-                    .values()
-                    .filter(|m| m.state != MemberState::Removed)
-                    .count();
-                (members, r.version, usize::MAX - i)
-            })
+            .filter(|(_, r)| r.cluster_id == self.main)
+            .max_by_key(|(i, r)| (r.version, usize::MAX - i))
             .map(|(i, _)| i)
     }
 
@@ -288,16 +290,41 @@ impl Harness {
                 let ring = self.ring();
                 return Err(match ring {
                     Some(r) => format!(
-                        "did not settle within {} s: ring v{} pending {:?} members {:?}",
+                        "did not settle within {} s: ring v{} pending {:?}\n  {}",
                         within.as_secs(),
                         r.version,
                         r.pending,
-                        r.members
+                        self.views().join("\n  ")
                     ),
                     None => "no node runs".into(),
                 });
             }
         }
+    }
+
+    /// How each node sees its cluster, a line each.
+    pub fn views(&self) -> Vec<String> {
+        (0..self.nodes.len())
+            .map(|i| match self.cluster(i) {
+                Some(c) => {
+                    let r = c.ring().ring.clone();
+                    let members: Vec<String> = r
+                        .members
+                        .iter()
+                        .map(|(n, m)| format!("{n}={:?}", m.state))
+                        .collect();
+                    format!(
+                        "node {i}: cluster {} v{} claimant {} left {}: {}",
+                        r.cluster_id,
+                        r.version,
+                        r.claimant,
+                        c.ring().left,
+                        members.join(" ")
+                    )
+                }
+                None => format!("node {i}: not running"),
+            })
+            .collect()
     }
 
     /// The operation count node `i`'s store holds for partition `p`.

@@ -329,6 +329,13 @@ impl Transport for SimTransport {
         let (net, me, to) = (Arc::clone(&self.net), self.me.clone(), addr.to_string());
         Box::pin(async move {
             tokio::time::sleep(net.delay()).await;
+            tracing::debug!(
+                partition = %start.partition,
+                from = %start.from,
+                to = %start.to,
+                session = start.session,
+                "simulated handoff stream opens"
+            );
             let (peer, node) = net.reach(&me, &to).ok_or_else(|| unreachable(&to))?;
             let (tx, rx) = mpsc::channel::<HandoffMessage>(64);
             let (ack_tx, ack_rx) = mpsc::channel(16);

@@ -84,6 +84,21 @@ pub fn spawn_sender<H: Host>(c: H, t: Transfer) {
             }
         }
         lock(&c.handoffs().outbound).remove(&p.0);
+        // The ring may have replaced this transfer by another of the same
+        // partition (its receiver was removed, say) while this task held
+        // the partition's place: that one was not started then, and no
+        // later ring change need come to start it (found by the
+        // simulator, seed 1269).
+        let next = c
+            .ring()
+            .ring
+            .pending
+            .iter()
+            .find(|x| x.partition == p && x.from == c.me() && **x != t)
+            .cloned();
+        if let Some(next) = next {
+            spawn_sender(c, next);
+        }
     });
 }
 
