@@ -212,11 +212,17 @@ impl Harness {
             .collect()
     }
 
-    /// Members that are running.
+    /// Members that are running and know they are: clients go to these.
+    /// (A node whose join went through but whose answer was lost is listed
+    /// as joining while it still serves a cluster of its own: what it
+    /// acknowledges there is not this cluster's.)
     pub fn running_members(&self) -> Vec<usize> {
         self.members()
             .into_iter()
-            .filter(|i| self.is_up(*i))
+            .filter(|i| {
+                self.cluster(*i)
+                    .is_some_and(|c| c.ring().ring.cluster_id == self.main)
+            })
             .collect()
     }
 

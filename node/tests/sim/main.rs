@@ -37,13 +37,13 @@ use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use harness::Harness;
-use net::Net;
+use net::{Hook, Net};
 
 const NODES: usize = 5;
 const RING: u64 = 16;
 
 /// Seeds that once failed, run on top of whatever `SIM_SEEDS` asks.
-const REGRESSIONS: &[u64] = &[30, 39, 415, 552, 1269, 1459, 1468, 2377, 3526];
+const REGRESSIONS: &[u64] = &[30, 39, 82, 213, 415, 552, 1269, 1459, 1468, 2377, 3526];
 
 /// Acknowledged and failed adds.
 #[derive(Default)]
@@ -209,7 +209,7 @@ impl Sim {
             .filter(|i| !members.contains(i))
             .collect();
         let claimant = self.h.claimant();
-        match self.rng.random_range(0..14) {
+        match self.rng.random_range(0..16) {
             0 | 1 => {
                 let (x, y) = (self.rng.random_range(0..n), self.rng.random_range(0..n));
                 if x != y {
@@ -314,6 +314,21 @@ impl Sim {
                     self.force_out(r, new).await;
                 }
             }
+            12 | 13 => {
+                // A node will crash at an exact point of its next handoff
+                // (and restart at once: see `restarts`).
+                let hooks = [
+                    Hook::SenderAtItem,
+                    Hook::SenderAtFinish,
+                    Hook::ReceiverBeforeAck,
+                    Hook::ReceiverAfterAck,
+                ];
+                let hook = hooks[self.rng.random_range(0..hooks.len())];
+                if let Some(x) = self.pick(&running) {
+                    self.note(format!("{x} will crash at {hook:?}"));
+                    self.h.net.arm(hook, &self.h.nodes[x].addr);
+                }
+            }
             _ => {
                 // Staged changes that could not commit earlier.
                 let _ = self.h.commit().await;
@@ -323,6 +338,9 @@ impl Sim {
 
     /// Restarts the crashed nodes whose time has come (all with `all`).
     async fn restarts(&mut self, all: bool) -> Result<(), String> {
+        for (hook, addr) in self.h.net.take_fired() {
+            self.note(format!("{addr} crashed at {hook:?}"));
+        }
         self.h.sync();
         let now = Instant::now();
         let due: Vec<usize> = (0..self.h.nodes.len())

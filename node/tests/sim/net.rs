@@ -185,11 +185,12 @@ impl Net {
         lock(&self.faults)
     }
 
-    /// Ends every fault.
+    /// Ends every fault, armed hooks included.
     pub fn heal(&self) {
         let mut f = lock(&self.faults);
         f.cut.clear();
         f.loss = 0.0;
+        lock(&self.hooks).clear();
     }
 
     fn delay(&self) -> Duration {

@@ -27,7 +27,8 @@
 //! - `crash I`, `restart I`, `crash-on HOOK I` (HOOK: `sender-at-item`,
 //!   `sender-at-finish`, `receiver-before-ack`, `receiver-after-ack`: node I
 //!   crashes at that point of its next handoff).
-//! - `cut I J` (one way), `isolate I` (from everyone, both ways), `heal`.
+//! - `cut I J` (one way), `isolate I` (from everyone, both ways), `heal`
+//!   (also disarms hooks that have not fired).
 //! - `sleep D` (`500ms`, `3s`): simulated time passes.
 
 use std::collections::BTreeMap;
