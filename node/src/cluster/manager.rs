@@ -662,6 +662,22 @@ impl<V: Vnode> Cluster<V> {
             if busy || !master.is_running(p) || self.inner.handoffs.is_redirected(p) {
                 continue;
             }
+            // A complete copy received before a restart, waiting for its
+            // flip: the marker says so (the in-memory inbound state is gone
+            // with the restart). Dropping it here lost every count of the
+            // partition once the flip came (found by the simulator, seed
+            // 2988: the receiver crashed just after its final ack).
+            let awaiting_flip = snap.ring.pending_of(p).is_some_and(|t| t.to == me)
+                && self
+                    .inner
+                    .store
+                    .get_meta(&marker_key(p))
+                    .ok()
+                    .flatten()
+                    .is_some();
+            if awaiting_flip {
+                continue;
+            }
             // Ownership moved away without this node sending it (a join
             // discarding local data, a forced reassignment, a flip learnt
             // by gossip): drop the local copy, send strays to the owner.

@@ -43,13 +43,18 @@ const NODES: usize = 5;
 const RING: u64 = 16;
 
 /// Seeds that once failed, run on top of whatever `SIM_SEEDS` asks.
-const REGRESSIONS: &[u64] = &[30, 39, 82, 213, 415, 552, 1269, 1459, 1468, 2377, 3526];
+const REGRESSIONS: &[u64] = &[
+    30, 39, 82, 213, 415, 552, 1269, 1459, 1468, 2131, 2243, 2377, 2709, 2988, 3526, 3616, 3919,
+    4834,
+];
 
 /// Acknowledged and failed adds.
 #[derive(Default)]
 struct Tally {
     ok: AtomicU64,
     failed: AtomicU64,
+    /// Acknowledged replies per partition (ring index).
+    per_partition: Mutex<BTreeMap<String, u64>>,
 }
 
 struct Sim {
@@ -125,7 +130,16 @@ impl Sim {
                 ..AddOptions::default()
             };
             match app.add(a, b, opts).await {
-                Ok(_) => tally.ok.fetch_add(1, Ordering::Relaxed),
+                Ok(r) => {
+                    let mut per = tally
+                        .per_partition
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for rep in &r.replicas {
+                        *per.entry(rep.partition.to_string()).or_default() += 1;
+                    }
+                    tally.ok.fetch_add(1, Ordering::Relaxed)
+                }
                 Err(_) => tally.failed.fetch_add(1, Ordering::Relaxed),
             };
         });
@@ -355,6 +369,25 @@ impl Sim {
         Ok(())
     }
 
+    /// Partitions whose count is below their acknowledged replies.
+    fn short_partitions(&self, stats: &flavio_node::app::Stats) -> String {
+        let per = self
+            .tally
+            .per_partition
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        stats
+            .vnodes
+            .iter()
+            .filter_map(|v| {
+                let acked = per.get(&*v.partition).copied().unwrap_or(0);
+                (v.ops_count < acked)
+                    .then(|| format!("{} on {}: {} < {acked}", v.partition, v.node, v.ops_count))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn check(&self, stats_total: u64, partial: bool) -> Result<(), String> {
         let stale: Vec<usize> = self.stale.iter().copied().collect();
         self.h.check_structure(&stale)?;
@@ -427,7 +460,8 @@ async fn run(
     let from = *sim.h.running_members().first().ok_or("no member runs")?;
     let app = sim.h.app(from).cloned().ok_or("no member runs")?;
     let stats = app.stats(Some(Duration::from_secs(10))).await;
-    sim.check(stats.total_ops, stats.partial)?;
+    sim.check(stats.total_ops, stats.partial)
+        .map_err(|e| format!("{e}\n  partitions short: {}", sim.short_partitions(&stats)))?;
     let version = sim.h.ring().map(|r| r.version).unwrap_or(0);
     sim.h.stop_all();
     Ok(format!(
