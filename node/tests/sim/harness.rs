@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flavio_node::app::{Defaults, Flavio, FlavioVnode};
+use flavio_node::app::{AddOptions, Defaults, Flavio, FlavioVnode};
 use flavio_node::cluster::state::RingState;
 use flavio_node::cluster::{Change, Cluster, ClusterConfig, MemberState};
 use flavio_node::ring::{PartitionId, RingSize};
@@ -38,6 +38,15 @@ pub struct SimNode {
     pub up: Option<Up>,
     /// Incarnations started so far (the RNG seed of each differs).
     starts: u64,
+}
+
+/// How the simulation's clients add: with a timeout that ends every add
+/// well before a run settles and checks its counts.
+pub fn add_options() -> AddOptions {
+    AddOptions {
+        timeout: Some(Duration::from_secs(5)),
+        ..AddOptions::default()
+    }
 }
 
 pub fn name(i: usize) -> String {

@@ -30,7 +30,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flavio_node::app::AddOptions;
 use flavio_node::cluster::Change;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -125,10 +124,7 @@ impl Sim {
         );
         let tally = Arc::clone(&self.tally);
         tokio::spawn(async move {
-            let opts = AddOptions {
-                timeout: Some(Duration::from_secs(5)),
-                ..AddOptions::default()
-            };
+            let opts = harness::add_options();
             match app.add(a, b, opts).await {
                 Ok(r) => {
                     let mut per = tally

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use flavio_node::app::AddOptions;
+use flavio_node::app::Flavio;
 use flavio_node::cluster::Change;
 use flavio_node::ring::PartitionId;
 
@@ -146,6 +146,17 @@ impl Runner {
         }
     }
 
+    /// The client node of a step and its app.
+    fn client_app(&self, args: &Args) -> Result<(usize, Flavio), String> {
+        let from = self.client(args)?;
+        let app = self
+            .h()?
+            .app(from)
+            .cloned()
+            .ok_or(format!("node {from} is not running"))?;
+        Ok((from, app))
+    }
+
     fn name(&self, i: usize) -> Result<String, String> {
         self.h()?
             .nodes
@@ -249,18 +260,10 @@ impl Runner {
             },
             "add" => {
                 let n = args.num(1)?;
-                let from = self.client(&args)?;
-                let app = self
-                    .h()?
-                    .app(from)
-                    .cloned()
-                    .ok_or(format!("node {from} is not running"))?;
+                let (_, app) = self.client_app(&args)?;
                 let (mut ok, mut errors) = (0, BTreeMap::<String, u64>::new());
                 for k in 0..n {
-                    let opts = AddOptions {
-                        timeout: Some(Duration::from_secs(5)),
-                        ..AddOptions::default()
-                    };
+                    let opts = crate::harness::add_options();
                     match app.add(k as i64, 1, opts).await {
                         Ok(_) => {
                             ok += 1;
@@ -281,22 +284,14 @@ impl Runner {
             }
             "load" => {
                 let n = args.num(1)?;
-                let from = self.client(&args)?;
-                let app = self
-                    .h()?
-                    .app(from)
-                    .cloned()
-                    .ok_or(format!("node {from} is not running"))?;
+                let (from, app) = self.client_app(&args)?;
                 let (all, load) = (Arc::clone(&self.all), Arc::clone(&self.load));
                 self.loads.push(tokio::spawn(async move {
                     let mut tasks = Vec::new();
                     for k in 0..n {
                         let (app, all, load) = (app.clone(), Arc::clone(&all), Arc::clone(&load));
                         tasks.push(tokio::spawn(async move {
-                            let opts = AddOptions {
-                                timeout: Some(Duration::from_secs(5)),
-                                ..AddOptions::default()
-                            };
+                            let opts = crate::harness::add_options();
                             let ok = app.add(k as i64, 2, opts).await.is_ok();
                             for c in [&all, &load] {
                                 let n = if ok { &c.ok } else { &c.failed };
@@ -320,12 +315,7 @@ impl Runner {
                 vec![format!("load: {ok} acknowledged, {failed} failed")]
             }
             "stats" => {
-                let from = self.client(&args)?;
-                let app = self
-                    .h()?
-                    .app(from)
-                    .cloned()
-                    .ok_or(format!("node {from} is not running"))?;
+                let (_, app) = self.client_app(&args)?;
                 let s = app.stats(Some(Duration::from_secs(10))).await;
                 vec![format!(
                     "total {}{}",
