@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cluster measurements with the real binaries on loopback, as the cluster issue
 # asks for them:
-#   1. steady `add` and `stats` through the streaming session, 32 in flight
+#   1. steady `ping`, `add` and `stats` through the streaming session, 32 in flight
 #      spread over the 4 nodes of a cluster;
 #   2. a 1 -> 4 commit at ring 64 with data in it: time until the ring is ready
 #      with every transfer done, and whether every count was kept;
@@ -66,6 +66,8 @@ echo "total ops $(total), expected $((3 * OK))"
 
 N="--node $(addr 1) --also-node $(addr 2) --also-node $(addr 3) --also-node $(addr 4)"
 echo "== steady, 32 in flight over 4 nodes"
+# shellcheck disable=SC2086
+"$F" bench $N --op ping --concurrency 32 --duration 10s
 # shellcheck disable=SC2086
 "$F" bench $N --op add --concurrency 32 --duration 10s
 # shellcheck disable=SC2086
