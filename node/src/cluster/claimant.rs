@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use sha1::{Digest, Sha1};
 
 use super::state::{Member, MemberState, RingState, Transfer};
-use crate::ring::PartitionId;
-use crate::ring::claim::{DEFAULT_TARGET_N_VAL, claim, short_windows};
+use crate::ring::claim::{DEFAULT_TARGET_N_VAL, short_windows};
+use crate::ring::{PartitionId, Ring};
 use crate::{Error, Result};
 
 /// A staged membership change.
@@ -524,7 +524,7 @@ fn sort_key(state: MemberState) -> u8 {
 
 /// The membership table of `ring`: ring share now and once `pending_owners`
 /// (if any) takes effect.
-pub fn member_lines(ring: &RingState, pending_owners: Option<&[String]>) -> Vec<MemberLine> {
+pub fn member_lines(ring: &RingState, pending_owners: Option<&Ring>) -> Vec<MemberLine> {
     let mut lines: Vec<MemberLine> = ring
         .active_members()
         .chain(
@@ -535,8 +535,8 @@ pub fn member_lines(ring: &RingState, pending_owners: Option<&[String]>) -> Vec<
         .map(|(name, m)| MemberLine {
             name: name.clone(),
             state: m.state,
-            ring_pct: RingState::pct(&ring.owners, name),
-            pending_pct: pending_owners.map(|o| RingState::pct(o, name)),
+            ring_pct: ring.owners.pct(name),
+            pending_pct: pending_owners.map(|o| o.pct(name)),
         })
         .collect();
     lines.sort_by(|a, b| {
@@ -550,9 +550,9 @@ pub fn member_lines(ring: &RingState, pending_owners: Option<&[String]>) -> Vec<
 /// riak's warning when some preference list of `target_n_val` (capped at the
 /// valid members) would hold two replicas on one node, followed by how many
 /// lists fall short, which riak leaves out.
-fn spread_warning(owners: &[String], valid: usize) -> Vec<String> {
+fn spread_warning(owners: &Ring, valid: usize) -> Vec<String> {
     let window = DEFAULT_TARGET_N_VAL.min(valid);
-    let short = short_windows(owners, window);
+    let short = short_windows(owners.as_slice(), window);
     if short == 0 {
         return Vec::new();
     }
@@ -595,10 +595,10 @@ fn compute_plan(ring: &RingState, changes: &[Change]) -> Result<Plan> {
                 set_state(&mut next, old, MemberState::Removed);
                 set_state(&mut next, new, MemberState::Valid);
                 warnings.push(format!("All of {} replicas will be lost", quoted(old)));
-                for o in owners.iter_mut().filter(|o| *o == old) {
+                for _ in owners.owned_by(old) {
                     reassigned.push((old.clone(), new.clone()));
-                    *o = new.clone();
                 }
+                owners.replace_member(old, new);
             }
         }
     }
@@ -613,29 +613,29 @@ fn compute_plan(ring: &RingState, changes: &[Change]) -> Result<Plan> {
     let mut target = owners.clone();
     for c in changes {
         if let Change::Replace { old, new } = c {
-            for o in target.iter_mut().filter(|o| *o == old) {
-                *o = new.clone();
-            }
+            target.replace_member(old, new);
         }
     }
-    let claimed = claim(&target, &valid, DEFAULT_TARGET_N_VAL)?.owners;
+    let (claimed, _) = target.claim(&valid, DEFAULT_TARGET_N_VAL)?;
     // Partitions of force-removed members change owner at commit, without
     // handoff: there is nobody to hand off from.
-    for (i, o) in owners.iter_mut().enumerate() {
-        if removed.contains(o) {
-            reassigned.push((o.clone(), claimed[i].clone()));
-            *o = claimed[i].clone();
+    for (_, from, to) in owners.transfers(&claimed) {
+        if removed.iter().any(|r| r == from) {
+            reassigned.push((from.to_string(), to.to_string()));
+        }
+    }
+    for r in &removed {
+        for p in owners.owned_by(r) {
+            owners.set_owner(p, claimed.owner(p));
         }
     }
     let pending: Vec<Transfer> = owners
-        .iter()
-        .zip(&claimed)
-        .enumerate()
-        .filter(|(_, (from, to))| from != to)
-        .map(|(i, (from, to))| Transfer {
-            partition: PartitionId(i as u32),
-            from: from.clone(),
-            to: to.clone(),
+        .transfers(&claimed)
+        .into_iter()
+        .map(|(partition, from, to)| Transfer {
+            partition,
+            from: from.to_string(),
+            to: to.to_string(),
         })
         .collect();
     next.owners = owners;
@@ -718,9 +718,7 @@ pub fn complete_transfer(
     };
     let mut next = ring.clone();
     next.pending.remove(pos);
-    if let Some(o) = next.owners.get_mut(p.0 as usize) {
-        *o = to.to_string();
-    }
+    next.owners.set_owner(p, to);
     next.version += 1;
     Ok(Some(advance(&next, &|_| false).unwrap_or(next)))
 }
@@ -732,9 +730,8 @@ pub fn complete_transfer(
 pub fn advance(ring: &RingState, has_seen_exit: &dyn Fn(&str) -> bool) -> Option<RingState> {
     let mut next = ring.clone();
     let mut changed = false;
-    let busy = |n: &str| {
-        ring.owners.iter().any(|o| o == n) || ring.pending.iter().any(|t| t.from == n || t.to == n)
-    };
+    let busy =
+        |n: &str| ring.owners.owns_any(n) || ring.pending.iter().any(|t| t.from == n || t.to == n);
     for (name, m) in next.members.iter_mut() {
         match m.state {
             MemberState::Leaving if !busy(name) => {

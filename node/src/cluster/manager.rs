@@ -128,10 +128,10 @@ impl<V: Vnode> Cluster<V> {
         let ring = match store.get_meta(RING_KEY)? {
             Some(bytes) => {
                 let ring = codec.decode(&bytes)?;
-                if ring.size != size {
+                if ring.size() != size {
                     return Err(Error::RingSizeMismatch {
                         dir: store.dir().to_path_buf(),
-                        stored: u64::from(ring.size.get()),
+                        stored: u64::from(ring.size().get()),
                         requested: u64::from(size.get()),
                     });
                 }
@@ -193,7 +193,7 @@ impl<V: Vnode> Cluster<V> {
     /// so it can never be counted again.
     async fn startup_cleanup(&self, ring: &RingState) -> Result<()> {
         let me = &self.inner.me;
-        for p in ring.size.partitions() {
+        for p in ring.size().partitions() {
             if ring.owner(p) == me {
                 self.inner.master.ensure_started(p)?;
                 continue;
@@ -379,7 +379,7 @@ impl<V: Vnode> Cluster<V> {
                      requests until it joins a cluster or restarts"
                 );
                 let id = new_cluster_id(&mut lock(&self.inner.rng));
-                let fresh = RingState::singleton(id, ring.size, &self.inner.me, &self.inner.addr);
+                let fresh = RingState::singleton(id, ring.size(), &self.inner.me, &self.inner.addr);
                 lock(&self.inner.seen).clear();
                 // Whatever this node still holds is no longer the cluster's:
                 // after a leave every partition was handed off (a copy left
@@ -399,7 +399,7 @@ impl<V: Vnode> Cluster<V> {
 
     /// Drops every vnode's data and every handoff marker of this node.
     async fn wipe(&self) -> Result<()> {
-        for p in self.ring().ring.size.partitions() {
+        for p in self.ring().ring.size().partitions() {
             if self.inner.store.has_data(p) || self.inner.master.is_running(p) {
                 self.inner.master.reset(p).await?;
             }
@@ -514,7 +514,7 @@ impl<V: Vnode> Cluster<V> {
             .members
             .get(&self.inner.me)
             .is_some_and(|m| m.state == MemberState::Joining && m.addr == self.inner.addr);
-        alone && listed && theirs.size == self.ring().ring.size
+        alone && listed && theirs.size() == self.ring().ring.size()
     }
 
     /// Serves one call of a peer's stream: a command or coverage request for
@@ -522,7 +522,7 @@ impl<V: Vnode> Cluster<V> {
     /// a handing-off peer.
     pub fn serve_peer(&self, call: PeerCall, reply: PeerCallback) {
         let snap = self.ring();
-        let size = snap.ring.size.get();
+        let size = snap.ring.size().get();
         let cluster_id = match &call {
             PeerCall::Command { cluster_id, .. } | PeerCall::Coverage { cluster_id, .. } => {
                 cluster_id
@@ -641,7 +641,7 @@ impl<V: Vnode> Cluster<V> {
         let snap = self.ring();
         let me = self.inner.me.as_str();
         let master = &self.inner.master;
-        for p in snap.ring.size.partitions() {
+        for p in snap.ring.size().partitions() {
             let owner = snap.owner(p);
             if *owner == *me {
                 if let Err(e) = master.ensure_started(p) {
@@ -729,7 +729,7 @@ impl<V: Vnode> Cluster<V> {
         let req = JoinRequest {
             node: self.inner.me.clone(),
             addr: self.inner.addr.clone(),
-            ring_size: snap.ring.size.get(),
+            ring_size: snap.ring.size().get(),
         };
         let ring = self
             .inner
@@ -771,7 +771,7 @@ impl<V: Vnode> Cluster<V> {
                 .await
                 .map_err(|e| Error::FailedPrecondition(e.to_string()));
         }
-        let size = self.ring().ring.size;
+        let size = self.ring().ring.size();
         if req.ring_size != size.get() {
             return Err(Error::FailedPrecondition(format!(
                 "Failed: '{}' has a ring of size {}, this cluster {size}; nodes of a cluster need the same ring size",
@@ -922,7 +922,7 @@ impl<V: Vnode> Cluster<V> {
     /// ring afterwards.
     pub async fn complete_transfer(&self, t: &Transfer) -> Result<RingState> {
         self.require_claimant()?;
-        if t.partition.0 >= self.ring().ring.size.get() {
+        if t.partition.0 >= self.ring().ring.size().get() {
             return Err(Error::InvalidPartition(t.partition.0.to_string()));
         }
         self.mutate(|ring| claimant::complete_transfer(ring, t.partition, &t.from, &t.to))

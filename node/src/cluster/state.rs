@@ -2,6 +2,9 @@
 //! every partition, the pending ownership transfers, the claimant, and a
 //! version that every change bumps. Riak calls this "the ring".
 //!
+//! Ownership itself is a [`Ring`] (the ring layer's one representation of
+//! who owns what); this adds what the cluster needs around it.
+//!
 //! It is plain data: the claimant computes new states
 //! ([`super::claimant`]), gossip spreads them and nodes adopt the highest
 //! version. Left out: vector clocks (only the claimant writes, so a version
@@ -9,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::ring::{PartitionId, RingSize};
+use crate::ring::{PartitionId, Ring, RingSize};
 
 /// A member's state, as riak names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -75,16 +78,14 @@ pub struct Transfer {
 pub struct RingState {
     /// Random id fixed when the cluster was created.
     pub cluster_id: String,
-    /// Partitions of the ring.
-    pub size: RingSize,
     /// Bumped by every change.
     pub version: u64,
     /// The member that stages, plans and commits changes.
     pub claimant: String,
     /// Every member by name, including removed ones (so they learn it).
     pub members: BTreeMap<String, Member>,
-    /// Owner of each partition, by ordinal.
-    pub owners: Vec<String>,
+    /// The owner of each partition (and so the ring's size).
+    pub owners: Ring,
     /// Pending ownership transfers, sorted.
     pub pending: Vec<Transfer>,
 }
@@ -102,18 +103,22 @@ impl RingState {
         );
         RingState {
             cluster_id,
-            size,
             version: 1,
             claimant: node.to_string(),
             members,
-            owners: vec![node.to_string(); size.get() as usize],
+            owners: Ring::new(size, node),
             pending: Vec::new(),
         }
     }
 
+    /// Partitions of the ring.
+    pub fn size(&self) -> RingSize {
+        self.owners.size()
+    }
+
     /// The owner of `p`.
     pub fn owner(&self, p: PartitionId) -> &str {
-        self.owners.get(p.0 as usize).map_or("", String::as_str)
+        self.owners.owner(p)
     }
 
     /// The state of `node`, if it is in the member list.
@@ -142,21 +147,14 @@ impl RingState {
 
     /// Partitions `node` owns now.
     pub fn owned_by(&self, node: &str) -> Vec<PartitionId> {
-        self.owners
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| *o == node)
-            .map(|(i, _)| PartitionId(i as u32))
-            .collect()
+        self.owners.owned_by(node)
     }
 
     /// Owners once every pending transfer completes.
-    pub fn future_owners(&self) -> Vec<String> {
+    pub fn future_owners(&self) -> Ring {
         let mut owners = self.owners.clone();
         for t in &self.pending {
-            if let Some(o) = owners.get_mut(t.partition.0 as usize) {
-                *o = t.to.clone();
-            }
+            owners.set_owner(t.partition, &t.to);
         }
         owners
     }
@@ -164,15 +162,6 @@ impl RingState {
     /// The pending transfer of `p`, if any.
     pub fn pending_of(&self, p: PartitionId) -> Option<&Transfer> {
         self.pending.iter().find(|t| t.partition == p)
-    }
-
-    /// Percentage of the ring `node` owns in `owners`.
-    pub fn pct(owners: &[String], node: &str) -> f64 {
-        if owners.is_empty() {
-            return 0.0;
-        }
-        let n = owners.iter().filter(|o| *o == node).count();
-        100.0 * n as f64 / owners.len() as f64
     }
 }
 
@@ -191,7 +180,7 @@ pub enum Merge {
 /// Decides what node `me`, holding `mine`, does with `theirs`.
 pub fn merge(mine: &RingState, theirs: &RingState, me: &str) -> Merge {
     if theirs.cluster_id != mine.cluster_id
-        || theirs.size != mine.size
+        || theirs.size() != mine.size()
         || theirs.version <= mine.version
     {
         return Merge::Ignore;
@@ -224,7 +213,7 @@ mod tests {
         let mine = two_members();
         let mut newer = mine.clone();
         newer.version += 1;
-        newer.owners[0] = "b".into();
+        newer.owners.set_owner(PartitionId(0), "b");
         assert_eq!(merge(&mine, &newer, "a"), Merge::Adopt);
         assert_eq!(merge(&newer, &mine, "a"), Merge::Ignore, "older");
         assert_eq!(
@@ -240,7 +229,7 @@ mod tests {
             "another cluster"
         );
         let mut bigger = newer.clone();
-        bigger.size = RingSize::new(16).expect("size");
+        bigger.owners = Ring::new(RingSize::new(16).expect("size"), "a");
         assert_eq!(
             merge(&mine, &bigger, "a"),
             Merge::Ignore,

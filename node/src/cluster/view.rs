@@ -12,8 +12,6 @@ use crate::ring::PartitionId;
 pub struct Snapshot {
     /// The ring.
     pub ring: RingState,
-    /// Owner of each partition, shared strings for cheap replies.
-    pub owners: Vec<Arc<str>>,
     /// This node was removed from its cluster and started over alone: it
     /// serves no client requests (riak shuts such a node down) until it
     /// joins a cluster or is restarted, so that clients still pointing at it
@@ -24,26 +22,17 @@ pub struct Snapshot {
 
 impl Snapshot {
     fn new(ring: RingState, left: bool) -> Snapshot {
-        let owners = ring.owners.iter().map(|o| Arc::from(o.as_str())).collect();
         let addrs = ring
             .members
             .iter()
             .map(|(n, m)| (n.clone(), m.addr.clone()))
             .collect();
-        Snapshot {
-            ring,
-            owners,
-            left,
-            addrs,
-        }
+        Snapshot { ring, left, addrs }
     }
 
-    /// Owner of `p`.
+    /// Owner of `p` (a shared name: cloning it is cheap).
     pub fn owner(&self, p: PartitionId) -> Arc<str> {
-        self.owners
-            .get(p.0 as usize)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(""))
+        Arc::clone(self.ring.owners.owner_shared(p))
     }
 
     /// Address of member `node`.

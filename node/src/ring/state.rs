@@ -5,6 +5,11 @@
 //! (a node's name, as the cluster layer spells it). Changing owners goes
 //! through [`Ring::claim`], which keeps the claim invariants.
 //!
+//! This is the one place ownership is stored: the cluster's ring state
+//! (`cluster::state::RingState`) holds a `Ring`, and the node's routing
+//! snapshot reads owners from it (names are shared `Arc<str>`, so a reply
+//! naming an owner clones a pointer, not a string).
+//!
 //! What this leaves out: membership states, pending transfers (`next`),
 //! versions and vector clocks, and persistence. The cluster layer wraps a
 //! `Ring` with those.
@@ -48,19 +53,62 @@ impl Ring {
         let mut names: Vec<Arc<str>> = Vec::new();
         let owners = owners
             .iter()
-            .map(|o| {
-                let o = o.as_ref();
-                match names.iter().find(|n| &***n == o) {
-                    Some(n) => n.clone(),
-                    None => {
-                        let n: Arc<str> = Arc::from(o);
-                        names.push(n.clone());
-                        n
-                    }
-                }
-            })
+            .map(|o| shared(&mut names, o.as_ref()))
             .collect();
         Ok(Ring { size, owners })
+    }
+
+    /// The number of partitions, as a `usize`.
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// Always false: a ring has at least 8 partitions.
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+
+    /// The owner of every partition as a slice, in partition order: what the
+    /// pure claim functions take.
+    pub fn as_slice(&self) -> &[Arc<str>] {
+        &self.owners
+    }
+
+    /// The owner of partition `p`, shared.
+    pub fn owner_shared(&self, p: PartitionId) -> &Arc<str> {
+        &self.owners[p.0 as usize % self.size.len()]
+    }
+
+    /// Makes `to` the owner of `p` (an ownership flip, or a reassignment
+    /// without handoff).
+    pub fn set_owner(&mut self, p: PartitionId, to: &str) {
+        let i = p.0 as usize % self.size.len();
+        if &*self.owners[i] == to {
+            return;
+        }
+        let name = match self.owners.iter().find(|o| &***o == to) {
+            Some(n) => Arc::clone(n),
+            None => Arc::from(to),
+        };
+        self.owners[i] = name;
+    }
+
+    /// Every partition of `from` given to `to`.
+    pub fn replace_member(&mut self, from: &str, to: &str) {
+        for p in self.owned_by(from) {
+            self.set_owner(p, to);
+        }
+    }
+
+    /// The percentage of the ring `node` owns.
+    pub fn pct(&self, node: &str) -> f64 {
+        let n = self.owners.iter().filter(|o| &***o == node).count();
+        100.0 * n as f64 / self.owners.len() as f64
+    }
+
+    /// Whether `node` owns at least one partition.
+    pub fn owns_any(&self, node: &str) -> bool {
+        self.owners.iter().any(|o| &**o == node)
     }
 
     /// The number of partitions.
@@ -106,7 +154,13 @@ impl Ring {
         members: &[S],
         target_n_val: usize,
     ) -> Result<(Ring, ClaimPath)> {
-        let members: Vec<Arc<str>> = members.iter().map(|m| Arc::from(m.as_ref())).collect();
+        let mut names: Vec<Arc<str>> = self.owners.clone();
+        names.sort_unstable();
+        names.dedup();
+        let members: Vec<Arc<str>> = members
+            .iter()
+            .map(|m| shared(&mut names, m.as_ref()))
+            .collect();
         if members.iter().any(|m| m.is_empty()) {
             return Err(Error::InvalidArgument("a member name is empty".into()));
         }
@@ -128,6 +182,19 @@ impl Ring {
             .filter(|((_, a), b)| *a != &***b)
             .map(|((p, a), b)| (p, a, &**b))
             .collect()
+    }
+}
+
+/// The `Arc` for `name` among `names`, added when new: one allocation per
+/// distinct name.
+fn shared(names: &mut Vec<Arc<str>>, name: &str) -> Arc<str> {
+    match names.iter().find(|n| &***n == name) {
+        Some(n) => Arc::clone(n),
+        None => {
+            let n: Arc<str> = Arc::from(name);
+            names.push(Arc::clone(&n));
+            n
+        }
     }
 }
 

@@ -111,7 +111,7 @@ impl<V: Vnode> AdminApi for AdminService<V> {
         let snap = self.cluster.ring();
         let ring = &snap.ring;
         let future = (!ring.pending.is_empty()).then(|| ring.future_owners());
-        let lines = member_lines(ring, future.as_deref());
+        let lines = member_lines(ring, future.as_ref());
         Ok(Response::new(pb::MemberStatusReply {
             members: lines
                 .iter()
@@ -169,7 +169,7 @@ impl<V: Vnode> AdminApi for AdminService<V> {
             node: self.cluster.me().to_string(),
             n_val: u32::try_from(self.n_val).unwrap_or(u32::MAX),
             preflists: u32::try_from(ring.owners.len()).unwrap_or(u32::MAX),
-            short_preflists: u32::try_from(short_windows(&ring.owners, self.n_val))
+            short_preflists: u32::try_from(short_windows(ring.owners.as_slice(), self.n_val))
                 .unwrap_or(u32::MAX),
         }))
     }

@@ -16,7 +16,7 @@ use crate::cluster::transport::{
     Gossip, GossipReply, HandoffAck, HandoffMessage, HandoffStart, JoinRequest, PeerAnswer,
     PeerCall, RingCodec,
 };
-use crate::ring::{PartitionId, RingSize};
+use crate::ring::{PartitionId, Ring, RingSize};
 use crate::{Error, Result};
 
 impl From<Pong> for pb::PingReply {
@@ -125,7 +125,7 @@ impl From<&RingState> for pb::RingState {
     fn from(r: &RingState) -> Self {
         pb::RingState {
             cluster_id: r.cluster_id.clone(),
-            ring_size: r.size.get(),
+            ring_size: r.size().get(),
             version: r.version,
             claimant: r.claimant.clone(),
             members: r
@@ -137,7 +137,7 @@ impl From<&RingState> for pb::RingState {
                     state: member_state_to_pb(m.state),
                 })
                 .collect(),
-            owners: r.owners.clone(),
+            owners: r.owners.owners().map(|(_, o)| o.to_string()).collect(),
             pending: r
                 .pending
                 .iter()
@@ -156,12 +156,10 @@ impl TryFrom<pb::RingState> for RingState {
 
     fn try_from(r: pb::RingState) -> Result<Self> {
         let size = RingSize::new(u64::from(r.ring_size))?;
-        if r.owners.len() != size.get() as usize {
-            return Err(Error::Corrupt {
-                what: "ring".into(),
-                message: format!("{} owners for a ring of {size}", r.owners.len()),
-            });
-        }
+        let owners = Ring::from_owners(size, &r.owners).map_err(|e| Error::Corrupt {
+            what: "ring".into(),
+            message: e.to_string(),
+        })?;
         let mut members = BTreeMap::new();
         for m in r.members {
             members.insert(
@@ -191,11 +189,10 @@ impl TryFrom<pb::RingState> for RingState {
         }
         Ok(RingState {
             cluster_id: r.cluster_id,
-            size,
             version: r.version,
             claimant: r.claimant,
             members,
-            owners: r.owners,
+            owners,
             pending,
         })
     }
@@ -484,7 +481,7 @@ mod tests {
         let codec = ProtoRingCodec;
         let back = codec.decode(&codec.encode(&r)).expect("decodes");
         assert_eq!(back, r);
-        assert_eq!(back.future_owners()[3], "b");
+        assert_eq!(back.future_owners().owner(PartitionId(3)), "b");
         assert!(codec.decode(b"\xff\xff").is_err());
     }
 

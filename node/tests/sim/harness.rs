@@ -363,11 +363,9 @@ impl Harness {
         let Some(ring) = self.ring() else {
             return 0;
         };
-        ring.owners
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| **o == self.nodes[i].name)
-            .map(|(p, _)| self.stored_count(i, PartitionId(p as u32)))
+        ring.owned_by(&self.nodes[i].name)
+            .into_iter()
+            .map(|p| self.stored_count(i, p))
             .sum()
     }
 
@@ -393,7 +391,7 @@ impl Harness {
                 ));
             }
         }
-        for (p, owner) in ring.owners.iter().enumerate() {
+        for (p, owner) in ring.owners.owners() {
             if ring.state_of(owner) != Some(MemberState::Valid) {
                 return Err(format!(
                     "partition {p} is owned by {owner}, not a valid member"
@@ -406,7 +404,7 @@ impl Harness {
             }
             let in_cluster = members.contains(&i);
             for p in 0..self.ring_size.get() {
-                let owns = in_cluster && ring.owners[p as usize] == node.name;
+                let owns = in_cluster && ring.owner(PartitionId(p)) == node.name;
                 if !owns && node.disk.has_data(PartitionId(p)) {
                     let own = self.cluster(i).map(|c| {
                         let r = c.ring().ring.clone();
@@ -420,7 +418,7 @@ impl Harness {
                     return Err(format!(
                         "node {i} holds data of partition {p} (count {}), owned by {}; {}",
                         self.stored_count(i, PartitionId(p)),
-                        ring.owners[p as usize],
+                        ring.owner(PartitionId(p)),
                         own.unwrap_or_else(|| "it does not run".into())
                     ));
                 }

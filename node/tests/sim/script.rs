@@ -336,7 +336,7 @@ impl Runner {
                 let size = ring.owners.len() as f64;
                 let mut out = Vec::new();
                 for (name, m) in &ring.members {
-                    let owned = ring.owners.iter().filter(|o| *o == name).count() as f64;
+                    let owned = ring.owned_by(name).len() as f64;
                     let claimant = if *name == ring.claimant {
                         " (claimant)"
                     } else {
@@ -356,8 +356,8 @@ impl Runner {
             "owners" => {
                 let ring = self.h()?.ring().ok_or("no node runs")?;
                 let mut by: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-                for (p, o) in ring.owners.iter().enumerate() {
-                    by.entry(o.as_str()).or_default().push(p);
+                for (p, o) in ring.owners.owners() {
+                    by.entry(o).or_default().push(p.0 as usize);
                 }
                 by.iter().map(|(o, ps)| format!("{o}: {ps:?}")).collect()
             }

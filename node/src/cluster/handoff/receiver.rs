@@ -44,7 +44,7 @@ async fn receive_inner<H: Host>(
     };
     let p = start.partition;
     let snap = c.ring();
-    if start.ring_size != snap.ring.size.get() || p.0 >= snap.ring.size.get() {
+    if start.ring_size != snap.ring.size().get() || p.0 >= snap.ring.size().get() {
         return Err(Error::InvalidArgument(
             "handoff for another ring size".into(),
         ));

@@ -211,7 +211,7 @@ async fn start<H: Host>(
         from: c.me().to_string(),
         to: t.to.clone(),
         session,
-        ring_size: snap.ring.size.get(),
+        ring_size: snap.ring.size().get(),
     };
     let mut link = c
         .transport()
