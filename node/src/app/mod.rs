@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use vnode::{Command, CoverageReply, CoverageRequest, FlavioVnode, Reply};
 
 use crate::request::{Dispatch, coverage, quorum};
-use crate::ring::{KeyHash, PartitionId, apl, hash_key};
+use crate::ring::{self, KeyHash, PartitionId, Role, hash_key};
 use crate::{Error, Result};
 
 /// Per-node defaults for requests that do not say otherwise.
@@ -75,6 +75,8 @@ pub struct Replica {
     pub partition: Arc<str>,
     /// Node that hosts it.
     pub node: Arc<str>,
+    /// Whether it was one of the key's primaries or a fallback for one.
+    pub role: Role,
 }
 
 /// The result of `add`.
@@ -139,20 +141,23 @@ impl Flavio {
         Flavio { dispatch, defaults }
     }
 
-    /// The preference list of `hash`: its partition and the `n - 1` after it.
-    pub fn preflist(&self, hash: &KeyHash, n: usize) -> Result<Vec<PartitionId>> {
+    /// The annotated preference list of `hash`: the replicas of its
+    /// partition and the `n - 1` after it.
+    pub fn preflist(&self, hash: &KeyHash, n: usize) -> Result<Vec<ring::Replica>> {
         let size = self.dispatch.ring_size();
-        apl::primaries(size, size.partition_of(hash), n)
+        self.dispatch.preflist(size.partition_of(hash), n)
     }
 
     /// Pings the vnode that the current time hashes to.
     pub async fn ping(&self) -> Result<Pong> {
-        let size = self.dispatch.ring_size();
-        let p = size.partition_of(&ping_key(SystemTime::now()));
-        let node = self.dispatch.owner(p);
+        let to = self
+            .preflist(&ping_key(SystemTime::now()), 1)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Rpc("no node up serves the ping's partition".into()))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.dispatch.command(
-            p,
+            &to,
             Command::Ping,
             Box::new(move |_, r| {
                 let _ = tx.send(r);
@@ -160,8 +165,8 @@ impl Flavio {
         );
         match rx.await.map_err(|_| Error::ShuttingDown)?? {
             Reply::Pong => Ok(Pong {
-                partition: self.dispatch.partition_name(p),
-                node,
+                partition: self.dispatch.partition_name(to.partition),
+                node: to.node,
             }),
             other => Err(Error::Rpc(format!("unexpected reply to ping: {other:?}"))),
         }
@@ -179,12 +184,13 @@ impl Flavio {
         })
         .await?;
         let mut replicas = Vec::with_capacity(replies.len());
-        for (p, r) in replies {
+        for (to, r) in replies {
             match r {
                 Reply::Sum(s) => replicas.push(Replica {
                     sum: s,
-                    partition: self.dispatch.partition_name(p),
-                    node: self.dispatch.owner(p),
+                    partition: self.dispatch.partition_name(to.partition),
+                    node: to.node,
+                    role: to.role,
                 }),
                 other => return Err(Error::Rpc(format!("unexpected reply to add: {other:?}"))),
             }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::transport::{PeerAnswer, PeerCall, Transport};
 use super::view::View;
 use crate::request::{CoverageSink, Dispatch};
-use crate::ring::{PartitionId, RingSize};
+use crate::ring::{PartitionId, Replica, RingSize, Role, apl};
 use crate::vnode::{Replier, Vnode, VnodeMaster, Wire};
 use crate::{Error, Result};
 
@@ -292,7 +292,29 @@ impl<V: Vnode> Dispatch<V> for Router<V> {
         self.view.current().owner(p)
     }
 
-    fn command(&self, p: PartitionId, cmd: V::Command, reply: Replier<V::Reply>) {
+    fn preflist(&self, first: PartitionId, n: usize) -> Result<Vec<Replica>> {
+        let snap = self.view.current();
+        if snap.left {
+            return Err(self.left());
+        }
+        // Every owner counts as up: this node has no failure detector yet,
+        // so a preference list is its primaries (riak_core's `get_apl_ann`
+        // with every node up).
+        apl::annotated(&snap.ring.owners, first, n, |_| true)
+    }
+
+    fn command(&self, to: &Replica, cmd: V::Command, reply: Replier<V::Reply>) {
+        let p = to.partition;
+        if to.role == Role::Fallback {
+            // No node keeps fallback vnodes yet, and this node's preference
+            // lists name none: a fallback asked for is not here.
+            return reply(
+                p,
+                Err(Error::FailedPrecondition(format!(
+                    "{to}: no fallback vnodes are kept"
+                ))),
+            );
+        }
         // The local path stays typed: no encoding for partitions owned here.
         let snap = self.view.current();
         if snap.left {

@@ -1,13 +1,18 @@
-//! Where requests go: the [`Dispatch`] trait sends a command or a coverage
-//! request to the vnode of a partition, wherever it lives. A node alone
+//! Where requests go: the [`Dispatch`] trait names the replicas of a
+//! preference list and sends a command to one of them, or a coverage request
+//! to the vnode of each partition, wherever they live. A node alone
 //! dispatches to its own [`VnodeMaster`]; in a cluster the router sends
 //! to the owner's node.
+//!
+//! A command names its vnode as a [`Replica`] (partition, node, primary or
+//! fallback), not as a bare partition, so a request can ask for a partition
+//! on a node that does not own it.
 
 use std::sync::Arc;
 
-use crate::Result;
-use crate::ring::{PartitionId, RingSize};
+use crate::ring::{PartitionId, Replica, RingSize, apl};
 use crate::vnode::{Replier, Vnode, VnodeMaster};
+use crate::{Error, Result};
 
 /// Receives the answers of a coverage request, one call per partition.
 pub type CoverageSink<T> = Arc<dyn Fn(PartitionId, Result<T>) + Send + Sync>;
@@ -20,8 +25,14 @@ pub trait Dispatch<V: Vnode>: Send + Sync + 'static {
     fn partition_name(&self, p: PartitionId) -> Arc<str>;
     /// The node that owns `p` now.
     fn owner(&self, p: PartitionId) -> Arc<str>;
-    /// Sends `cmd` to the vnode of `p`.
-    fn command(&self, p: PartitionId, cmd: V::Command, reply: Replier<V::Reply>);
+    /// The annotated preference list of `n` replicas starting at partition
+    /// `first` ([`apl::annotated`]), as this dispatcher sees the ring and
+    /// which nodes are up.
+    fn preflist(&self, first: PartitionId, n: usize) -> Result<Vec<Replica>>;
+    /// Sends `cmd` to the vnode `to` names. A primary is reached wherever
+    /// its partition is owned when the command arrives (ownership may have
+    /// moved since the preference list was made).
+    fn command(&self, to: &Replica, cmd: V::Command, reply: Replier<V::Reply>);
     /// Sends `req` to the vnode of each of `partitions`.
     fn coverage(
         &self,
@@ -44,8 +55,25 @@ impl<V: Vnode> Dispatch<V> for VnodeMaster<V> {
         Arc::clone(self.node())
     }
 
-    fn command(&self, p: PartitionId, cmd: V::Command, reply: Replier<V::Reply>) {
-        VnodeMaster::command(self, p, cmd, reply);
+    fn preflist(&self, first: PartitionId, n: usize) -> Result<Vec<Replica>> {
+        // A node alone owns every partition and is always up.
+        Ok(apl::primaries(self.ring_size(), first, n)?
+            .into_iter()
+            .map(|p| Replica::primary(p, Arc::clone(self.node())))
+            .collect())
+    }
+
+    fn command(&self, to: &Replica, cmd: V::Command, reply: Replier<V::Reply>) {
+        if to.node != *self.node() {
+            return reply(
+                to.partition,
+                Err(Error::FailedPrecondition(format!(
+                    "{to} asked of {}, a node alone",
+                    self.node()
+                ))),
+            );
+        }
+        VnodeMaster::command(self, to.partition, cmd, reply);
     }
 
     fn coverage(

@@ -1,11 +1,14 @@
 //! A quorum request: N replicas asked, success once W have answered.
+//!
+//! Replies and errors are kept by [`Replica`] (partition and node, primary
+//! or fallback), so the caller can say which vnode answered.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::Dispatch;
-use crate::ring::PartitionId;
+use crate::ring::Replica;
 use crate::vnode::Vnode;
 use crate::{Error, Result};
 
@@ -25,8 +28,8 @@ pub enum Progress {
 pub struct Quorum<R> {
     n: usize,
     w: usize,
-    replies: Vec<(PartitionId, R)>,
-    errors: Vec<(PartitionId, Error)>,
+    replies: Vec<(Replica, R)>,
+    errors: Vec<(Replica, Error)>,
 }
 
 impl<R> Quorum<R> {
@@ -47,10 +50,10 @@ impl<R> Quorum<R> {
     }
 
     /// Records one replica's answer and says where the request stands.
-    pub fn record(&mut self, p: PartitionId, r: Result<R>) -> Progress {
+    pub fn record(&mut self, from: Replica, r: Result<R>) -> Progress {
         match r {
-            Ok(v) => self.replies.push((p, v)),
-            Err(e) => self.errors.push((p, e)),
+            Ok(v) => self.replies.push((from, v)),
+            Err(e) => self.errors.push((from, e)),
         }
         self.progress()
     }
@@ -68,7 +71,7 @@ impl<R> Quorum<R> {
 
     /// The outcome: every successful reply on success; otherwise the error,
     /// naming how many replies arrived (`timeout` tells a timeout apart).
-    pub fn finish(self, timeout: Option<Duration>) -> Result<Vec<(PartitionId, R)>> {
+    pub fn finish(self, timeout: Option<Duration>) -> Result<Vec<(Replica, R)>> {
         match (self.progress(), timeout) {
             (Progress::Done, _) => Ok(self.replies),
             (Progress::Pending, Some(t)) => Err(Error::QuorumTimeout {
@@ -84,7 +87,7 @@ impl<R> Quorum<R> {
                 errors: self
                     .errors
                     .iter()
-                    .map(|(p, e)| format!("partition {p}: {e}"))
+                    .map(|(r, e)| format!("partition {} on {}: {e}", r.partition, r.node))
                     .collect::<Vec<_>>()
                     .join("; "),
             }),
@@ -92,24 +95,25 @@ impl<R> Quorum<R> {
     }
 }
 
-/// Sends `make(p)` to the vnode of each partition in `preflist` and waits for
-/// `w` replies or `timeout`, whichever comes first.
+/// Sends `make(replica)` to each replica of `preflist` and waits for `w`
+/// replies or `timeout`, whichever comes first.
 pub async fn run<V: Vnode>(
     dispatch: &dyn Dispatch<V>,
-    preflist: &[PartitionId],
+    preflist: &[Replica],
     w: usize,
     timeout: Duration,
-    mut make: impl FnMut(PartitionId) -> V::Command,
-) -> Result<Vec<(PartitionId, V::Reply)>> {
+    mut make: impl FnMut(&Replica) -> V::Command,
+) -> Result<Vec<(Replica, V::Reply)>> {
     let mut quorum = Quorum::new(preflist.len(), w)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    for &p in preflist {
+    for replica in preflist {
         let tx = tx.clone();
+        let from = replica.clone();
         dispatch.command(
-            p,
-            make(p),
-            Box::new(move |p, r| {
-                let _ = tx.send((p, r));
+            replica,
+            make(replica),
+            Box::new(move |_, r| {
+                let _ = tx.send((from, r));
             }),
         );
     }
@@ -135,9 +139,10 @@ pub async fn run<V: Vnode>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::PartitionId;
 
-    fn p(i: u32) -> PartitionId {
-        PartitionId(i)
+    fn p(i: u32) -> Replica {
+        Replica::primary(PartitionId(i), "a".into())
     }
 
     #[test]
@@ -155,6 +160,15 @@ mod tests {
         assert_eq!(q.record(p(2), Ok(7)), Progress::Done);
         let replies = q.finish(None).expect("done");
         assert_eq!(replies, vec![(p(1), 7), (p(2), 7)]);
+    }
+
+    #[test]
+    fn errors_name_the_replica() {
+        let mut q = Quorum::<u8>::new(2, 2).expect("valid");
+        let other = Replica::primary(PartitionId(3), "b".into());
+        q.record(other, Err(Error::ShuttingDown));
+        let err = q.finish(None).expect_err("failed");
+        assert!(err.to_string().contains("partition 3 on b:"), "{err}");
     }
 
     #[test]

@@ -8,8 +8,14 @@
 //! served by the owner of the next partition after the primaries whose owner
 //! is up (each later partition is used at most once).
 //!
+//! A [`Replica`] is the identity requests use for one vnode they ask: a
+//! partition *and* the node that serves it, primary or fallback, so
+//! "partition P on node Y, standing in for P's owner" can be said.
+//!
 //! What this leaves out: deciding who is up (the cluster layer passes a
 //! predicate), and forwarding or hinted handoff once the owner returns.
+
+use std::sync::Arc;
 
 use super::chash::{PartitionId, RingSize};
 use super::state::Ring;
@@ -53,43 +59,60 @@ pub enum Role {
     Fallback,
 }
 
-/// One entry of an annotated preference list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Replica<'a> {
+/// One entry of an annotated preference list: which vnode a request asks.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Replica {
     /// The partition (for a fallback, the down primary's partition).
     pub partition: PartitionId,
-    /// The node that serves it.
-    pub node: &'a str,
+    /// The node that serves it (shared with the ring: cheap to clone).
+    pub node: Arc<str>,
     /// Primary or fallback.
     pub role: Role,
+}
+
+impl Replica {
+    /// The primary of `partition`, owned by `node`.
+    pub fn primary(partition: PartitionId, node: Arc<str>) -> Replica {
+        Replica {
+            partition,
+            node,
+            role: Role::Primary,
+        }
+    }
+}
+
+impl std::fmt::Display for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let role = match self.role {
+            Role::Primary => "primary",
+            Role::Fallback => "fallback",
+        };
+        write!(f, "partition {} on {} ({role})", self.partition, self.node)
+    }
 }
 
 /// The annotated preference list of `n` replicas starting at `first`: the
 /// up primaries, then fallbacks for the down ones (see the module docs). It
 /// has fewer than `n` entries when too few nodes are up.
-pub fn annotated<'a>(
-    ring: &'a Ring,
+pub fn annotated(
+    ring: &Ring,
     first: PartitionId,
     n: usize,
     is_up: impl Fn(&str) -> bool,
-) -> Result<Vec<Replica<'a>>> {
+) -> Result<Vec<Replica>> {
     let size = ring.size();
     check_n(size, n)?;
     let mut out = Vec::with_capacity(n);
     let mut down = Vec::new();
     for p in primaries(size, first, n)? {
-        let node = ring.owner(p);
+        let node = ring.owner_shared(p);
         if is_up(node) {
-            out.push(Replica {
-                partition: p,
-                node,
-                role: Role::Primary,
-            });
+            out.push(Replica::primary(p, Arc::clone(node)));
         } else {
             down.push(p);
         }
     }
-    let mut later = (n..size.len()).map(|k| ring.owner(size.advance(first, k)));
+    let mut later = (n..size.len()).map(|k| ring.owner_shared(size.advance(first, k)));
     for partition in down {
         // Skip later partitions whose owner is down; each serves one primary.
         let Some(node) = later.by_ref().find(|o| is_up(o)) else {
@@ -97,7 +120,7 @@ pub fn annotated<'a>(
         };
         out.push(Replica {
             partition,
-            node,
+            node: Arc::clone(node),
             role: Role::Fallback,
         });
     }
@@ -133,7 +156,7 @@ mod tests {
         let apl = annotated(&r, PartitionId(1), 3, |_| true).expect("apl");
         let nodes: Vec<_> = apl
             .iter()
-            .map(|x| (x.partition.0, x.node, x.role))
+            .map(|x| (x.partition.0, &*x.node, x.role))
             .collect();
         assert_eq!(
             nodes,
@@ -152,7 +175,7 @@ mod tests {
         let apl = annotated(&r, PartitionId(1), 3, |n| n != "c" && n != "e").expect("apl");
         let got: Vec<_> = apl
             .iter()
-            .map(|x| (x.partition.0, x.node, x.role))
+            .map(|x| (x.partition.0, &*x.node, x.role))
             .collect();
         // c is down: partition 2 falls back to the next up owner after the
         // primaries, skipping e (4, down): a (5).
@@ -167,7 +190,7 @@ mod tests {
         let apl = annotated(&r, PartitionId(1), 3, |n| n == "b").expect("apl");
         let got: Vec<_> = apl
             .iter()
-            .map(|x| (x.partition.0, x.node, x.role))
+            .map(|x| (x.partition.0, &*x.node, x.role))
             .collect();
         // Only b is up: partitions 2 and 3 fall back to 6 (b); then none left.
         assert_eq!(got, vec![(1, "b", Role::Primary), (2, "b", Role::Fallback)]);
