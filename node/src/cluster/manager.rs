@@ -31,7 +31,8 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::claimant::{self, Change, Plan, Staging};
-use super::handoff::{self, Handoffs, Host, marker_key};
+use super::handoff::{self, Handoffs, Host};
+use super::local::{self, Local, Verdict};
 use super::router::Router;
 use super::state::{MemberState, Merge, RingState, Transfer};
 use super::transport::{
@@ -188,23 +189,45 @@ impl<V: Vnode> Cluster<V> {
         Ok(cluster)
     }
 
-    /// Data of partitions this node neither owns nor finished receiving is a
-    /// leftover (a handoff cut short, or sent away before a crash): drop it,
-    /// so it can never be counted again.
+    /// Applies [`local::decide`] to what the disk holds: owned partitions
+    /// start as primaries; a complete incoming copy (marked) whose transfer
+    /// the ring still lists starts as incoming again, with its session; any
+    /// other data is a leftover (a handoff cut short, or sent away before a
+    /// crash) and is dropped, so it can never be counted again.
     async fn startup_cleanup(&self, ring: &RingState) -> Result<()> {
-        let me = &self.inner.me;
+        let me = self.inner.me.as_str();
+        let store = &self.inner.store;
         for p in ring.size().partitions() {
-            if ring.owner(p) == me {
-                self.inner.master.ensure_started(p)?;
-                continue;
-            }
-            let incoming = self.inner.store.get_meta(&marker_key(p))?.is_some();
-            if incoming {
-                // Complete and durable; the claimant may flip it to us.
-                self.inner.master.ensure_started(p)?;
-            } else if self.inner.store.has_data(p) {
-                self.inner.master.reset(p).await?;
-                tracing::info!(partition = %p, "dropped data of a partition this node does not own");
+            let marker = handoff::marker(store, p)?;
+            let here = Local {
+                present: store.has_data(p),
+                handing_off: false,
+                incoming: marker.map(|_| false),
+            };
+            match local::decide(ring, me, p, here) {
+                Verdict::Primary => {
+                    self.inner.master.ensure_started(p)?;
+                    if marker.is_some() {
+                        handoff::delete_marker(store, p)?;
+                    }
+                }
+                Verdict::Incoming => {
+                    self.inner.master.ensure_started(p)?;
+                    let from = ring.pending_of(p).map_or("", |t| t.from.as_str());
+                    self.inner
+                        .handoffs
+                        .restore_incoming(p, from, marker.unwrap_or(0));
+                }
+                Verdict::Release | Verdict::DropIncoming => {
+                    if here.present {
+                        self.inner.master.reset(p).await?;
+                        tracing::info!(partition = %p, "dropped data of a partition this node does not own");
+                    }
+                    if marker.is_some() {
+                        handoff::delete_marker(store, p)?;
+                    }
+                }
+                Verdict::HandingOff | Verdict::Nothing => {}
             }
         }
         Ok(())
@@ -403,9 +426,8 @@ impl<V: Vnode> Cluster<V> {
             if self.inner.store.has_data(p) || self.inner.master.is_running(p) {
                 self.inner.master.reset(p).await?;
             }
-            if self.inner.store.get_meta(&marker_key(p))?.is_some() {
-                self.inner.store.delete_meta(&marker_key(p))?;
-            }
+            self.inner.handoffs.clear_inbound(p);
+            handoff::delete_marker(&self.inner.store, p)?;
         }
         Ok(())
     }
@@ -636,65 +658,56 @@ impl<V: Vnode> Cluster<V> {
         }
     }
 
-    /// Keeps local vnodes in step with the ring.
+    /// Keeps local vnodes in step with the ring: [`local::decide`] for each
+    /// partition, from what this node knows in memory.
     async fn reconcile(&self) {
         let snap = self.ring();
         let me = self.inner.me.as_str();
         let master = &self.inner.master;
+        let handoffs = &self.inner.handoffs;
         for p in snap.ring.size().partitions() {
-            let owner = snap.owner(p);
-            if *owner == *me {
-                if let Err(e) = master.ensure_started(p) {
-                    tracing::error!(partition = %p, error = %e, "cannot start vnode");
-                    continue;
+            let here = Local {
+                present: master.is_running(p),
+                handing_off: handoffs.handing_off(p),
+                incoming: handoffs.incoming(p),
+            };
+            match local::decide(&snap.ring, me, p, here) {
+                Verdict::Primary => {
+                    if let Err(e) = master.ensure_started(p) {
+                        tracing::error!(partition = %p, error = %e, "cannot start vnode");
+                        continue;
+                    }
+                    if handoffs.unmark_redirected(p) {
+                        let _ = master.control(p, |_, _, mode| *mode = Mode::Normal).await;
+                    }
+                    // The flip made the incoming copy the primary.
+                    if handoffs.clear_inbound(p) {
+                        let _ = handoff::delete_marker(&self.inner.store, p);
+                    }
                 }
-                let was_redirected = self.inner.handoffs.unmark_redirected(p);
-                if was_redirected {
-                    let _ = master.control(p, |_, _, mode| *mode = Mode::Normal).await;
-                }
-                if self.inner.handoffs.clear_inbound(p) {
-                    let _ = self.inner.store.delete_meta(&marker_key(p));
-                }
-                continue;
-            }
-            let busy =
-                self.inner.handoffs.outbound_active(p) || self.inner.handoffs.inbound_active(p);
-            if busy || !master.is_running(p) || self.inner.handoffs.is_redirected(p) {
-                continue;
-            }
-            // A complete copy received before a restart, waiting for its
-            // flip: the marker says so (the in-memory inbound state is gone
-            // with the restart). Dropping it here lost every count of the
-            // partition once the flip came (found by the simulator, seed
-            // 2988: the receiver crashed just after its final ack).
-            let awaiting_flip = snap.ring.pending_of(p).is_some_and(|t| t.to == me)
-                && self
-                    .inner
-                    .store
-                    .get_meta(&marker_key(p))
-                    .ok()
-                    .flatten()
-                    .is_some();
-            if awaiting_flip {
-                continue;
-            }
-            // Ownership moved away without this node sending it (a join
-            // discarding local data, a forced reassignment, a flip learnt
-            // by gossip): drop the local copy, send strays to the owner.
-            let redirect = handoff::redirector(self);
-            let r = master
-                .control(p, move |v, ctx, mode| {
-                    *mode = Mode::Redirect(redirect);
-                    v.delete(ctx)
-                })
-                .await;
-            match r {
-                Ok(Ok(())) => {
-                    self.inner.handoffs.mark_redirected(p);
-                    let _ = self.inner.store.delete_meta(&marker_key(p));
-                }
-                Ok(Err(e)) | Err(e) => {
-                    tracing::warn!(partition = %p, error = %e, "could not release vnode")
+                Verdict::Incoming | Verdict::HandingOff | Verdict::Nothing => {}
+                Verdict::Release | Verdict::DropIncoming => {
+                    // Ownership moved away without this node sending it (a
+                    // join discarding local data, a forced reassignment, a
+                    // flip learnt by gossip), or an incoming copy's transfer
+                    // was cancelled (nobody will flip it here; a new transfer
+                    // starts clean): drop the local copy, send strays to the
+                    // owner.
+                    handoffs.clear_inbound(p);
+                    let _ = handoff::delete_marker(&self.inner.store, p);
+                    let redirect = handoff::redirector(self);
+                    let r = master
+                        .control(p, move |v, ctx, mode| {
+                            *mode = Mode::Redirect(redirect);
+                            v.delete(ctx)
+                        })
+                        .await;
+                    match r {
+                        Ok(Ok(())) => handoffs.mark_redirected(p),
+                        Ok(Err(e)) | Err(e) => {
+                            tracing::warn!(partition = %p, error = %e, "could not release vnode")
+                        }
+                    }
                 }
             }
         }

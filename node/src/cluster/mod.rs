@@ -11,10 +11,13 @@
 //!   and what it answers, in domain types (gRPC lives in `rpc`).
 //! - [`handoff`]: moves a vnode to its next owner without losing a command
 //!   (`sender`, `receiver`, `redirect`, and the pure state machine `fsm`).
+//! - [`local`]: which vnodes a node keeps and why (primary, incoming,
+//!   handing off); the pure rule both startup and every ring change apply.
 //! - [`view`]: the current ring, shared cheaply.
 
 pub mod claimant;
 pub mod handoff;
+pub mod local;
 pub mod manager;
 pub mod router;
 pub mod state;

@@ -17,8 +17,7 @@ mutate() {
 import sys
 path, which = sys.argv[1], sys.argv[2]
 s = open(path).read()
-marker = """                c.store()
-                    .put_meta(&marker_key(p), &start.session.to_be_bytes())?;"""
+marker = """                put_marker(c.store(), p, start.session)?;"""
 ack = """                out.send(Ok(HandoffAck::Finished(got)))
                     .await
                     .map_err(|_| gone())?;"""
@@ -26,7 +25,7 @@ barrier = """                c.master().barrier(p).await?;
 """
 if which == "skip-marker":
     assert marker in s
-    s = s.replace(marker, "                let _ = (marker_key(p), start.session); // MUTATION")
+    s = s.replace(marker, "                let _ = (put_marker, start.session); // MUTATION")
 elif which == "ack-before-durable":
     old = barrier + marker + "\n" + ack
     assert old in s, "receiver changed: update mutations.sh"

@@ -41,7 +41,7 @@ pub mod sender;
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,9 +60,35 @@ pub use receiver::{forwarded_command, receive};
 pub use redirect::redirector;
 pub use sender::spawn_sender;
 
-/// Metadata key marking a completed inbound handoff of `p` awaiting its flip.
-pub fn marker_key(p: PartitionId) -> String {
+/// Metadata key marking a completed inbound handoff of `p` awaiting its flip;
+/// its value is the handoff's session.
+fn marker_key(p: PartitionId) -> String {
     format!("handoff-in/{}", p.0)
+}
+
+/// The session of the complete inbound copy of `p` marked in `store`, if any.
+pub fn marker(store: &Store, p: PartitionId) -> Result<Option<u64>> {
+    let Some(bytes) = store.get_meta(&marker_key(p))? else {
+        return Ok(None);
+    };
+    // Markers written before the session was recorded hold nothing useful:
+    // any session will do, the copy is complete all the same.
+    Ok(Some(
+        bytes
+            .get(..8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_be_bytes),
+    ))
+}
+
+/// Marks the copy of `p` received in `session` complete and durable.
+fn put_marker(store: &Store, p: PartitionId, session: u64) -> Result<()> {
+    store.put_meta(&marker_key(p), &session.to_be_bytes())
+}
+
+/// Removes the marker of `p`, if any.
+pub fn delete_marker(store: &Store, p: PartitionId) -> Result<()> {
+    store.delete_meta(&marker_key(p))
 }
 
 /// What handoff needs of its node: the ring, the vnodes and store, the way to
@@ -121,6 +147,22 @@ pub struct Progress {
     /// Items to send in all ([`UNKNOWN`] until the fold is done; outbound only).
     pub total: AtomicU64,
     pub(super) session: u64,
+    /// Inbound only: the stream is still open.
+    pub(super) receiving: AtomicBool,
+}
+
+impl Progress {
+    pub(super) fn new(peer: String, session: u64, receiving: bool) -> Progress {
+        Progress {
+            peer,
+            started: Instant::now(),
+            items: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            total: AtomicU64::new(UNKNOWN),
+            session,
+            receiving: AtomicBool::new(receiving),
+        }
+    }
 }
 
 /// [`Progress::total`] before it is known.
@@ -192,13 +234,29 @@ impl Handoffs {
         lock(&self.outbound).contains_key(&p.0)
     }
 
-    /// Whether this node holds a receiving copy of `p`.
-    pub fn inbound_active(&self, p: PartitionId) -> bool {
-        lock(&self.inbound).contains_key(&p.0)
+    /// Whether the vnode of `p` is handoff's business: being sent, or
+    /// released and redirecting.
+    pub fn handing_off(&self, p: PartitionId) -> bool {
+        self.outbound_active(p) || self.is_redirected(p)
     }
 
-    /// Forgets the receiving copy of `p` (it is now owned); returns whether
-    /// there was one.
+    /// Whether this node holds an incoming copy of `p`, and if so whether
+    /// its stream is still open.
+    pub fn incoming(&self, p: PartitionId) -> Option<bool> {
+        lock(&self.inbound)
+            .get(&p.0)
+            .map(|x| x.receiving.load(Ordering::SeqCst))
+    }
+
+    /// Records the complete incoming copy of `p` that a restarted node finds
+    /// marked on disk, received from `peer` in `session`: forwarded copies
+    /// of that session are still its to apply.
+    pub fn restore_incoming(&self, p: PartitionId, peer: &str, session: u64) {
+        lock(&self.inbound).insert(p.0, Arc::new(Progress::new(peer.into(), session, false)));
+    }
+
+    /// Forgets the incoming copy of `p` (it is now owned, or dropped);
+    /// returns whether there was one.
     pub fn clear_inbound(&self, p: PartitionId) -> bool {
         lock(&self.inbound).remove(&p.0).is_some()
     }

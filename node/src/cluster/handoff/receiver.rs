@@ -3,13 +3,12 @@
 //! commands a handing-off sender forwards to that copy meanwhile.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
-use super::{Host, Progress, UNKNOWN, lock, marker_key};
+use super::{Host, Progress, delete_marker, lock, put_marker};
 use crate::cluster::transport::{HandoffAck, HandoffInbound, HandoffMessage};
 use crate::ring::PartitionId;
 use crate::vnode::Vnode;
@@ -56,10 +55,26 @@ async fn receive_inner<H: Host>(
             c.me()
         )));
     }
-    if snap.ring.owner(p) == c.me() && snap.ring.pending_of(p).is_none() {
-        return Err(Error::FailedPrecondition(format!(
-            "{} already owns partition {p}",
-            c.me()
+    let listed = snap
+        .ring
+        .pending_of(p)
+        .is_some_and(|t| t.from == start.from && t.to == c.me());
+    if !listed {
+        if snap.ring.owner(p) == c.me() && snap.ring.pending_of(p).is_none() {
+            return Err(Error::FailedPrecondition(format!(
+                "{} already owns partition {p}",
+                c.me()
+            )));
+        }
+        // Only a transfer this node's own ring lists: that is what lets a
+        // later ring without it mean "flipped or cancelled" (see
+        // `cluster::local`). A receiver behind the sender learns the ring
+        // by the sender's next gossip; the sender asks again.
+        return Err(Error::Moved(format!(
+            "the ring of {} (v{}) does not list the transfer of partition {p} from {}; retry once the rings agree",
+            c.me(),
+            snap.ring.version,
+            start.from
         )));
     }
     let _permit = Arc::clone(&c.handoffs().in_slots)
@@ -70,18 +85,16 @@ async fn receive_inner<H: Host>(
                 c.me()
             ))
         })?;
-    // From scratch: whatever an earlier attempt left is gone first.
-    c.store().delete_meta(&marker_key(p))?;
-    c.master().reset(p).await?;
-    let progress = Arc::new(Progress {
-        peer: start.from.clone(),
-        started: Instant::now(),
-        items: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        total: AtomicU64::new(UNKNOWN),
-        session: start.session,
-    });
+    // Known as incoming before the copy is emptied, so that no ring change
+    // in between takes the vnode for a leftover and releases it.
+    let progress = Arc::new(Progress::new(start.from.clone(), start.session, true));
     lock(&c.handoffs().inbound).insert(p.0, Arc::clone(&progress));
+    let _streaming = StreamOpen(Arc::clone(&progress));
+    // From scratch: whatever an earlier attempt left is gone first. The
+    // reset also ends a redirect left from an earlier release of `p`.
+    delete_marker(c.store(), p)?;
+    c.master().reset(p).await?;
+    c.handoffs().unmark_redirected(p);
     let gone = || Error::Rpc("sender went away".into());
     out.send(Ok(HandoffAck::Started))
         .await
@@ -105,8 +118,7 @@ async fn receive_inner<H: Host>(
                     )));
                 }
                 c.master().barrier(p).await?;
-                c.store()
-                    .put_meta(&marker_key(p), &start.session.to_be_bytes())?;
+                put_marker(c.store(), p, start.session)?;
                 out.send(Ok(HandoffAck::Finished(got)))
                     .await
                     .map_err(|_| gone())?;
@@ -116,6 +128,16 @@ async fn receive_inner<H: Host>(
                 return Err(Error::InvalidArgument("second Start".into()));
             }
         }
+    }
+}
+
+/// Marks the incoming copy's stream ended when the receive ends, however it
+/// ends.
+struct StreamOpen(Arc<Progress>);
+
+impl Drop for StreamOpen {
+    fn drop(&mut self) {
+        self.0.receiving.store(false, Ordering::SeqCst);
     }
 }
 

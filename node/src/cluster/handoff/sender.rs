@@ -3,7 +3,7 @@
 //! each attempt driven by the pure state machine in [`super::fsm`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -25,14 +25,7 @@ use crate::{Error, Result};
 /// no longer pending.
 pub fn spawn_sender<H: Host>(c: H, t: Transfer) {
     let p = t.partition;
-    let progress = Arc::new(Progress {
-        peer: t.to.clone(),
-        started: Instant::now(),
-        items: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        total: AtomicU64::new(UNKNOWN),
-        session: 0,
-    });
+    let progress = Arc::new(Progress::new(t.to.clone(), 0, false));
     {
         let mut out = lock(&c.handoffs().outbound);
         if out.contains_key(&p.0) {
@@ -69,6 +62,17 @@ pub fn spawn_sender<H: Host>(c: H, t: Transfer) {
                     // ask again shortly (jittered, so senders take turns).
                     drop(permit);
                     tracing::debug!(partition = %p, to = %t.to, %why, "receiver busy");
+                    let ms = c.random(20..80);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                Err(Error::Moved(why)) => {
+                    // The receiver's ring does not list the transfer yet:
+                    // bring it ours, then ask again.
+                    drop(permit);
+                    tracing::debug!(partition = %p, to = %t.to, %why, "receiver's ring is behind");
+                    if let Some(addr) = c.ring().addr(&t.to).map(str::to_string) {
+                        c.gossip_now(t.to.clone(), addr).await;
+                    }
                     let ms = c.random(20..80);
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
@@ -182,6 +186,7 @@ type AckStream = BoxStream<'static, Result<HandoffAck>>;
 fn refused(to: &str, e: Error) -> Error {
     match e {
         Error::Busy(why) => Error::Busy(format!("{to}: {why}")),
+        Error::Moved(why) => Error::Moved(format!("{to}: {why}")),
         e => Error::Rpc(format!("{to}: {e}")),
     }
 }
