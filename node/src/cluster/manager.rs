@@ -1005,4 +1005,9 @@ impl<V: Vnode> Host for Cluster<V> {
         let c = self.clone();
         async move { c.gossip_to(node, addr).await }
     }
+
+    fn recheck(&self) {
+        // The change loop reconciles on every send, even of the same version.
+        self.inner.changed.send_modify(|_| {});
+    }
 }

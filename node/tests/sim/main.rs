@@ -44,7 +44,7 @@ const RING: u64 = 16;
 /// Seeds that once failed, run on top of whatever `SIM_SEEDS` asks.
 const REGRESSIONS: &[u64] = &[
     30, 39, 82, 213, 415, 552, 1269, 1459, 1468, 2131, 2243, 2377, 2709, 2988, 3526, 3616, 3919,
-    4834,
+    4655, 4834,
 ];
 
 /// Acknowledged and failed adds.

@@ -125,6 +125,9 @@ pub trait Host: Clone + Send + Sync + 'static {
     fn adopt_ring(&self, ring: RingState) -> impl Future<Output = Result<bool>> + Send;
     /// Exchanges rings with `node` at `addr` now.
     fn gossip_now(&self, node: String, addr: String) -> impl Future<Output = ()> + Send;
+    /// Has the node decide again which vnodes it keeps, as after a ring
+    /// change: a vnode no transfer holds any more may need releasing.
+    fn recheck(&self);
 }
 
 /// Pause before retrying a failed transfer; it doubles with each failure in

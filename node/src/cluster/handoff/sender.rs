@@ -88,6 +88,10 @@ pub fn spawn_sender<H: Host>(c: H, t: Transfer) {
             }
         }
         lock(&c.handoffs().outbound).remove(&p.0);
+        // Reconciles skip a vnode while it is handed off; now that nothing
+        // holds it, one must look at it again (its transfer cancelled with
+        // ownership gone elsewhere leaves a copy nobody owns).
+        c.recheck();
         // The ring may have replaced this transfer by another of the same
         // partition (its receiver was removed, say) while this task held
         // the partition's place: that one was not started then, and no
@@ -329,6 +333,15 @@ async fn flip<H: Host>(c: &H, t: &Transfer) -> (Event, Option<Error>) {
         return (Event::FlipConfirmed, None);
     }
     if !snap.ring.pending.iter().any(|x| x == t) {
+        // Gone from the pending list, and the partition no longer ours:
+        // the flip happened (its answer was lost) and ownership has moved on
+        // since, or a forced reassignment took it; either way this copy is
+        // no longer the partition's, so it goes like a handed-off one. Kept
+        // as normal here, it would count a second time (found by the
+        // simulator, seed 4655).
+        if snap.ring.owner(t.partition) != c.me() {
+            return (Event::FlipConfirmed, None);
+        }
         return (
             Event::FlipRefused,
             Some(Error::FailedPrecondition(
