@@ -61,6 +61,7 @@ impl Admin for Fake {
             ring_version: 3,
             claimant: n(1),
             node: n(1),
+            unreachable: vec![],
         }))
     }
 

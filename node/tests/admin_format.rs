@@ -101,6 +101,7 @@ fn status(members: Vec<pb::MemberInfo>) -> pb::MemberStatusReply {
         ring_version: 7,
         claimant: n(1),
         node: n(1),
+        unreachable: vec![],
     }
 }
 
@@ -280,6 +281,13 @@ fn member_status() {
         "member_status_joining.json",
         &fmt::member_status_json(&joining()),
     );
+    let mut down = four_valid();
+    down.unreachable = vec![n(3)];
+    golden("member_status_unreachable.txt", &fmt::member_status(&down));
+    golden_json(
+        "member_status_unreachable.json",
+        &fmt::member_status_json(&down),
+    );
 }
 
 #[test]
@@ -365,6 +373,7 @@ fn transfers() {
                 bytes_sent: 65_536,
                 elapsed_s: 3.25,
                 items_total: Some(4096),
+                r#type: "ownership".into(),
             },
             pb::ActiveTransfer {
                 partition: index(0),
@@ -374,6 +383,7 @@ fn transfers() {
                 bytes_sent: 448,
                 elapsed_s: 0.04,
                 items_total: None,
+                r#type: "hinted".into(),
             },
         ],
         pending: 46,

@@ -164,6 +164,7 @@ async fn add_quorum_and_stats_coverage() {
                 n: Some(5),
                 w: Some(1),
                 timeout: Some(Duration::from_secs(1)),
+                sloppy: None,
             },
         )
         .await
@@ -209,6 +210,7 @@ async fn session_answers_many_requests_in_flight_by_id() {
         cookie: cookie.clone(),
         advertise: None,
         handoff_concurrency: 2,
+        detect_after: std::time::Duration::from_secs(1),
     })
     .await
     .expect("node");

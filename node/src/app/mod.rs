@@ -33,6 +33,9 @@ pub struct Defaults {
     pub add_timeout: Duration,
     /// How long `stats` waits for every vnode.
     pub stats_timeout: Duration,
+    /// Whether an `add` uses fallbacks for down primaries (a sloppy
+    /// quorum, riak's default) or only the primaries.
+    pub sloppy: bool,
 }
 
 impl Default for Defaults {
@@ -42,6 +45,7 @@ impl Default for Defaults {
             w_val: 3,
             add_timeout: Duration::from_secs(5),
             stats_timeout: Duration::from_secs(5),
+            sloppy: true,
         }
     }
 }
@@ -55,6 +59,8 @@ pub struct AddOptions {
     pub w: Option<usize>,
     /// Timeout, or the default.
     pub timeout: Option<Duration>,
+    /// Sloppy quorum, or the default.
+    pub sloppy: Option<bool>,
 }
 
 /// A vnode's answer to `ping`.
@@ -142,16 +148,17 @@ impl Flavio {
     }
 
     /// The annotated preference list of `hash`: the replicas of its
-    /// partition and the `n - 1` after it.
-    pub fn preflist(&self, hash: &KeyHash, n: usize) -> Result<Vec<ring::Replica>> {
+    /// partition and the `n - 1` after it, with fallbacks for down owners
+    /// when `sloppy`.
+    pub fn preflist(&self, hash: &KeyHash, n: usize, sloppy: bool) -> Result<Vec<ring::Replica>> {
         let size = self.dispatch.ring_size();
-        self.dispatch.preflist(size.partition_of(hash), n)
+        self.dispatch.preflist(size.partition_of(hash), n, sloppy)
     }
 
     /// Pings the vnode that the current time hashes to.
     pub async fn ping(&self) -> Result<Pong> {
         let to = self
-            .preflist(&ping_key(SystemTime::now()), 1)?
+            .preflist(&ping_key(SystemTime::now()), 1, true)?
             .into_iter()
             .next()
             .ok_or_else(|| Error::Rpc("no node up serves the ping's partition".into()))?;
@@ -178,7 +185,8 @@ impl Flavio {
         let n = opts.n.unwrap_or(self.defaults.n_val);
         let w = opts.w.unwrap_or(self.defaults.w_val);
         let timeout = opts.timeout.unwrap_or(self.defaults.add_timeout);
-        let preflist = self.preflist(&add_key(a, b), n)?;
+        let sloppy = opts.sloppy.unwrap_or(self.defaults.sloppy);
+        let preflist = self.preflist(&add_key(a, b), n, sloppy)?;
         let replies = quorum::run(self.dispatch.as_ref(), &preflist, w, timeout, |_| {
             Command::Add { a, b }
         })

@@ -134,7 +134,16 @@ pub fn membership(members: &[pb::MemberInfo]) -> String {
 
 /// `flavio admin member-status`.
 pub fn member_status(reply: &pb::MemberStatusReply) -> String {
-    membership(&reply.members)
+    let mut out = membership(&reply.members);
+    if !reply.unreachable.is_empty() {
+        let _ = writeln!(
+            out,
+            "Unreachable from {}: {}",
+            quoted(&reply.node),
+            quoted_list(&reply.unreachable)
+        );
+    }
+    out
 }
 
 /// `flavio admin ring-status`: claimant, pending ownership handoffs grouped
@@ -257,11 +266,16 @@ pub fn transfers(reply: &pb::TransfersReply) -> String {
             let _ = writeln!(out, "No transfers active; {waiting}");
         }
     } else {
-        let rows: Vec<[String; 7]> = reply
+        let rows: Vec<[String; 8]> = reply
             .active
             .iter()
             .map(|t| {
                 [
+                    if t.r#type.is_empty() {
+                        "ownership".to_string()
+                    } else {
+                        t.r#type.clone()
+                    },
                     t.partition.clone(),
                     quoted(&t.from),
                     quoted(&t.to),
@@ -273,6 +287,7 @@ pub fn transfers(reply: &pb::TransfersReply) -> String {
             })
             .collect();
         let header = [
+            "Type",
             "Partition",
             "From",
             "To",
@@ -288,24 +303,19 @@ pub fn transfers(reply: &pb::TransfersReply) -> String {
             }
         }
         // Names and partitions read left to right, numbers line up on the right.
-        let line = |c: [&str; 7]| {
-            format!(
-                "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}  {:>w5$}  {:>w6$}",
-                c[0],
-                c[1],
-                c[2],
-                c[3],
-                c[4],
-                c[5],
-                c[6],
-                w0 = w[0],
-                w1 = w[1],
-                w2 = w[2],
-                w3 = w[3],
-                w4 = w[4],
-                w5 = w[5],
-                w6 = w[6],
-            )
+        let line = |c: [&str; 8]| {
+            c.iter()
+                .zip(w)
+                .enumerate()
+                .map(|(i, (cell, wi))| {
+                    if i < 4 {
+                        format!("{cell:<wi$}")
+                    } else {
+                        format!("{cell:>wi$}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("  ")
         };
         let _ = writeln!(out, "Active Transfers:");
         let _ = writeln!(out);
@@ -463,6 +473,7 @@ pub fn member_status_json(r: &pb::MemberStatusReply) -> Value {
         "claimant": opt_str(&r.claimant),
         "ring_version": r.ring_version,
         "members": members_json(&r.members),
+        "unreachable": r.unreachable,
     })
 }
 
@@ -498,6 +509,7 @@ pub fn transfers_json(r: &pb::TransfersReply) -> Value {
             "bytes_sent": t.bytes_sent,
             "items_total": t.items_total,
             "elapsed_s": t.elapsed_s,
+            "type": t.r#type,
         })).collect::<Vec<_>>(),
         "pending": r.pending,
         "unreachable": r.unreachable,

@@ -135,6 +135,7 @@ fn make_op(op: Op, seq: u64, args: &BenchArgs) -> pb::session_request::Op {
             n: args.n,
             w: args.w,
             timeout_ms: None,
+            sloppy: None,
         }),
         Op::Stats => P::Stats(pb::StatsRequest { timeout_ms: None }),
     }

@@ -25,6 +25,14 @@ pub struct AddArgs {
     /// How long to wait for W replies, in milliseconds.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     timeout_ms: Option<u32>,
+    /// Let fallbacks stand in for down primaries (true) or ask only the
+    /// primaries (false); the node's default when omitted.
+    #[arg(long, action = clap::ArgAction::Set)]
+    sloppy: Option<bool>,
+}
+
+fn role(fallback: bool) -> &'static str {
+    if fallback { "fallback" } else { "primary" }
 }
 
 /// Arguments of `flavio stats`.
@@ -65,19 +73,21 @@ pub(super) async fn add(args: AddArgs, client: ClientArgs) -> Result<(), Failure
             n: args.n,
             w: args.w,
             timeout_ms: args.timeout_ms,
+            sloppy: args.sloppy,
         })
         .await?;
     match client.output {
         Output::Text => {
             println!("{}", r.sum);
             for x in &r.replicas {
-                println!("{} {}", x.partition, x.node);
+                println!("{} {} {}", x.partition, x.node, role(x.fallback));
             }
         }
         Output::Json => print_json(&json!({
             "sum": r.sum,
             "replicas": r.replicas.iter().map(|x| json!({
-                "sum": x.sum, "partition": x.partition, "node": x.node
+                "sum": x.sum, "partition": x.partition, "node": x.node,
+                "type": role(x.fallback),
             })).collect::<Vec<_>>(),
         })),
     }

@@ -53,6 +53,14 @@ pub struct ServeArgs {
     /// Ownership transfers at once per node, inbound and outbound each.
     #[arg(long, env = "FLAVIO_HANDOFF_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     handoff_concurrency: u32,
+    /// Default for add: fallbacks stand in for down primaries (a sloppy
+    /// quorum, true) or only the primaries are asked (false).
+    #[arg(long, env = "FLAVIO_SLOPPY", default_value_t = true, action = clap::ArgAction::Set)]
+    sloppy: bool,
+    /// Milliseconds without a heartbeat answer after which a peer counts as
+    /// down and its partitions' requests go to fallbacks.
+    #[arg(long, env = "FLAVIO_DETECT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    detect_ms: u64,
     /// fsync every group of writes before replying (survives machine crashes,
     /// not just process crashes).
     #[arg(long, env = "FLAVIO_SYNC")]
@@ -145,6 +153,7 @@ pub(super) async fn run(args: ServeArgs) -> std::result::Result<(), Failure> {
             w_val: args.w_val,
             add_timeout: timeout,
             stats_timeout: timeout,
+            sloppy: args.sloppy,
         },
         durability: if args.sync {
             Durability::Sync
@@ -154,6 +163,7 @@ pub(super) async fn run(args: ServeArgs) -> std::result::Result<(), Failure> {
         cookie,
         advertise: args.advertise,
         handoff_concurrency: args.handoff_concurrency as usize,
+        detect_after: Duration::from_millis(args.detect_ms),
     };
     let node = Node::start(config).await?;
     node.serve(shutdown_signal()).await?;

@@ -8,7 +8,10 @@
 //!   claimant's flip). Only commands forwarded in that handoff's session
 //!   reach it;
 //! - **handing off**: it is sending P away, or has released P and redirects
-//!   what still arrives to P's owner. The handoff module runs these.
+//!   what still arrives to P's owner. The handoff module runs these;
+//! - **fallback**: it stands in for P's owner while the owner is down (the
+//!   annotated preference list named it), until hinted handoff has given
+//!   its data back (`handoff::hinted`), which also retires it.
 //!
 //! Anything else a node holds is a leftover and goes: a vnode whose
 //! partition changed owner without this node sending it (a join that
@@ -20,9 +23,8 @@
 //! change from what it knows in memory, and at startup from what its disk
 //! says (the ring, and the marker of a complete incoming copy).
 //!
-//! Left out: fallback vnodes (a stand-in for a down primary, kept until
-//! hinted handoff returns its data), which the availability issue adds as
-//! one more kind.
+//! A fallback whose partition becomes owned here (a forced reassignment)
+//! is simply the primary: its data counts once, where it is.
 
 use super::state::RingState;
 use crate::ring::PartitionId;
@@ -37,6 +39,8 @@ pub struct Local {
     /// It is (or was) an incoming copy: `Some(true)` while its handoff
     /// stream is open, `Some(false)` once the stream ended.
     pub incoming: Option<bool>,
+    /// It is marked a fallback.
+    pub fallback: bool,
 }
 
 /// What the node does with its vnode of a partition.
@@ -47,6 +51,8 @@ pub enum Verdict {
     Primary,
     /// An incoming copy with a reason to exist: keep it as it is.
     Incoming,
+    /// A fallback: keep it running; hinted handoff decides its end.
+    Fallback,
     /// The handoff module's business: leave it alone.
     HandingOff,
     /// Not owned, not handed off, not incoming: release it, redirecting
@@ -80,6 +86,9 @@ pub fn decide(ring: &RingState, me: &str, p: PartitionId, local: Local) -> Verdi
         } else {
             Verdict::DropIncoming
         };
+    }
+    if local.fallback {
+        return Verdict::Fallback;
     }
     if local.present {
         Verdict::Release
@@ -120,7 +129,33 @@ mod tests {
             present,
             handing_off,
             incoming,
+            fallback: false,
         }
+    }
+
+    #[test]
+    fn a_fallback_is_kept_until_its_partition_is_owned_here() {
+        let r = ring(true);
+        let p = PartitionId(3);
+        let fb = Local {
+            fallback: true,
+            ..local(true, false, None)
+        };
+        assert_eq!(decide(&r, "b", p, fb), Verdict::Fallback);
+        // Even with no data yet (started, nothing written).
+        let empty = Local {
+            present: false,
+            ..fb
+        };
+        assert_eq!(decide(&r, "b", p, empty), Verdict::Fallback);
+        // Owned here: the primary, whatever the marker says.
+        assert_eq!(decide(&r, "a", p, fb), Verdict::Primary);
+        // Retired (redirecting): handoff's business.
+        let redirecting = Local {
+            handing_off: true,
+            ..fb
+        };
+        assert_eq!(decide(&r, "b", p, redirecting), Verdict::HandingOff);
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! (refused).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,14 +40,13 @@ use super::transport::{
     Gossip, GossipReply, JoinRequest, PeerAnswer, PeerCall, PeerCallback, RingCodec, Transport,
 };
 use super::view::{Snapshot, View};
+use super::watcher::{self, Liveness};
 use crate::ring::PartitionId;
 use crate::vnode::{Mode, Store, Vnode, VnodeMaster};
 use crate::{Error, Result};
 
 /// How often a node exchanges rings with a random peer.
 pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(1000);
-/// A peer whose gossip failed within this long counts as unreachable.
-const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
 const RING_KEY: &str = "ring";
 /// How long plan and commit wait for the ring to become ready.
 const READY_WAIT: Duration = Duration::from_secs(3);
@@ -62,6 +62,8 @@ pub struct ClusterConfig {
     pub handoff_concurrency: usize,
     /// Seeds the node's random choices; `None` seeds from the OS.
     pub seed: Option<u64>,
+    /// Silence after which a peer counts as down (see [`watcher`]).
+    pub detect_after: Duration,
 }
 
 pub(super) struct Inner<V: Vnode> {
@@ -77,8 +79,10 @@ pub(super) struct Inner<V: Vnode> {
     write: tokio::sync::Mutex<()>,
     /// The highest ring version each peer is known to have.
     seen: Mutex<HashMap<String, u64>>,
-    /// When gossip to a peer last failed.
-    failed: Mutex<HashMap<String, Instant>>,
+    /// Which peers answer heartbeats.
+    liveness: Arc<Liveness>,
+    /// This node is stopping cleanly: heartbeats and their answers say so.
+    stopping: AtomicBool,
     staging: Mutex<Staging>,
     pub(super) handoffs: Handoffs,
     changed: watch::Sender<u64>,
@@ -157,11 +161,14 @@ impl<V: Vnode> Cluster<V> {
             )));
         }
         let view = View::new(ring.clone());
+        let liveness = Arc::new(Liveness::new(&config.name, config.detect_after));
+        liveness.watch(ring.members.keys().map(String::as_str));
         let router = Router::new(
             &config.name,
             view.clone(),
             master.clone(),
             Arc::clone(&transport),
+            Arc::clone(&liveness),
         );
         let (changed, _) = watch::channel(ring.version);
         let conc = config.handoff_concurrency.max(1);
@@ -177,7 +184,8 @@ impl<V: Vnode> Cluster<V> {
                 router,
                 write: tokio::sync::Mutex::new(()),
                 seen: Mutex::new(HashMap::new()),
-                failed: Mutex::new(HashMap::new()),
+                liveness,
+                stopping: AtomicBool::new(false),
                 staging: Mutex::new(Staging::default()),
                 handoffs: Handoffs::new(conc),
                 changed,
@@ -185,6 +193,14 @@ impl<V: Vnode> Cluster<V> {
                 tasks: Mutex::new(Some(Vec::new())),
             }),
         };
+        let weak = Arc::downgrade(&cluster.inner);
+        cluster
+            .inner
+            .router
+            .set_local_fallback(Arc::new(move |p, cmd, reply| match weak.upgrade() {
+                Some(inner) => handoff::fallback_command(&Cluster { inner }, p, cmd, reply),
+                None => reply(Err(Error::ShuttingDown)),
+            }));
         cluster.startup_cleanup(&ring).await?;
         Ok(cluster)
     }
@@ -197,12 +213,15 @@ impl<V: Vnode> Cluster<V> {
     async fn startup_cleanup(&self, ring: &RingState) -> Result<()> {
         let me = self.inner.me.as_str();
         let store = &self.inner.store;
+        let fallbacks = handoff::hinted::stored_fallbacks(store)?;
         for p in ring.size().partitions() {
             let marker = handoff::marker(store, p)?;
+            let fallback = fallbacks.contains(&p);
             let here = Local {
                 present: store.has_data(p),
                 handing_off: false,
                 incoming: marker.map(|_| false),
+                fallback,
             };
             match local::decide(ring, me, p, here) {
                 Verdict::Primary => {
@@ -210,6 +229,13 @@ impl<V: Vnode> Cluster<V> {
                     if marker.is_some() {
                         handoff::delete_marker(store, p)?;
                     }
+                    if fallback {
+                        handoff::hinted::forget_fallback(self, p)?;
+                    }
+                }
+                Verdict::Fallback => {
+                    self.inner.master.ensure_started(p)?;
+                    self.inner.handoffs.restore_fallback(p);
                 }
                 Verdict::Incoming => {
                     self.inner.master.ensure_started(p)?;
@@ -225,6 +251,9 @@ impl<V: Vnode> Cluster<V> {
                     }
                     if marker.is_some() {
                         handoff::delete_marker(store, p)?;
+                    }
+                    if fallback {
+                        handoff::hinted::forget_fallback(self, p)?;
                     }
                 }
                 Verdict::HandingOff | Verdict::Nothing => {}
@@ -248,6 +277,15 @@ impl<V: Vnode> Cluster<V> {
         self.spawn(async move { c.gossip_loop().await });
         let c = self.clone();
         self.spawn(async move { c.change_loop().await });
+        let c = self.clone();
+        self.spawn(async move { c.heartbeat_loop().await });
+        let c = self.clone();
+        self.spawn(async move {
+            loop {
+                tokio::time::sleep(handoff::hinted::HINT_INTERVAL).await;
+                handoff::hint_round(&c).await;
+            }
+        });
     }
 
     /// Runs `task` as one of the node's background tasks: it ends with
@@ -316,6 +354,19 @@ impl<V: Vnode> Cluster<V> {
         self.inner.handoffs.active()
     }
 
+    /// Partitions whose vnode here is a fallback for a down owner.
+    pub fn fallbacks(&self) -> Vec<PartitionId> {
+        self.inner.handoffs.fallback_partitions()
+    }
+
+    /// Hints sealed here and not yet delivered, by partition.
+    pub fn pending_hints(&self) -> Result<Vec<PartitionId>> {
+        Ok(handoff::hinted::stored_hints(&self.inner.store)?
+            .into_iter()
+            .map(|h| h.partition)
+            .collect())
+    }
+
     /// Whether this node is the claimant.
     pub fn is_claimant(&self) -> bool {
         self.ring().ring.claimant == self.inner.me
@@ -329,22 +380,104 @@ impl<V: Vnode> Cluster<V> {
             .ok_or_else(|| Error::Rpc("the claimant has no address".into()))
     }
 
-    /// Members this node could not gossip with recently.
+    /// Active members this node's failure detector sees as down, sorted.
     pub fn unreachable(&self) -> Vec<String> {
-        let failed = lock(&self.inner.failed);
         let snap = self.ring();
-        let mut out: Vec<String> = snap
-            .ring
-            .active_members()
-            .filter(|(n, _)| {
-                failed
-                    .get(*n)
-                    .is_some_and(|t| t.elapsed() < UNREACHABLE_FOR)
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        out.sort();
-        out
+        self.inner
+            .liveness
+            .down()
+            .into_iter()
+            .filter(|n| snap.ring.state_of(n).is_some_and(|s| s.is_active()))
+            .collect()
+    }
+
+    /// The failure detector's view of which peers are up.
+    pub fn liveness(&self) -> &Arc<Liveness> {
+        &self.inner.liveness
+    }
+
+    /// Whether this node is stopping cleanly.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Tells every member this node is stopping, so they count it down at
+    /// once and send its partitions' requests to fallbacks; waits for their
+    /// answers for at most one detection timeout. Its heartbeat answers say
+    /// it too from now on.
+    pub async fn say_goodbye(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let snap = self.ring();
+        let mut answers = Vec::new();
+        for (_, addr) in self.other_members() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.inner.transport.send(
+                &addr,
+                PeerCall::Heartbeat {
+                    from: self.inner.me.clone(),
+                    stopping: true,
+                    cluster_id: snap.ring.cluster_id.clone(),
+                },
+                Box::new(move |r| {
+                    let _ = tx.send(r.is_ok());
+                }),
+            );
+            answers.push(rx);
+        }
+        let told = tokio::time::timeout(
+            self.inner.liveness.timeout(),
+            futures::future::join_all(answers),
+        )
+        .await
+        .map(|r| r.into_iter().filter(|a| matches!(a, Ok(true))).count())
+        .unwrap_or(0);
+        tracing::info!(told, "told peers this node is stopping");
+    }
+
+    /// Heartbeats every member each interval (see [`watcher`]), and wakes
+    /// the change loop when a peer goes down or comes back.
+    async fn heartbeat_loop(&self) {
+        let every = watcher::heartbeat_interval(self.inner.liveness.timeout());
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut down = self.inner.liveness.down();
+        loop {
+            tick.tick().await;
+            let snap = self.ring();
+            let liveness = &self.inner.liveness;
+            liveness.watch(snap.ring.members.keys().map(String::as_str));
+            for (node, m) in snap.ring.members.iter() {
+                if *node == self.inner.me {
+                    continue;
+                }
+                let l = Arc::clone(liveness);
+                let n = node.clone();
+                self.inner.transport.send(
+                    &m.addr,
+                    PeerCall::Heartbeat {
+                        from: self.inner.me.clone(),
+                        stopping: self.is_stopping(),
+                        cluster_id: snap.ring.cluster_id.clone(),
+                    },
+                    Box::new(move |r| {
+                        if let Ok(PeerAnswer::Heartbeat { stopping }) = r {
+                            l.heard(&n, stopping);
+                        }
+                    }),
+                );
+            }
+            let now_down = liveness.down();
+            if now_down != down {
+                for n in now_down.iter().filter(|n| !down.contains(n)) {
+                    tracing::warn!(node = %n, "peer is down (no heartbeat answer)");
+                }
+                for n in down.iter().filter(|n| !now_down.contains(n)) {
+                    tracing::info!(node = %n, "peer is up again");
+                }
+                down = now_down;
+                self.inner.changed.send_modify(|_| {});
+            }
+        }
     }
 
     /// Every active member has seen the current ring version.
@@ -360,7 +493,6 @@ impl<V: Vnode> Cluster<V> {
         let mut seen = lock(&self.inner.seen);
         let e = seen.entry(node.to_string()).or_insert(0);
         *e = (*e).max(version);
-        lock(&self.inner.failed).remove(node);
     }
 
     async fn install(&self, ring: RingState) -> Result<()> {
@@ -428,7 +560,9 @@ impl<V: Vnode> Cluster<V> {
             }
             self.inner.handoffs.clear_inbound(p);
             handoff::delete_marker(&self.inner.store, p)?;
+            handoff::hinted::forget_fallback(self, p)?;
         }
+        handoff::hinted::drop_hints(&self.inner.store)?;
         Ok(())
     }
 
@@ -478,10 +612,9 @@ impl<V: Vnode> Cluster<V> {
                 // restarted on an empty data directory): for this cluster it
                 // is as good as unreachable. A joining node has not adopted
                 // our ring yet; it is just not heard from.
+                // The failure detector counts it down: it refuses our
+                // heartbeats for the same reason.
                 tracing::debug!(%node, "answered for another cluster");
-                if ring.ring.state_of(&node) != Some(MemberState::Joining) {
-                    lock(&self.inner.failed).insert(node, Instant::now());
-                }
             }
             Ok(reply) => {
                 self.note_seen(&node, reply.version);
@@ -494,7 +627,6 @@ impl<V: Vnode> Cluster<V> {
             }
             Err(e) => {
                 tracing::debug!(%node, error = %e, "gossip failed");
-                lock(&self.inner.failed).insert(node, Instant::now());
             }
         }
     }
@@ -546,9 +678,9 @@ impl<V: Vnode> Cluster<V> {
         let snap = self.ring();
         let size = snap.ring.size().get();
         let cluster_id = match &call {
-            PeerCall::Command { cluster_id, .. } | PeerCall::Coverage { cluster_id, .. } => {
-                cluster_id
-            }
+            PeerCall::Command { cluster_id, .. }
+            | PeerCall::Coverage { cluster_id, .. }
+            | PeerCall::Heartbeat { cluster_id, .. } => cluster_id,
         };
         if !cluster_id.is_empty() && *cluster_id != snap.ring.cluster_id {
             // A node that left (or never joined) must not serve a cluster's
@@ -558,22 +690,35 @@ impl<V: Vnode> Cluster<V> {
                 PeerCall::Coverage { partitions, .. } => reply(Ok(PeerAnswer::Coverage(
                     partitions.into_iter().map(|p| (p, Err(e()))).collect(),
                 ))),
-                PeerCall::Command { .. } => reply(Err(e())),
+                PeerCall::Command { .. } | PeerCall::Heartbeat { .. } => reply(Err(e())),
             };
         }
         match call {
+            PeerCall::Heartbeat { from, stopping, .. } => {
+                if stopping {
+                    tracing::info!(node = %from, "peer is stopping");
+                    self.inner.liveness.goodbye(&from);
+                    self.inner.changed.send_modify(|_| {});
+                }
+                reply(Ok(PeerAnswer::Heartbeat {
+                    stopping: self.is_stopping(),
+                }));
+            }
             PeerCall::Command {
                 partition,
                 cmd,
                 hops,
                 session,
+                fallback,
                 ..
             } => {
                 if partition.0 >= size {
                     return reply(Err(Error::InvalidPartition(partition.0.to_string())));
                 }
                 let reply = Box::new(move |r: Result<Vec<u8>>| reply(r.map(PeerAnswer::Reply)));
-                if session != 0 {
+                if fallback {
+                    handoff::fallback_command(self, partition, cmd, reply);
+                } else if session != 0 {
                     handoff::forwarded_command(self, partition, session, &cmd, reply);
                 } else {
                     self.inner
@@ -665,17 +810,31 @@ impl<V: Vnode> Cluster<V> {
         let me = self.inner.me.as_str();
         let master = &self.inner.master;
         let handoffs = &self.inner.handoffs;
+        // No vnode becomes or stops being a fallback while its fate is
+        // decided from that.
+        let _fallbacks = handoffs.fallback_guard().await;
         for p in snap.ring.size().partitions() {
             let here = Local {
                 present: master.is_running(p),
                 handing_off: handoffs.handing_off(p),
                 incoming: handoffs.incoming(p),
+                fallback: handoffs.is_fallback(p),
             };
             match local::decide(&snap.ring, me, p, here) {
+                Verdict::Fallback => {
+                    if let Err(e) = master.ensure_started(p) {
+                        tracing::error!(partition = %p, error = %e, "cannot start fallback vnode");
+                    }
+                }
                 Verdict::Primary => {
                     if let Err(e) = master.ensure_started(p) {
                         tracing::error!(partition = %p, error = %e, "cannot start vnode");
                         continue;
+                    }
+                    if here.fallback
+                        && let Err(e) = handoff::hinted::forget_fallback(self, p)
+                    {
+                        tracing::warn!(partition = %p, error = %e, "could not forget fallback marker");
                     }
                     if handoffs.unmark_redirected(p) {
                         let _ = master.control(p, |_, _, mode| *mode = Mode::Normal).await;
@@ -1004,6 +1163,10 @@ impl<V: Vnode> Host for Cluster<V> {
     fn gossip_now(&self, node: String, addr: String) -> impl Future<Output = ()> + Send {
         let c = self.clone();
         async move { c.gossip_to(node, addr).await }
+    }
+
+    fn is_up(&self, node: &str) -> bool {
+        self.inner.liveness.is_up(node)
     }
 
     fn recheck(&self) {

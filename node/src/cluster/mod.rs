@@ -14,6 +14,7 @@
 //! - [`local`]: which vnodes a node keeps and why (primary, incoming,
 //!   handing off); the pure rule both startup and every ring change apply.
 //! - [`view`]: the current ring, shared cheaply.
+//! - [`watcher`]: the failure detector: which peers answer heartbeats.
 
 pub mod claimant;
 pub mod handoff;
@@ -23,6 +24,7 @@ pub mod router;
 pub mod state;
 pub mod transport;
 pub mod view;
+pub mod watcher;
 
 pub use manager::{Cluster, ClusterConfig};
 

@@ -6,11 +6,12 @@
 //! (`Error::Left`) until it joins one again.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use super::transport::{PeerAnswer, PeerCall, Transport};
 use super::view::View;
+use super::watcher::Liveness;
 use crate::request::{CoverageSink, Dispatch};
 use crate::ring::{PartitionId, Replica, RingSize, Role, apl};
 use crate::vnode::{Replier, Vnode, VnodeMaster, Wire};
@@ -22,6 +23,8 @@ pub const MAX_HOPS: u32 = 3;
 
 /// Encoded reply to a command.
 pub type EncodedReply = Box<dyn FnOnce(Result<Vec<u8>>) + Send>;
+/// Runs an encoded command on this node's fallback vnode of a partition.
+pub type LocalFallback = Arc<dyn Fn(PartitionId, Vec<u8>, EncodedReply) + Send + Sync>;
 /// Receives encoded coverage answers.
 pub type EncodedSink = Arc<dyn Fn(PartitionId, Result<Vec<u8>>) + Send + Sync>;
 
@@ -31,8 +34,11 @@ pub struct Router<V: Vnode> {
     view: View,
     master: VnodeMaster<V>,
     transport: Arc<dyn Transport>,
+    liveness: Arc<Liveness>,
     names: Vec<Arc<str>>,
     this: Weak<Router<V>>,
+    /// The node's fallback vnodes (set once by the cluster manager).
+    local_fallback: OnceLock<LocalFallback>,
 }
 
 /// How often a request refused as [`Error::Moved`] is tried again, and how
@@ -47,6 +53,7 @@ impl<V: Vnode> Router<V> {
         view: View,
         master: VnodeMaster<V>,
         transport: Arc<dyn Transport>,
+        liveness: Arc<Liveness>,
     ) -> Arc<Self> {
         let size = master.ring_size();
         let names = size
@@ -58,9 +65,52 @@ impl<V: Vnode> Router<V> {
             view,
             master,
             transport,
+            liveness,
             names,
             this: this.clone(),
+            local_fallback: OnceLock::new(),
         })
+    }
+
+    /// Where commands for this node's fallback vnodes go; set once.
+    pub fn set_local_fallback(&self, f: LocalFallback) {
+        let _ = self.local_fallback.set(f);
+    }
+
+    /// Sends an encoded command to the fallback `to` names: this node's own
+    /// fallback vnode, or the named node's, never forwarded elsewhere.
+    fn fallback_encoded(&self, to: &Replica, cmd: Vec<u8>, reply: EncodedReply) {
+        let p = to.partition;
+        if *to.node == *self.me {
+            return match self.local_fallback.get() {
+                Some(f) => f(p, cmd, reply),
+                None => reply(Err(Error::FailedPrecondition(format!(
+                    "{to}: this node keeps no fallback vnodes"
+                )))),
+            };
+        }
+        let snap = self.view.current();
+        let Some(addr) = snap.addr(&to.node).map(str::to_string) else {
+            return reply(Err(Error::Rpc(format!("{to}: the node has no address"))));
+        };
+        self.transport.send(
+            &addr,
+            PeerCall::Command {
+                partition: p,
+                cmd,
+                hops: MAX_HOPS,
+                cluster_id: snap.ring.cluster_id.clone(),
+                session: 0,
+                fallback: true,
+            },
+            Box::new(move |r| {
+                reply(match r {
+                    Ok(PeerAnswer::Reply(b)) => Ok(b),
+                    Ok(_) => Err(Error::Rpc("unexpected answer to a command".into())),
+                    Err(e) => Err(e),
+                })
+            }),
+        );
     }
 
     /// The local vnode master.
@@ -152,13 +202,12 @@ impl<V: Vnode> Router<V> {
                 hops,
                 cluster_id: cluster_id.to_string(),
                 session: 0,
+                fallback: false,
             },
             Box::new(move |r| {
                 reply(match r {
                     Ok(PeerAnswer::Reply(b)) => Ok(b),
-                    Ok(PeerAnswer::Coverage(_)) => {
-                        Err(Error::Rpc("coverage answer to a command".into()))
-                    }
+                    Ok(_) => Err(Error::Rpc("unexpected answer to a command".into())),
                     Err(e) => Err(e),
                 })
             }),
@@ -264,9 +313,9 @@ impl<V: Vnode> Router<V> {
                             sink(p, r);
                         }
                     }
-                    Ok(PeerAnswer::Reply(_)) => fail_all(
+                    Ok(_) => fail_all(
                         &asked,
-                        &Error::Rpc("command answer to coverage".into()),
+                        &Error::Rpc("unexpected answer to coverage".into()),
                         &sink,
                     ),
                     Err(e) => fail_all(&asked, &e, &sink),
@@ -292,27 +341,29 @@ impl<V: Vnode> Dispatch<V> for Router<V> {
         self.view.current().owner(p)
     }
 
-    fn preflist(&self, first: PartitionId, n: usize) -> Result<Vec<Replica>> {
+    fn preflist(&self, first: PartitionId, n: usize, sloppy: bool) -> Result<Vec<Replica>> {
         let snap = self.view.current();
         if snap.left {
             return Err(self.left());
         }
-        // Every owner counts as up: this node has no failure detector yet,
-        // so a preference list is its primaries (riak_core's `get_apl_ann`
-        // with every node up).
-        apl::annotated(&snap.ring.owners, first, n, |_| true)
+        if !sloppy {
+            // Strict: the primaries, up or not.
+            return apl::annotated(&snap.ring.owners, first, n, |_| true);
+        }
+        apl::annotated(&snap.ring.owners, first, n, |node| {
+            self.liveness.is_up(node)
+        })
     }
 
     fn command(&self, to: &Replica, cmd: V::Command, reply: Replier<V::Reply>) {
         let p = to.partition;
         if to.role == Role::Fallback {
-            // No node keeps fallback vnodes yet, and this node's preference
-            // lists name none: a fallback asked for is not here.
-            return reply(
-                p,
-                Err(Error::FailedPrecondition(format!(
-                    "{to}: no fallback vnodes are kept"
-                ))),
+            let mut buf = Vec::new();
+            cmd.encode(&mut buf);
+            return self.fallback_encoded(
+                to,
+                buf,
+                Box::new(move |r| reply(p, r.and_then(|b| V::Reply::decode(&b)))),
             );
         }
         // The local path stays typed: no encoding for partitions owned here.

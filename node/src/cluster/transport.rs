@@ -42,6 +42,9 @@ pub enum PeerCall {
         /// Non-zero for a copy forwarded by a handing-off vnode: only the
         /// receiving copy of that handoff session may apply it.
         session: u64,
+        /// For the receiving node's fallback vnode of `partition`, standing
+        /// in for a down owner (never forwarded).
+        fallback: bool,
     },
     /// An encoded coverage request for each of `partitions`.
     Coverage {
@@ -54,6 +57,17 @@ pub enum PeerCall {
         /// The sender's cluster; empty from senders that do not say.
         cluster_id: String,
     },
+    /// The failure detector's heartbeat (see `cluster::watcher`): the
+    /// answer proves the peer is reachable; `stopping` says the sender is
+    /// shutting down and should count as down from now on.
+    Heartbeat {
+        /// The sending node.
+        from: String,
+        /// The sender is stopping cleanly.
+        stopping: bool,
+        /// The sender's cluster; a node of another cluster refuses it.
+        cluster_id: String,
+    },
 }
 
 /// A peer's answer to a [`PeerCall`].
@@ -63,6 +77,11 @@ pub enum PeerAnswer {
     Reply(Vec<u8>),
     /// One answer per partition of a coverage request, in any order.
     Coverage(Vec<(PartitionId, Result<Vec<u8>>)>),
+    /// The answer to a heartbeat: whether the answering node is stopping.
+    Heartbeat {
+        /// The answering node is stopping cleanly.
+        stopping: bool,
+    },
 }
 
 /// Receives a peer's answer (or why there is none).
@@ -112,6 +131,24 @@ pub struct HandoffStart {
     pub session: u64,
     /// The sender's ring size.
     pub ring_size: u32,
+}
+
+/// A hinted handoff: data a fallback vnode took for a down owner, sealed
+/// under an id, for the partition's owner to merge exactly once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hint {
+    /// The partition.
+    pub partition: PartitionId,
+    /// The hint's id: the receiver merges each id once.
+    pub id: u64,
+    /// The fallback's node.
+    pub from: String,
+    /// The sender's cluster.
+    pub cluster_id: String,
+    /// The sender's ring size.
+    pub ring_size: u32,
+    /// The vnode's items, as its handoff fold made them.
+    pub items: Vec<Vec<u8>>,
 }
 
 /// What flows from the sender of a handoff to its receiver.
@@ -175,6 +212,10 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Opens a handoff stream to the node at `addr`, sending `start` first.
     fn handoff(&self, addr: &str, start: HandoffStart) -> BoxFuture<'static, Result<HandoffLink>>;
+
+    /// Delivers a hinted handoff to the owner at `addr`; `Ok` once it is
+    /// merged (now or before) and durable there.
+    fn hint(&self, addr: &str, hint: Hint) -> BoxFuture<'static, Result<()>>;
 }
 
 /// The persisted form of a ring.

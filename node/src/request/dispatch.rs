@@ -27,8 +27,9 @@ pub trait Dispatch<V: Vnode>: Send + Sync + 'static {
     fn owner(&self, p: PartitionId) -> Arc<str>;
     /// The annotated preference list of `n` replicas starting at partition
     /// `first` ([`apl::annotated`]), as this dispatcher sees the ring and
-    /// which nodes are up.
-    fn preflist(&self, first: PartitionId, n: usize) -> Result<Vec<Replica>>;
+    /// which nodes are up; with `sloppy` false, the `n` primaries whether
+    /// their owners are up or not (a strict quorum).
+    fn preflist(&self, first: PartitionId, n: usize, sloppy: bool) -> Result<Vec<Replica>>;
     /// Sends `cmd` to the vnode `to` names. A primary is reached wherever
     /// its partition is owned when the command arrives (ownership may have
     /// moved since the preference list was made).
@@ -55,7 +56,7 @@ impl<V: Vnode> Dispatch<V> for VnodeMaster<V> {
         Arc::clone(self.node())
     }
 
-    fn preflist(&self, first: PartitionId, n: usize) -> Result<Vec<Replica>> {
+    fn preflist(&self, first: PartitionId, n: usize, _sloppy: bool) -> Result<Vec<Replica>> {
         // A node alone owns every partition and is always up.
         Ok(apl::primaries(self.ring_size(), first, n)?
             .into_iter()

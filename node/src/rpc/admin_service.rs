@@ -120,6 +120,7 @@ impl<V: Vnode> AdminApi for AdminService<V> {
             ring_version: ring.version,
             claimant: ring.claimant.clone(),
             node: self.cluster.me().to_string(),
+            unreachable: self.cluster.unreachable(),
         }))
     }
 
@@ -192,6 +193,7 @@ impl<V: Vnode> AdminApi for AdminService<V> {
                 bytes_sent: t.bytes,
                 elapsed_s: t.elapsed.as_secs_f64(),
                 items_total: t.total,
+                r#type: t.kind.as_str().to_string(),
             })
             .collect();
         let snap = self.cluster.ring();

@@ -76,6 +76,11 @@ impl<V: Vnode> ClusterApi for ClusterService<V> {
         }))
     }
 
+    async fn hint(&self, req: Request<pb::HintRequest>) -> Result<Response<pb::HintReply>, Status> {
+        handoff::receive_hint(&self.cluster, req.into_inner().into()).await?;
+        Ok(Response::new(pb::HintReply {}))
+    }
+
     type ChannelStream = UnboundedReceiverStream<Result<pb::PeerReply, Status>>;
 
     async fn channel(

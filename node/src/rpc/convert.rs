@@ -13,7 +13,7 @@ use prost::Message;
 use crate::app::{AddOptions, AddResult, Pong, Stats};
 use crate::cluster::state::{Member, MemberState, RingState, Transfer};
 use crate::cluster::transport::{
-    Gossip, GossipReply, HandoffAck, HandoffMessage, HandoffStart, JoinRequest, PeerAnswer,
+    Gossip, GossipReply, HandoffAck, HandoffMessage, HandoffStart, Hint, JoinRequest, PeerAnswer,
     PeerCall, RingCodec,
 };
 use crate::ring::{PartitionId, Ring, RingSize};
@@ -39,6 +39,7 @@ impl From<AddResult> for pb::AddReply {
                     sum: x.sum,
                     partition: x.partition.to_string(),
                     node: x.node.to_string(),
+                    fallback: x.role == crate::ring::Role::Fallback,
                 })
                 .collect(),
         }
@@ -77,6 +78,7 @@ pub(crate) fn add_options(r: &pb::AddRequest) -> Result<AddOptions> {
         w: positive("w", r.w)?.map(|v| v as usize),
         timeout: positive("timeout_ms", r.timeout_ms)?
             .map(|ms| Duration::from_millis(u64::from(ms))),
+        sloppy: r.sloppy,
     })
 }
 
@@ -247,6 +249,7 @@ impl From<PeerCall> for pb::PeerRequest {
                 hops,
                 cluster_id,
                 session,
+                fallback,
             } => pb::PeerRequest {
                 id: 0,
                 partition: partition.0,
@@ -255,6 +258,7 @@ impl From<PeerCall> for pb::PeerRequest {
                 handoff_session: session,
                 hops,
                 cluster_id,
+                fallback,
             },
             PeerCall::Coverage {
                 partitions,
@@ -269,6 +273,24 @@ impl From<PeerCall> for pb::PeerRequest {
                 handoff_session: 0,
                 hops,
                 cluster_id,
+                fallback: false,
+            },
+            PeerCall::Heartbeat {
+                from,
+                stopping,
+                cluster_id,
+            } => pb::PeerRequest {
+                id: 0,
+                partition: 0,
+                kind: Some(pb::peer_request::Kind::Heartbeat(pb::Heartbeat {
+                    from,
+                    stopping,
+                })),
+                partitions: Vec::new(),
+                handoff_session: 0,
+                hops: 0,
+                cluster_id,
+                fallback: false,
             },
         }
     }
@@ -283,11 +305,17 @@ pub fn peer_call(r: pb::PeerRequest) -> Result<PeerCall> {
             hops: r.hops,
             cluster_id: r.cluster_id,
             session: r.handoff_session,
+            fallback: r.fallback,
         }),
         Some(pb::peer_request::Kind::Coverage(req)) => Ok(PeerCall::Coverage {
             partitions: r.partitions.into_iter().map(PartitionId).collect(),
             req,
             hops: r.hops,
+            cluster_id: r.cluster_id,
+        }),
+        Some(pb::peer_request::Kind::Heartbeat(h)) => Ok(PeerCall::Heartbeat {
+            from: h.from,
+            stopping: h.stopping,
             cluster_id: r.cluster_id,
         }),
         None => Err(Error::InvalidArgument("peer request without a kind".into())),
@@ -310,6 +338,12 @@ pub fn peer_reply_to_pb(id: u64, r: Result<PeerAnswer>) -> pb::PeerReply {
                 })
                 .collect(),
         }),
+        Ok(PeerAnswer::Heartbeat { stopping }) => {
+            pb::peer_reply::Result::Heartbeat(pb::Heartbeat {
+                from: String::new(),
+                stopping,
+            })
+        }
         Err(e) => pb::peer_reply::Result::Error(error_to_pb(&e)),
     };
     pb::PeerReply {
@@ -323,6 +357,9 @@ pub fn peer_answer(r: pb::peer_reply::Result) -> Result<PeerAnswer> {
     match r {
         pb::peer_reply::Result::Reply(b) => Ok(PeerAnswer::Reply(b)),
         pb::peer_reply::Result::Error(e) => Err(error_from_pb(e)),
+        pb::peer_reply::Result::Heartbeat(h) => Ok(PeerAnswer::Heartbeat {
+            stopping: h.stopping,
+        }),
         pb::peer_reply::Result::Coverage(c) => Ok(PeerAnswer::Coverage(
             c.items
                 .into_iter()
@@ -458,6 +495,32 @@ pub fn handoff_ack(a: pb::HandoffAck) -> Result<HandoffAck> {
     }
 }
 
+impl From<Hint> for pb::HintRequest {
+    fn from(h: Hint) -> Self {
+        pb::HintRequest {
+            partition: h.partition.0,
+            id: h.id,
+            from: h.from,
+            cluster_id: h.cluster_id,
+            ring_size: h.ring_size,
+            items: h.items,
+        }
+    }
+}
+
+impl From<pb::HintRequest> for Hint {
+    fn from(h: pb::HintRequest) -> Self {
+        Hint {
+            partition: PartitionId(h.partition),
+            id: h.id,
+            from: h.from,
+            cluster_id: h.cluster_id,
+            ring_size: h.ring_size,
+            items: h.items,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,6 +573,7 @@ mod tests {
             hops: 1,
             cluster_id: "c".into(),
             session: 9,
+            fallback: true,
         };
         assert_eq!(
             peer_call(pb::PeerRequest::from(call.clone())).expect("call"),
@@ -525,5 +589,19 @@ mod tests {
             peer_call(pb::PeerRequest::from(cov.clone())).expect("call"),
             cov
         );
+        let beat = PeerCall::Heartbeat {
+            from: "a".into(),
+            stopping: true,
+            cluster_id: "c".into(),
+        };
+        assert_eq!(
+            peer_call(pb::PeerRequest::from(beat.clone())).expect("call"),
+            beat
+        );
+        let answer = peer_reply_to_pb(3, Ok(PeerAnswer::Heartbeat { stopping: true }));
+        assert!(matches!(
+            answer.result.map(peer_answer),
+            Some(Ok(PeerAnswer::Heartbeat { stopping: true }))
+        ));
     }
 }

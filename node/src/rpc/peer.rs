@@ -28,7 +28,7 @@ use super::client::{CookieLayer, endpoint, source_chain};
 use super::convert;
 use crate::cluster::state::{RingState, Transfer};
 use crate::cluster::transport::{
-    Gossip, GossipReply, HandoffLink, HandoffMessage, HandoffStart, JoinRequest, PeerCall,
+    Gossip, GossipReply, HandoffLink, HandoffMessage, HandoffStart, Hint, JoinRequest, PeerCall,
     Transport,
 };
 use crate::{Error, Result};
@@ -231,6 +231,17 @@ impl Transport for Peers {
                 })
                 .boxed();
             Ok(HandoffLink { tx, acks })
+        })
+    }
+
+    fn hint(&self, addr: &str, hint: Hint) -> BoxFuture<'static, Result<()>> {
+        let client = self.cluster(addr);
+        Box::pin(async move {
+            client?
+                .hint(pb::HintRequest::from(hint))
+                .await
+                .map_err(|s| call_failed(&s))?;
+            Ok(())
         })
     }
 }

@@ -60,6 +60,8 @@ pub struct ServeConfig {
     pub advertise: Option<String>,
     /// Ownership transfers at once, per direction.
     pub handoff_concurrency: usize,
+    /// Silence after which a peer counts as down.
+    pub detect_after: std::time::Duration,
 }
 
 /// A node that has opened its store and bound its port but not yet served.
@@ -100,6 +102,7 @@ impl Node {
                 addr: advertise,
                 handoff_concurrency: config.handoff_concurrency,
                 seed: None,
+                detect_after: config.detect_after,
             },
             store,
             master.clone(),
@@ -178,8 +181,12 @@ impl Node {
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let health_on_stop = health.clone();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let goodbye = cluster.clone();
         let shutdown = async move {
             shutdown.await;
+            // Peers switch to fallbacks now, not after the detection
+            // timeout; requests already sent here still finish below.
+            goodbye.say_goodbye().await;
             tracing::info!("shutting down: finishing in-flight requests");
             health_on_stop
                 .set_not_serving::<FlavioServer<Service>>()

@@ -114,6 +114,12 @@ impl VnodeCtx {
         self.writes.push(Write::DeleteAll);
     }
 
+    /// Stages a framework write (a metadata record that must change in the
+    /// same atomic batch as this vnode's data).
+    pub(crate) fn stage(&mut self, w: Write) {
+        self.writes.push(w);
+    }
+
     pub(crate) fn take_writes(&mut self) -> Vec<Write> {
         std::mem::take(&mut self.writes)
     }

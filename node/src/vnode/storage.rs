@@ -43,6 +43,13 @@ pub enum Write {
     Delete(Vec<u8>),
     /// Remove every item of the partition.
     DeleteAll,
+    /// Set a node metadata value, in the same atomic batch as the
+    /// partition's writes around it (the framework's records that must
+    /// change together with a vnode's data: a sealed hint, a merged hint's
+    /// id).
+    PutMeta(String, Vec<u8>),
+    /// Remove a node metadata value, atomically as [`Write::PutMeta`].
+    DeleteMeta(String),
 }
 
 /// Runs once a group of writes is durable (or failed).
@@ -163,6 +170,7 @@ impl Store {
             dir: dir.to_path_buf(),
             db: db.clone(),
             vnodes: vnodes.clone(),
+            meta: meta.clone(),
             mode,
         };
         let committer = if inline {
@@ -283,6 +291,17 @@ impl Store {
         self.db.persist(self.mode).map_err(&err)
     }
 
+    /// Every metadata entry whose key starts with `prefix`, in key order.
+    pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.check_open()?;
+        let mut out = Vec::new();
+        for guard in self.meta.prefix(prefix) {
+            let (k, v) = guard.into_inner().map_err(storage_err(&self.dir))?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Whether any item of `partition` is stored (false once closed).
     pub fn has_data(&self, partition: PartitionId) -> bool {
         self.open.load(Ordering::SeqCst)
@@ -306,6 +325,7 @@ struct Writer {
     dir: PathBuf,
     db: Database,
     vnodes: Keyspace,
+    meta: Keyspace,
     mode: PersistMode,
 }
 
@@ -353,6 +373,8 @@ impl Writer {
                 match w {
                     Write::Put(k, v) => batch.insert(&self.vnodes, prefixed(prefix, k), v.clone()),
                     Write::Delete(k) => batch.remove(&self.vnodes, prefixed(prefix, k)),
+                    Write::PutMeta(k, v) => batch.insert(&self.meta, k.as_str(), v.clone()),
+                    Write::DeleteMeta(k) => batch.remove(&self.meta, k.as_str()),
                     Write::DeleteAll => {
                         // Earlier writes of this group must be visible to the scan
                         // below, or a key put just before would survive the delete.

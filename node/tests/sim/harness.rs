@@ -131,6 +131,7 @@ impl Harness {
                 addr: node.addr.clone(),
                 handoff_concurrency: 2,
                 seed: Some(seed),
+                detect_after: flavio_node::cluster::watcher::DEFAULT_TIMEOUT,
             },
             store.clone(),
             master.clone(),
@@ -274,8 +275,12 @@ impl Harness {
         };
         ring.pending.is_empty()
             && self.members().iter().all(|i| {
-                self.cluster(*i)
-                    .is_some_and(|c| c.ring().ring == ring && c.inner_handoffs_active().is_empty())
+                self.cluster(*i).is_some_and(|c| {
+                    c.ring().ring == ring
+                        && c.inner_handoffs_active().is_empty()
+                        && c.fallbacks().is_empty()
+                        && c.pending_hints().is_ok_and(|h| h.is_empty())
+                })
             })
             && ring
                 .members

@@ -19,7 +19,7 @@ use flavio_node::Error;
 use flavio_node::app::FlavioVnode;
 use flavio_node::cluster::state::{MemberState, RingState, Transfer};
 use flavio_node::cluster::transport::{
-    Gossip, GossipReply, HandoffAck, HandoffLink, HandoffMessage, HandoffStart, JoinRequest,
+    Gossip, GossipReply, HandoffAck, HandoffLink, HandoffMessage, HandoffStart, Hint, JoinRequest,
     PeerCall, PeerCallback, Transport,
 };
 use flavio_node::cluster::{Cluster, handoff};
@@ -305,6 +305,12 @@ impl Transport for SimTransport {
     ) -> BoxFuture<'static, flavio_node::Result<Option<RingState>>> {
         self.call(addr, move |n| {
             Box::pin(async move { n.complete_transfer(&t).await.map(Some) })
+        })
+    }
+
+    fn hint(&self, addr: &str, hint: Hint) -> BoxFuture<'static, flavio_node::Result<()>> {
+        self.call(addr, move |n| {
+            Box::pin(async move { handoff::receive_hint(&n, hint).await })
         })
     }
 

@@ -63,6 +63,7 @@ impl Forwarder for ArcForwarder {
                 hops: 0,
                 cluster_id: String::new(),
                 session: f.session,
+                fallback: false,
             },
             Box::new(move |r| {
                 back.done(matches!(r, Ok(PeerAnswer::Reply(_))));

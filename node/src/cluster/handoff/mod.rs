@@ -30,11 +30,14 @@
 //! all they ask of the node, so the membership manager implements it and
 //! handoff never names the manager.
 //!
-//! Left out: hinted handoff (no fallback vnodes yet) and resuming a transfer
-//! half-way.
+//! [`hinted`] is the other kind of handoff: a fallback vnode's data going
+//! back to the partition's owner.
+//!
+//! Left out: resuming a transfer half-way.
 
 mod forward;
 pub mod fsm;
+pub mod hinted;
 pub mod receiver;
 pub mod redirect;
 pub mod sender;
@@ -56,6 +59,7 @@ use crate::Result;
 use crate::ring::PartitionId;
 use crate::vnode::{Store, Vnode, VnodeMaster};
 
+pub use hinted::{fallback_command, hint_round, receive_hint};
 pub use receiver::{forwarded_command, receive};
 pub use redirect::redirector;
 pub use sender::spawn_sender;
@@ -128,6 +132,8 @@ pub trait Host: Clone + Send + Sync + 'static {
     /// Has the node decide again which vnodes it keeps, as after a ring
     /// change: a vnode no transfer holds any more may need releasing.
     fn recheck(&self);
+    /// Whether the failure detector sees `node` up (this node always is).
+    fn is_up(&self, node: &str) -> bool;
 }
 
 /// Pause before retrying a failed transfer; it doubles with each failure in
@@ -180,15 +186,46 @@ pub struct Handoffs {
     out_slots: Arc<Semaphore>,
     in_slots: Arc<Semaphore>,
     redirected: Mutex<HashSet<u32>>,
+    /// Partitions whose vnode here is a fallback (see [`hinted`]).
+    fallbacks: Mutex<HashSet<u32>>,
+    /// Ids of hints merged here since the node started (the store has
+    /// them all; this covers deliveries racing in one batch).
+    merged: Arc<Mutex<HashSet<u64>>>,
+    /// Serializes changes of a vnode's fallback kind with the decisions
+    /// that depend on it.
+    fallback_lock: tokio::sync::Mutex<()>,
+    /// Hints being delivered now, by partition.
+    hinting: Mutex<HashMap<u32, Arc<Progress>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Which kind of handoff a transfer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A vnode moving to its partition's next owner.
+    Ownership,
+    /// A fallback vnode's data going back to the partition's owner.
+    Hinted,
+}
+
+impl Kind {
+    /// The name `admin transfers` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Ownership => "ownership",
+            Kind::Hinted => "hinted",
+        }
+    }
+}
+
 /// One active outbound transfer, for `flavio admin transfers`.
 #[derive(Debug, Clone)]
 pub struct ActiveTransfer {
+    /// Ownership or hinted.
+    pub kind: Kind,
     /// Partition.
     pub partition: PartitionId,
     /// Receiving node.
@@ -213,7 +250,37 @@ impl Handoffs {
             out_slots: Arc::new(Semaphore::new(conc)),
             in_slots: Arc::new(Semaphore::new(conc)),
             redirected: Mutex::new(HashSet::new()),
+            fallbacks: Mutex::new(HashSet::new()),
+            merged: Arc::new(Mutex::new(HashSet::new())),
+            fallback_lock: tokio::sync::Mutex::new(()),
+            hinting: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether the vnode of `p` here is a fallback.
+    pub fn is_fallback(&self, p: PartitionId) -> bool {
+        lock(&self.fallbacks).contains(&p.0)
+    }
+
+    /// The partitions whose vnode here is a fallback, in ring order.
+    pub fn fallback_partitions(&self) -> Vec<PartitionId> {
+        let mut v: Vec<PartitionId> = lock(&self.fallbacks)
+            .iter()
+            .map(|p| PartitionId(*p))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Records the fallback of `p` that a restarted node finds marked.
+    pub fn restore_fallback(&self, p: PartitionId) {
+        lock(&self.fallbacks).insert(p.0);
+    }
+
+    /// Held while a decision depends on which vnodes are fallbacks (the
+    /// ring's reconcile), so none becomes or stops being one meanwhile.
+    pub async fn fallback_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.fallback_lock.lock().await
     }
 
     /// Notes that the vnode of `p` sends everything to the partition's owner;
@@ -270,18 +337,25 @@ impl Handoffs {
 
     /// Transfers this node is sending now.
     pub fn active(&self) -> Vec<ActiveTransfer> {
+        let row = |kind: Kind, p: &u32, x: &Arc<Progress>| ActiveTransfer {
+            kind,
+            partition: PartitionId(*p),
+            to: x.peer.clone(),
+            items: x.items.load(Ordering::Relaxed),
+            bytes: x.bytes.load(Ordering::Relaxed),
+            total: Some(x.total.load(Ordering::Relaxed)).filter(|t| *t != UNKNOWN),
+            elapsed: x.started.elapsed(),
+        };
         let mut v: Vec<ActiveTransfer> = lock(&self.outbound)
             .iter()
-            .map(|(p, x)| ActiveTransfer {
-                partition: PartitionId(*p),
-                to: x.peer.clone(),
-                items: x.items.load(Ordering::Relaxed),
-                bytes: x.bytes.load(Ordering::Relaxed),
-                total: Some(x.total.load(Ordering::Relaxed)).filter(|t| *t != UNKNOWN),
-                elapsed: x.started.elapsed(),
-            })
+            .map(|(p, x)| row(Kind::Ownership, p, x))
             .collect();
-        v.sort_by_key(|t| t.partition);
+        v.extend(
+            lock(&self.hinting)
+                .iter()
+                .map(|(p, x)| row(Kind::Hinted, p, x)),
+        );
+        v.sort_by_key(|t| (t.partition, t.kind.as_str()));
         v
     }
 }

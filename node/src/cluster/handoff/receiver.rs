@@ -90,6 +90,9 @@ async fn receive_inner<H: Host>(
     let progress = Arc::new(Progress::new(start.from.clone(), start.session, true));
     lock(&c.handoffs().inbound).insert(p.0, Arc::clone(&progress));
     let _streaming = StreamOpen(Arc::clone(&progress));
+    // A fallback of `p` here gives its data to a hint first: the copy
+    // must start empty, and the hint reaches the owner after the flip.
+    super::hinted::seal_for_incoming(c, p).await?;
     // From scratch: whatever an earlier attempt left is gone first. The
     // reset also ends a redirect left from an earlier release of `p`.
     delete_marker(c.store(), p)?;
