@@ -6,7 +6,8 @@
 //! - `add A B` is a quorum request to the N primaries of hash(("add", A, B)):
 //!   each vnode replies with the sum and its partition, and counts the
 //!   operation in its persisted `ops_count`;
-//! - `stats` is a coverage request for every vnode's `ops_count`.
+//! - `stats` is a coverage request for every vnode's `ops_count`: the
+//!   primaries', and the fallbacks' for partitions whose owner is down.
 //!
 //! What it leaves out: the app keeps no data besides the counters, so its
 //! handoff moves one number per vnode.
@@ -101,6 +102,8 @@ pub struct VnodeStats {
     pub partition: Arc<str>,
     /// Node that hosts it.
     pub node: Arc<str>,
+    /// Whether it is the partition's primary or a fallback for its down owner.
+    pub role: Role,
     /// Operations the vnode has counted.
     pub ops_count: u64,
 }
@@ -108,12 +111,15 @@ pub struct VnodeStats {
 /// The result of `stats`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stats {
-    /// Every vnode that answered, in ring order.
+    /// Every vnode that answered, in ring order (a partition's fallbacks
+    /// together, when its owner is down).
     pub vnodes: Vec<VnodeStats>,
     /// Sum of their counts.
     pub total_ops: u64,
     /// True when some vnode did not answer.
     pub partial: bool,
+    /// The partitions no vnode answered for, with why.
+    pub missing: Vec<(Arc<str>, String)>,
 }
 
 /// The flavio application on one node.
@@ -218,12 +224,29 @@ impl Flavio {
         )
         .await;
         let partial = cov.partial();
+        let mut missing: Vec<(PartitionId, String)> = cov
+            .errors
+            .iter()
+            .map(|(p, e)| (*p, e.to_string()))
+            .chain(
+                cov.missing
+                    .iter()
+                    .map(|p| (*p, "no answer in time".to_string())),
+            )
+            .collect();
+        missing.sort_by_key(|(p, _)| *p);
+        let missing = missing
+            .into_iter()
+            .map(|(p, why)| (self.dispatch.partition_name(p), why))
+            .collect();
         let vnodes: Vec<VnodeStats> = cov
             .replies
             .into_iter()
-            .map(|(p, CoverageReply::OpsCount(ops_count))| VnodeStats {
-                partition: self.dispatch.partition_name(p),
-                node: self.dispatch.owner(p),
+            .flat_map(|(_, answers)| answers)
+            .map(|(who, CoverageReply::OpsCount(ops_count))| VnodeStats {
+                partition: self.dispatch.partition_name(who.partition),
+                node: who.node,
+                role: who.role,
                 ops_count,
             })
             .collect();
@@ -232,6 +255,7 @@ impl Flavio {
             vnodes,
             total_ops,
             partial,
+            missing,
         }
     }
 }

@@ -3,6 +3,8 @@
 //! requests in flight per run; `--unary` makes one call per request instead.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
@@ -54,6 +56,52 @@ pub struct BenchArgs {
     /// More node addresses to spread the load over (besides --node).
     #[arg(long = "also-node", value_name = "HOST:PORT")]
     also: Vec<String>,
+    /// Also print the successes and errors of every second (always in the
+    /// JSON output), to see an availability dip and how long it lasted.
+    #[arg(long)]
+    timeline: bool,
+}
+
+/// Successes and errors per second since the start, by completion time.
+struct Timeline {
+    start: Instant,
+    ok: Vec<AtomicU64>,
+    errors: Vec<AtomicU64>,
+}
+
+impl Timeline {
+    fn new(start: Instant, duration: Duration) -> Timeline {
+        // Replies may come in after the deadline (up to a request's
+        // timeout); later ones count in the last second.
+        let secs = duration.as_secs() as usize + 32;
+        Timeline {
+            start,
+            ok: (0..secs).map(|_| AtomicU64::new(0)).collect(),
+            errors: (0..secs).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn record(&self, ok: bool) {
+        let s = (self.start.elapsed().as_secs() as usize).min(self.ok.len() - 1);
+        let v = if ok { &self.ok[s] } else { &self.errors[s] };
+        v.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (second, ok, errors) up to the last second with anything in it.
+    fn rows(&self) -> Vec<(usize, u64, u64)> {
+        let rows: Vec<(usize, u64, u64)> = self
+            .ok
+            .iter()
+            .zip(&self.errors)
+            .enumerate()
+            .map(|(i, (o, e))| (i, o.load(Ordering::Relaxed), e.load(Ordering::Relaxed)))
+            .collect();
+        let last = rows
+            .iter()
+            .rposition(|r| r.1 + r.2 > 0)
+            .map_or(0, |i| i + 1);
+        rows[..last].to_vec()
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -78,7 +126,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// What one worker measured.
 struct Tally {
     /// Shared with the interval reporter.
-    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    done: Done,
+    timeline: Arc<Timeline>,
     ok: u64,
     errors: u64,
     first_error: Option<String>,
@@ -86,9 +135,10 @@ struct Tally {
 }
 
 impl Tally {
-    fn new(done: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Result<Tally, Failure> {
+    fn new(done: Done, timeline: Arc<Timeline>) -> Result<Tally, Failure> {
         Ok(Tally {
             done,
+            timeline,
             ok: 0,
             errors: 0,
             first_error: None,
@@ -102,10 +152,11 @@ impl Tally {
     fn record(&mut self, started: Instant, outcome: Result<(), String>) {
         let us = started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
         let _ = self.latency_us.record(us);
+        self.timeline.record(outcome.is_ok());
         match outcome {
             Ok(()) => {
                 self.ok += 1;
-                self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.done.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 self.errors += 1;
@@ -141,7 +192,7 @@ fn make_op(op: Op, seq: u64, args: &BenchArgs) -> pb::session_request::Op {
     }
 }
 
-type Done = std::sync::Arc<std::sync::atomic::AtomicU64>;
+type Done = Arc<AtomicU64>;
 
 async fn session_worker(
     client: Client,
@@ -149,8 +200,9 @@ async fn session_worker(
     deadline: Instant,
     args: &BenchArgs,
     done: Done,
+    timeline: Arc<Timeline>,
 ) -> Result<Tally, Failure> {
-    let mut tally = Tally::new(done)?;
+    let mut tally = Tally::new(done, timeline)?;
     let (tx, rx) = mpsc::channel(in_flight as usize * 2);
     let mut replies = client
         .raw()
@@ -203,9 +255,10 @@ async fn unary_worker(
     deadline: Instant,
     args: &BenchArgs,
     done: Done,
+    timeline: Arc<Timeline>,
 ) -> Result<Tally, Failure> {
     use pb::session_request::Op as P;
-    let mut tally = Tally::new(done)?;
+    let mut tally = Tally::new(done, timeline)?;
     let mut seq = worker << 40;
     while Instant::now() < deadline {
         let t0 = Instant::now();
@@ -232,7 +285,8 @@ pub(super) async fn run(args: BenchArgs, client: ClientArgs) -> Result<(), Failu
     let deadline = started + args.duration;
     let c = args.concurrency;
     let done: Done = Done::default();
-    let mut tally = Tally::new(Done::clone(&done))?;
+    let timeline = Arc::new(Timeline::new(started, args.duration));
+    let mut tally = Tally::new(Done::clone(&done), Arc::clone(&timeline))?;
     let reporter = args.report_every.map(|every| {
         let done = Done::clone(&done);
         tokio::spawn(async move {
@@ -240,7 +294,7 @@ pub(super) async fn run(args: BenchArgs, client: ClientArgs) -> Result<(), Failu
             let mut last = 0u64;
             loop {
                 tick.tick().await;
-                let now = done.load(std::sync::atomic::Ordering::Relaxed);
+                let now = done.load(Ordering::Relaxed);
                 let rate = (now - last) as f64 / every.as_secs_f64();
                 last = now;
                 println!(
@@ -253,7 +307,14 @@ pub(super) async fn run(args: BenchArgs, client: ClientArgs) -> Result<(), Failu
     let results: Vec<Result<Tally, Failure>> = if args.unary {
         let futs = (0..c).map(|i| {
             let client = clients[i as usize % clients.len()].clone();
-            unary_worker(client, u64::from(i), deadline, &args, Done::clone(&done))
+            unary_worker(
+                client,
+                u64::from(i),
+                deadline,
+                &args,
+                Done::clone(&done),
+                Arc::clone(&timeline),
+            )
         });
         futures::future::join_all(futs).await
     } else {
@@ -267,6 +328,7 @@ pub(super) async fn run(args: BenchArgs, client: ClientArgs) -> Result<(), Failu
                 deadline,
                 &args,
                 Done::clone(&done),
+                Arc::clone(&timeline),
             )
         });
         futures::future::join_all(futs).await
@@ -303,6 +365,12 @@ pub(super) async fn run(args: BenchArgs, client: ClientArgs) -> Result<(), Failu
             if let Some(e) = &tally.first_error {
                 println!("first error: {e}");
             }
+            if args.timeline {
+                println!("second        ok  errors");
+                for (sec, ok, errors) in timeline.rows() {
+                    println!("{sec:>6}  {ok:>8}  {errors:>6}");
+                }
+            }
         }
         Output::Json => println!(
             "{}",
@@ -315,6 +383,9 @@ pub(super) async fn run(args: BenchArgs, client: ClientArgs) -> Result<(), Failu
                     "p99": h.value_at_quantile(0.99), "max": h.max(),
                 },
                 "first_error": tally.first_error,
+                "timeline": timeline.rows().iter().map(|(sec, ok, errors)| json!({
+                    "second": sec, "ok": ok, "errors": errors,
+                })).collect::<Vec<_>>(),
             })
         ),
     }

@@ -108,13 +108,31 @@ pub(super) async fn stats(args: StatsArgs, client: ClientArgs) -> Result<(), Fai
         .collect();
     match client.output {
         Output::Text => {
-            let node_w = shown.iter().map(|v| v.node.len()).max().unwrap_or(4).max(4);
+            // A fallback says so after its node's name.
+            let node = |v: &pb::VnodeStats| {
+                if v.fallback {
+                    format!("{} (fallback)", v.node)
+                } else {
+                    v.node.clone()
+                }
+            };
+            let node_w = shown
+                .iter()
+                .map(|v| node(v).len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
             println!("{:<49}  {:<node_w$}  {:>10}", "Partition", "Node", "Ops");
             for v in &shown {
                 println!(
                     "{:<49}  {:<node_w$}  {:>10}",
-                    v.partition, v.node, v.ops_count
+                    v.partition,
+                    node(v),
+                    v.ops_count
                 );
+            }
+            for m in &r.missing {
+                println!("No answer for partition {}: {}", m.partition, m.reason);
             }
             println!(
                 "Total: {} ops in {} vnodes{}",
@@ -129,10 +147,14 @@ pub(super) async fn stats(args: StatsArgs, client: ClientArgs) -> Result<(), Fai
         }
         Output::Json => print_json(&json!({
             "vnodes": shown.iter().map(|v| json!({
-                "partition": v.partition, "node": v.node, "ops_count": v.ops_count
+                "partition": v.partition, "node": v.node, "ops_count": v.ops_count,
+                "type": role(v.fallback),
             })).collect::<Vec<_>>(),
             "total_ops": r.total_ops,
             "partial": r.partial,
+            "missing": r.missing.iter().map(|m| json!({
+                "partition": m.partition, "reason": m.reason,
+            })).collect::<Vec<_>>(),
         })),
     }
     Ok(())

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use super::claimant::{self, Change, Plan, Staging};
 use super::handoff::{self, Handoffs, Host};
 use super::local::{self, Local, Verdict};
-use super::router::Router;
+use super::router::{LocalFallback, Router};
 use super::state::{MemberState, Merge, RingState, Transfer};
 use super::transport::{
     Gossip, GossipReply, JoinRequest, PeerAnswer, PeerCall, PeerCallback, RingCodec, Transport,
@@ -193,14 +193,20 @@ impl<V: Vnode> Cluster<V> {
                 tasks: Mutex::new(Some(Vec::new())),
             }),
         };
-        let weak = Arc::downgrade(&cluster.inner);
-        cluster
-            .inner
-            .router
-            .set_local_fallback(Arc::new(move |p, cmd, reply| match weak.upgrade() {
+        let (w1, w2) = (
+            Arc::downgrade(&cluster.inner),
+            Arc::downgrade(&cluster.inner),
+        );
+        cluster.inner.router.set_local_fallback(LocalFallback {
+            command: Box::new(move |p, cmd, reply| match w1.upgrade() {
                 Some(inner) => handoff::fallback_command(&Cluster { inner }, p, cmd, reply),
                 None => reply(Err(Error::ShuttingDown)),
-            }));
+            }),
+            coverage: Box::new(move |ps, req, done| match w2.upgrade() {
+                Some(inner) => handoff::fallback_coverage(&Cluster { inner }, ps, req, done),
+                None => done(Vec::new()),
+            }),
+        });
         cluster.startup_cleanup(&ring).await?;
         Ok(cluster)
     }
@@ -725,6 +731,21 @@ impl<V: Vnode> Cluster<V> {
                         .router
                         .command_encoded(partition, cmd, hops, reply);
                 }
+            }
+            PeerCall::Coverage {
+                partitions,
+                req,
+                fallback: true,
+                ..
+            } => {
+                let parts: Vec<PartitionId> =
+                    partitions.into_iter().filter(|p| p.0 < size).collect();
+                handoff::fallback_coverage(
+                    self,
+                    parts,
+                    req,
+                    Box::new(move |answers| reply(Ok(PeerAnswer::Coverage(answers)))),
+                );
             }
             PeerCall::Coverage {
                 partitions,

@@ -6,13 +6,13 @@
 //! (`Error::Left`) until it joins one again.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use super::transport::{PeerAnswer, PeerCall, Transport};
 use super::view::View;
 use super::watcher::Liveness;
-use crate::request::{CoverageSink, Dispatch};
+use crate::request::{Answers, CoverageSink, Dispatch};
 use crate::ring::{PartitionId, Replica, RingSize, Role, apl};
 use crate::vnode::{Replier, Vnode, VnodeMaster, Wire};
 use crate::{Error, Result};
@@ -23,8 +23,22 @@ pub const MAX_HOPS: u32 = 3;
 
 /// Encoded reply to a command.
 pub type EncodedReply = Box<dyn FnOnce(Result<Vec<u8>>) + Send>;
-/// Runs an encoded command on this node's fallback vnode of a partition.
-pub type LocalFallback = Arc<dyn Fn(PartitionId, Vec<u8>, EncodedReply) + Send + Sync>;
+/// Answers of a node's fallback vnodes to a coverage request: one per
+/// partition asked that it holds a fallback of.
+pub type FallbackAnswers = Vec<(PartitionId, Result<Vec<u8>>)>;
+/// Receives a node's [`FallbackAnswers`].
+pub type FallbackDone = Box<dyn FnOnce(FallbackAnswers) + Send>;
+/// Runs an encoded coverage request on a node's fallback vnodes.
+pub type FallbackCoverage = Box<dyn Fn(Vec<PartitionId>, Vec<u8>, FallbackDone) + Send + Sync>;
+
+/// This node's fallback vnodes, as the cluster manager runs them.
+pub struct LocalFallback {
+    /// Runs an encoded command on the fallback vnode of a partition.
+    pub command: Box<dyn Fn(PartitionId, Vec<u8>, EncodedReply) + Send + Sync>,
+    /// Runs an encoded coverage request on the fallback vnodes of those
+    /// partitions this node holds one of.
+    pub coverage: FallbackCoverage,
+}
 /// Receives encoded coverage answers.
 pub type EncodedSink = Arc<dyn Fn(PartitionId, Result<Vec<u8>>) + Send + Sync>;
 
@@ -72,7 +86,101 @@ impl<V: Vnode> Router<V> {
         })
     }
 
-    /// Where commands for this node's fallback vnodes go; set once.
+    /// Asks every up member (this node too) for its fallback vnodes of
+    /// `down`, whose owners are down; each partition gets every fallback's
+    /// answer, or an error naming the down owner when no fallback has it.
+    fn fallback_coverage(
+        &self,
+        snap: &super::view::Snapshot,
+        down: Vec<PartitionId>,
+        req: Vec<u8>,
+        sink: CoverageSink<Answers<V::CoverageReply>>,
+    ) {
+        type Acc<T> = (BTreeMap<PartitionId, Answers<T>>, usize);
+        let nodes: Vec<(Arc<str>, String)> = snap
+            .ring
+            .active_members()
+            .filter(|(n, _)| self.liveness.is_up(n))
+            .map(|(n, m)| (Arc::from(n.as_str()), m.addr.clone()))
+            .collect();
+        let acc: Arc<Mutex<Acc<V::CoverageReply>>> =
+            Arc::new(Mutex::new((BTreeMap::new(), nodes.len())));
+        let owners: BTreeMap<PartitionId, Arc<str>> =
+            down.iter().map(|p| (*p, snap.owner(*p))).collect();
+        let finish = {
+            let acc = Arc::clone(&acc);
+            Arc::new(move || {
+                let mut acc = acc
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let got = std::mem::take(&mut acc.0);
+                drop(acc);
+                let mut got = got;
+                for (p, owner) in &owners {
+                    match got.remove(p) {
+                        Some(answers) if !answers.is_empty() => sink(*p, Ok(answers)),
+                        _ => sink(
+                            *p,
+                            Err(Error::Rpc(format!(
+                                "partition {p}: its owner {owner} is down and no fallback holds it"
+                            ))),
+                        ),
+                    }
+                }
+            })
+        };
+        if nodes.is_empty() {
+            return finish();
+        }
+        for (node, addr) in nodes {
+            let (acc, finish) = (Arc::clone(&acc), Arc::clone(&finish));
+            let local = *node == *self.me;
+            let done: FallbackDone = Box::new(move |answers| {
+                let mut a = acc
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (p, r) in answers {
+                    if let Ok(t) = r.and_then(|b| V::CoverageReply::decode(&b)) {
+                        let who = Replica {
+                            partition: p,
+                            node: Arc::clone(&node),
+                            role: Role::Fallback,
+                        };
+                        a.0.entry(p).or_default().push((who, t));
+                    }
+                }
+                a.1 -= 1;
+                let last = a.1 == 0;
+                drop(a);
+                if last {
+                    finish();
+                }
+            });
+            if local {
+                match self.local_fallback.get() {
+                    Some(f) => (f.coverage)(down.clone(), req.clone(), done),
+                    None => done(Vec::new()),
+                }
+                continue;
+            }
+            self.transport.send(
+                &addr,
+                PeerCall::Coverage {
+                    partitions: down.clone(),
+                    req: req.clone(),
+                    hops: MAX_HOPS,
+                    cluster_id: snap.ring.cluster_id.clone(),
+                    fallback: true,
+                },
+                Box::new(move |r| match r {
+                    Ok(PeerAnswer::Coverage(items)) => done(items),
+                    _ => done(Vec::new()),
+                }),
+            );
+        }
+    }
+
+    /// Where requests for this node's fallback vnodes go; set once.
     pub fn set_local_fallback(&self, f: LocalFallback) {
         let _ = self.local_fallback.set(f);
     }
@@ -83,7 +191,7 @@ impl<V: Vnode> Router<V> {
         let p = to.partition;
         if *to.node == *self.me {
             return match self.local_fallback.get() {
-                Some(f) => f(p, cmd, reply),
+                Some(f) => (f.command)(p, cmd, reply),
                 None => reply(Err(Error::FailedPrecondition(format!(
                     "{to}: this node keeps no fallback vnodes"
                 )))),
@@ -306,6 +414,7 @@ impl<V: Vnode> Router<V> {
                     req: req.clone(),
                     hops: hops + 1,
                     cluster_id: snap.ring.cluster_id.clone(),
+                    fallback: false,
                 },
                 Box::new(move |r| match r {
                     Ok(PeerAnswer::Coverage(items)) => {
@@ -389,7 +498,7 @@ impl<V: Vnode> Dispatch<V> for Router<V> {
         &self,
         partitions: Vec<PartitionId>,
         req: Arc<V::CoverageRequest>,
-        sink: CoverageSink<V::CoverageReply>,
+        sink: CoverageSink<Answers<V::CoverageReply>>,
     ) {
         let snap = self.view.current();
         if snap.left {
@@ -398,24 +507,46 @@ impl<V: Vnode> Dispatch<V> for Router<V> {
             }
             return;
         }
+        // Partitions whose owner is down are asked of fallbacks instead.
+        let (down, partitions): (Vec<PartitionId>, Vec<PartitionId>) = partitions
+            .into_iter()
+            .partition(|p| !self.liveness.is_up(&snap.owner(*p)));
         let (local, remote): (Vec<PartitionId>, Vec<PartitionId>) = partitions
             .into_iter()
             .partition(|p| *snap.owner(*p) == *self.me);
+        let primary = |p: PartitionId| Replica::primary(p, snap.owner(p));
         for p in local {
-            let sink = Arc::clone(&sink);
-            self.master
-                .coverage(p, Arc::clone(&req), Box::new(move |p, r| sink(p, r)));
+            let (sink, me) = (Arc::clone(&sink), primary(p));
+            self.master.coverage(
+                p,
+                Arc::clone(&req),
+                Box::new(move |p, r| sink(p, r.map(|t| vec![(me, t)]))),
+            );
+        }
+        let mut buf = Vec::new();
+        req.encode(&mut buf);
+        if !down.is_empty() {
+            self.fallback_coverage(&snap, down, buf.clone(), Arc::clone(&sink));
         }
         if remote.is_empty() {
             return;
         }
-        let mut buf = Vec::new();
-        req.encode(&mut buf);
+        let owners: BTreeMap<PartitionId, Replica> =
+            remote.iter().map(|p| (*p, primary(*p))).collect();
         self.coverage_encoded(
             remote,
             buf,
             0,
-            Arc::new(move |p, r| sink(p, r.and_then(|b| V::CoverageReply::decode(&b)))),
+            Arc::new(move |p, r| {
+                let Some(who) = owners.get(&p).cloned() else {
+                    return;
+                };
+                sink(
+                    p,
+                    r.and_then(|b| V::CoverageReply::decode(&b))
+                        .map(|t| vec![(who, t)]),
+                )
+            }),
         );
     }
 }

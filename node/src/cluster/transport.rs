@@ -56,6 +56,9 @@ pub enum PeerCall {
         hops: u32,
         /// The sender's cluster; empty from senders that do not say.
         cluster_id: String,
+        /// For the receiving node's fallback vnodes of `partitions` (never
+        /// forwarded): it answers for those it holds, and only those.
+        fallback: bool,
     },
     /// The failure detector's heartbeat (see `cluster::watcher`): the
     /// answer proves the peer is reachable; `stopping` says the sender is

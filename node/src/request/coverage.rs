@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::Dispatch;
+use super::dispatch::Answers;
 use crate::Result;
 use crate::ring::PartitionId;
 use crate::vnode::Vnode;
@@ -109,7 +110,7 @@ pub async fn run<V: Vnode>(
     partitions: Vec<PartitionId>,
     req: V::CoverageRequest,
     timeout: Duration,
-) -> Coverage<V::CoverageReply> {
+) -> Coverage<Answers<V::CoverageReply>> {
     let req = Arc::new(req);
     let mut state = CoverageState::new(partitions.clone());
     let (tx, mut rx) = mpsc::unbounded_channel();

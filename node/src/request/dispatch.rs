@@ -17,6 +17,11 @@ use crate::{Error, Result};
 /// Receives the answers of a coverage request, one call per partition.
 pub type CoverageSink<T> = Arc<dyn Fn(PartitionId, Result<T>) + Send + Sync>;
 
+/// What answered for one partition of a coverage request: its primary, or
+/// the fallbacks standing in for its down owner (several, when several
+/// nodes took commands for it), each with its answer.
+pub type Answers<T> = Vec<(Replica, T)>;
+
 /// Sends vnode messages to wherever their partition lives.
 pub trait Dispatch<V: Vnode>: Send + Sync + 'static {
     /// Partitions of the ring.
@@ -34,12 +39,13 @@ pub trait Dispatch<V: Vnode>: Send + Sync + 'static {
     /// its partition is owned when the command arrives (ownership may have
     /// moved since the preference list was made).
     fn command(&self, to: &Replica, cmd: V::Command, reply: Replier<V::Reply>);
-    /// Sends `req` to the vnode of each of `partitions`.
+    /// Sends `req` to the vnode of each of `partitions`: the primary where
+    /// its owner is up, else every fallback of it on an up node.
     fn coverage(
         &self,
         partitions: Vec<PartitionId>,
         req: Arc<V::CoverageRequest>,
-        sink: CoverageSink<V::CoverageReply>,
+        sink: CoverageSink<Answers<V::CoverageReply>>,
     );
 }
 
@@ -81,11 +87,17 @@ impl<V: Vnode> Dispatch<V> for VnodeMaster<V> {
         &self,
         partitions: Vec<PartitionId>,
         req: Arc<V::CoverageRequest>,
-        sink: CoverageSink<V::CoverageReply>,
+        sink: CoverageSink<Answers<V::CoverageReply>>,
     ) {
         for p in partitions {
             let sink = Arc::clone(&sink);
-            VnodeMaster::coverage(self, p, Arc::clone(&req), Box::new(move |p, r| sink(p, r)));
+            let me = Replica::primary(p, Arc::clone(self.node()));
+            VnodeMaster::coverage(
+                self,
+                p,
+                Arc::clone(&req),
+                Box::new(move |p, r| sink(p, r.map(|t| vec![(me, t)]))),
+            );
         }
     }
 }

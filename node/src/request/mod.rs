@@ -5,11 +5,12 @@
 //! Each has a pure state machine ([`quorum::Quorum`], [`coverage::Coverage`])
 //! that decides when the request is done, tested without a runtime, and a thin
 //! async driver that sends the messages and feeds replies and the timeout in.
-//! Left out: read repair, retries, and sloppy quorums over fallback vnodes
-//! (those need the cluster's view of which nodes are up).
+//! Which vnodes a request reaches (primaries, or fallbacks for down owners)
+//! is the [`Dispatch`]er's business: it knows the ring and which nodes are
+//! up. Left out: read repair, and coverage plans that pick among replicas.
 
 pub mod coverage;
 pub mod dispatch;
 pub mod quorum;
 
-pub use dispatch::{CoverageSink, Dispatch};
+pub use dispatch::{Answers, CoverageSink, Dispatch};

@@ -56,10 +56,19 @@ impl From<Stats> for pb::StatsReply {
                     partition: v.partition.to_string(),
                     node: v.node.to_string(),
                     ops_count: v.ops_count,
+                    fallback: v.role == crate::ring::Role::Fallback,
                 })
                 .collect(),
             total_ops: s.total_ops,
             partial: s.partial,
+            missing: s
+                .missing
+                .into_iter()
+                .map(|(p, reason)| pb::MissingPartition {
+                    partition: p.to_string(),
+                    reason,
+                })
+                .collect(),
         }
     }
 }
@@ -265,6 +274,7 @@ impl From<PeerCall> for pb::PeerRequest {
                 req,
                 hops,
                 cluster_id,
+                fallback,
             } => pb::PeerRequest {
                 id: 0,
                 partition: 0,
@@ -273,7 +283,7 @@ impl From<PeerCall> for pb::PeerRequest {
                 handoff_session: 0,
                 hops,
                 cluster_id,
-                fallback: false,
+                fallback,
             },
             PeerCall::Heartbeat {
                 from,
@@ -312,6 +322,7 @@ pub fn peer_call(r: pb::PeerRequest) -> Result<PeerCall> {
             req,
             hops: r.hops,
             cluster_id: r.cluster_id,
+            fallback: r.fallback,
         }),
         Some(pb::peer_request::Kind::Heartbeat(h)) => Ok(PeerCall::Heartbeat {
             from: h.from,
@@ -584,6 +595,7 @@ mod tests {
             req: vec![3],
             hops: 0,
             cluster_id: String::new(),
+            fallback: true,
         };
         assert_eq!(
             peer_call(pb::PeerRequest::from(cov.clone())).expect("call"),

@@ -47,7 +47,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Host, Progress, lock, redirector};
-use crate::cluster::router::EncodedReply;
+use crate::cluster::router::{EncodedReply, FallbackDone};
 use crate::cluster::transport::Hint;
 use crate::ring::PartitionId;
 use crate::vnode::{Mode, Store, Vnode, Write};
@@ -190,6 +190,48 @@ pub fn fallback_command<H: Host>(c: &H, p: PartitionId, cmd: Vec<u8>, reply: Enc
             Err(e) => reply(Err(e)),
         }
     });
+}
+
+/// Runs an encoded coverage request on this node's fallback vnodes of
+/// those of `partitions` it holds one of; `done` gets their answers (none
+/// when it holds none).
+pub fn fallback_coverage<H: Host>(
+    c: &H,
+    partitions: Vec<PartitionId>,
+    req: Vec<u8>,
+    done: FallbackDone,
+) {
+    let h = c.handoffs();
+    let mine: Vec<PartitionId> = partitions
+        .into_iter()
+        .filter(|p| h.is_fallback(*p) && c.master().is_running(*p))
+        .collect();
+    if mine.is_empty() {
+        return done(Vec::new());
+    }
+    let want = mine.len();
+    let acc = Arc::new(std::sync::Mutex::new((
+        Vec::with_capacity(want),
+        Some(done),
+    )));
+    for p in mine {
+        let acc = Arc::clone(&acc);
+        c.master().coverage_encoded(
+            p,
+            &req,
+            Box::new(move |r| {
+                let mut a = lock(&acc);
+                a.0.push((p, r));
+                if a.0.len() == want
+                    && let Some(done) = a.1.take()
+                {
+                    let answers = std::mem::take(&mut a.0);
+                    drop(a);
+                    done(answers);
+                }
+            }),
+        );
+    }
 }
 
 /// Makes this node's vnode of `p` a fallback: durable marker, running,

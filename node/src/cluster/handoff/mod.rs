@@ -59,7 +59,7 @@ use crate::Result;
 use crate::ring::PartitionId;
 use crate::vnode::{Store, Vnode, VnodeMaster};
 
-pub use hinted::{fallback_command, hint_round, receive_hint};
+pub use hinted::{fallback_command, fallback_coverage, hint_round, receive_hint};
 pub use receiver::{forwarded_command, receive};
 pub use redirect::redirector;
 pub use sender::spawn_sender;
