@@ -388,6 +388,7 @@ fn transfers() {
         ],
         pending: 46,
         unreachable: vec![],
+        waiting: vec![],
     };
     golden("transfers_active.txt", &fmt::transfers(&active));
     golden_json("transfers_active.json", &fmt::transfers_json(&active));
@@ -399,6 +400,11 @@ fn transfers() {
         active: vec![],
         pending: 1,
         unreachable: vec![n(3)],
+        waiting: vec![pb::WaitingHandoff {
+            node: n(2),
+            partitions: 3,
+            hints: 1,
+        }],
     };
     golden("transfers_waiting.txt", &fmt::transfers(&waiting));
 }

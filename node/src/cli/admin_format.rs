@@ -253,6 +253,18 @@ fn done(t: &pb::ActiveTransfer) -> String {
 /// `No transfers active` when none runs, as riak says.
 pub fn transfers(reply: &pb::TransfersReply) -> String {
     let mut out = String::new();
+    // As riak says it, for the hinted handoffs still to come.
+    for w in &reply.waiting {
+        let _ = writeln!(
+            out,
+            "{} waiting to hand off {} (hinted)",
+            quoted(&w.node),
+            plural(u64::from(w.partitions), "partition", "partitions")
+        );
+    }
+    if !reply.waiting.is_empty() {
+        let _ = writeln!(out);
+    }
     let pending = u64::from(reply.pending);
     let waiting = plural(
         pending,
@@ -513,6 +525,9 @@ pub fn transfers_json(r: &pb::TransfersReply) -> Value {
         })).collect::<Vec<_>>(),
         "pending": r.pending,
         "unreachable": r.unreachable,
+        "waiting": r.waiting.iter().map(|w| json!({
+            "node": w.node, "partitions": w.partitions, "hints": w.hints,
+        })).collect::<Vec<_>>(),
     })
 }
 

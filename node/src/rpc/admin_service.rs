@@ -198,6 +198,18 @@ impl<V: Vnode> AdminApi for AdminService<V> {
             .collect();
         let snap = self.cluster.ring();
         let mut unreachable = Vec::new();
+        let hinted = self.cluster.pending_hints()?;
+        let hints = hinted.len() as u32;
+        let mut parts: std::collections::BTreeSet<_> = hinted.into_iter().collect();
+        parts.extend(self.cluster.fallbacks());
+        let mut waiting: Vec<pb::WaitingHandoff> = Vec::new();
+        if !parts.is_empty() {
+            waiting.push(pb::WaitingHandoff {
+                node: me.clone(),
+                partitions: parts.len() as u32,
+                hints,
+            });
+        }
         if !req.get_ref().local_only {
             let others = self.cluster.other_members();
             let asks = others.iter().map(|(n, a)| {
@@ -218,7 +230,11 @@ impl<V: Vnode> AdminApi for AdminService<V> {
             });
             for (n, r) in futures::future::join_all(asks).await {
                 match r {
-                    Some(r) => active.extend(r.into_inner().active),
+                    Some(r) => {
+                        let r = r.into_inner();
+                        active.extend(r.active);
+                        waiting.extend(r.waiting);
+                    }
                     None => unreachable.push(n),
                 }
             }
@@ -227,6 +243,7 @@ impl<V: Vnode> AdminApi for AdminService<V> {
             active,
             pending: snap.ring.pending.len() as u32,
             unreachable,
+            waiting,
         }))
     }
 
