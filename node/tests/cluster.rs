@@ -7,9 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::cluster::{
-    Admin, Devrel, admin, commit_plan, golden, join_first, name, wait_settled,
-};
+use common::cluster::{Admin, Devrel, admin, commit_plan, golden, join_first, name, wait_settled};
 use common::{COOKIE, NodeProc};
 use flavio_node::rpc::Cookie;
 use flavio_proto::v1 as pb;

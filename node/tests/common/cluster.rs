@@ -136,4 +136,3 @@ pub async fn join_first(dev: &Devrel, i: usize) {
         .await
         .expect("join");
 }
-

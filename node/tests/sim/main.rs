@@ -332,6 +332,9 @@ impl Sim {
                     Hook::SenderAtFinish,
                     Hook::ReceiverBeforeAck,
                     Hook::ReceiverAfterAck,
+                    Hook::HintSenderAtSend,
+                    Hook::HintReceiverBeforeAck,
+                    Hook::HintSenderAtAck,
                 ];
                 let hook = hooks[self.rng.random_range(0..hooks.len())];
                 if let Some(x) = self.pick(&running) {
@@ -363,6 +366,57 @@ impl Sim {
             self.h.start(i).await?;
         }
         Ok(())
+    }
+
+    /// The availability check, on the settled cluster: one member crashes
+    /// (at most N-1 of any preference list is down); once the failure
+    /// detector has seen it (2 s), every add succeeds, on fallbacks where
+    /// needed. The member comes back, the cluster settles (no fallback, no
+    /// hint left) and the counts are still exact.
+    async fn availability(&mut self) -> Result<(), String> {
+        let members = self.h.running_members();
+        if members.len() < 3 {
+            return Ok(());
+        }
+        let victim = members[self.rng.random_range(0..members.len())];
+        let from = *members
+            .iter()
+            .find(|m| **m != victim)
+            .ok_or("no other member")?;
+        self.note(format!("availability: {victim} crashes"));
+        self.h.crash(victim);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let app = self.h.app(from).cloned().ok_or("no member runs")?;
+        for i in 0..20 {
+            match app.add(i, 1, harness::add_options()).await {
+                Ok(r) => {
+                    let mut per = self
+                        .tally
+                        .per_partition
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for rep in &r.replicas {
+                        *per.entry(rep.partition.to_string()).or_default() += 1;
+                    }
+                    self.tally.ok.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "availability: an add from {from} failed 2 s after {victim} crashed: {e}"
+                    ));
+                }
+            }
+        }
+        self.note(format!("availability: {victim} restarts"));
+        self.h.start(victim).await?;
+        self.h.settle(Duration::from_secs(60)).await?;
+        let stats = app.stats(Some(Duration::from_secs(10))).await;
+        self.check(stats.total_ops, stats.partial).map_err(|e| {
+            format!(
+                "after the availability check: {e}\n  partitions short: {}",
+                self.short_partitions(&stats)
+            )
+        })
     }
 
     /// Partitions whose count is below their acknowledged replies.
@@ -458,6 +512,7 @@ async fn run(
     let stats = app.stats(Some(Duration::from_secs(10))).await;
     sim.check(stats.total_ops, stats.partial)
         .map_err(|e| format!("{e}\n  partitions short: {}", sim.short_partitions(&stats)))?;
+    sim.availability().await?;
     let version = sim.h.ring().map(|r| r.version).unwrap_or(0);
     sim.h.stop_all();
     Ok(format!(

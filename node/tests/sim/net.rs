@@ -57,6 +57,14 @@ pub enum Hook {
     /// The receiver crashes just after its final acknowledgement reached
     /// the sender, before it hears of the flip.
     ReceiverAfterAck,
+    /// A fallback's node crashes as its hint would reach the owner.
+    HintSenderAtSend,
+    /// The owner crashes after merging a hint (durably), before its answer
+    /// reaches the fallback's node: the hint will come again.
+    HintReceiverBeforeAck,
+    /// A fallback's node crashes as the owner's answer to its hint arrives,
+    /// before it deletes the hint: the hint will be delivered twice.
+    HintSenderAtAck,
 }
 
 /// Stops a node's components when it crashes.
@@ -309,8 +317,25 @@ impl Transport for SimTransport {
     }
 
     fn hint(&self, addr: &str, hint: Hint) -> BoxFuture<'static, flavio_node::Result<()>> {
-        self.call(addr, move |n| {
-            Box::pin(async move { handoff::receive_hint(&n, hint).await })
+        let (net, me, to) = (Arc::clone(&self.net), self.me.clone(), addr.to_string());
+        Box::pin(async move {
+            if net.fire(Hook::HintSenderAtSend, &me.0) {
+                return Err(unreachable(&to));
+            }
+            tokio::time::sleep(net.delay()).await;
+            let (peer, node) = net.reach(&me, &to).ok_or_else(|| unreachable(&to))?;
+            let r = handoff::receive_hint(&node, hint).await;
+            if r.is_ok() && net.fire(Hook::HintReceiverBeforeAck, &to) {
+                return Err(unreachable(&to));
+            }
+            tokio::time::sleep(net.delay()).await;
+            if !net.passes(&peer, &me) {
+                return Err(unreachable(&to));
+            }
+            if r.is_ok() && net.fire(Hook::HintSenderAtAck, &me.0) {
+                return Err(unreachable(&to));
+            }
+            r
         })
     }
 

@@ -420,6 +420,9 @@ impl Runner {
                     Some("sender-at-finish") => Hook::SenderAtFinish,
                     Some("receiver-before-ack") => Hook::ReceiverBeforeAck,
                     Some("receiver-after-ack") => Hook::ReceiverAfterAck,
+                    Some("hint-sender-at-send") => Hook::HintSenderAtSend,
+                    Some("hint-receiver-before-ack") => Hook::HintReceiverBeforeAck,
+                    Some("hint-sender-at-ack") => Hook::HintSenderAtAck,
                     other => return Err(format!("unknown hook {other:?}")),
                 };
                 let i = args.node(2)?;
