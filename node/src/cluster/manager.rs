@@ -452,6 +452,7 @@ impl<V: Vnode> Cluster<V> {
             let snap = self.ring();
             let liveness = &self.inner.liveness;
             liveness.watch(snap.ring.members.keys().map(String::as_str));
+            liveness.refresh();
             for (node, m) in snap.ring.members.iter() {
                 if *node == self.inner.me {
                     continue;

@@ -28,8 +28,8 @@
 //! only an administrator sets. Left out: sharing views between nodes (each
 //! node judges for itself, as riak's node watcher does for its own node).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -129,10 +129,17 @@ impl Watcher {
 
 /// A [`Watcher`] shared by a node's tasks, reading tokio's clock (so a
 /// paused runtime controls it).
+///
+/// Requests ask [`Liveness::is_up`] for every replica, so it reads a
+/// snapshot of the down set under a read lock; the snapshot is taken again
+/// on every heartbeat tick ([`Liveness::refresh`]) and at once when a peer
+/// says goodbye or answers again, so a silence is noticed at most one
+/// heartbeat interval after the timeout.
 #[derive(Debug)]
 pub struct Liveness {
     me: String,
     inner: Mutex<Watcher>,
+    down: RwLock<Arc<BTreeSet<String>>>,
 }
 
 impl Liveness {
@@ -141,7 +148,28 @@ impl Liveness {
         Liveness {
             me: me.to_string(),
             inner: Mutex::new(Watcher::new(timeout)),
+            down: RwLock::new(Arc::new(BTreeSet::new())),
         }
+    }
+
+    /// Takes the snapshot of the down set again; returns it.
+    pub fn refresh(&self) -> Arc<BTreeSet<String>> {
+        let down: Arc<BTreeSet<String>> =
+            Arc::new(self.lock().down(Instant::now()).into_iter().collect());
+        *self
+            .down
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&down);
+        down
+    }
+
+    fn snapshot(&self) -> Arc<BTreeSet<String>> {
+        Arc::clone(
+            &self
+                .down
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Watcher> {
@@ -165,21 +193,26 @@ impl Liveness {
     /// See [`Watcher::heard`].
     pub fn heard(&self, node: &str, stopping: bool) {
         self.lock().heard(node, Instant::now(), stopping);
+        // Back (or stopping): requests should know now, not next tick.
+        if self.snapshot().contains(node) != stopping {
+            self.refresh();
+        }
     }
 
     /// See [`Watcher::goodbye`].
     pub fn goodbye(&self, node: &str) {
         self.lock().goodbye(node);
+        self.refresh();
     }
 
-    /// Whether `node` is up now; this node always is.
+    /// Whether `node` is up, as of the last snapshot; this node always is.
     pub fn is_up(&self, node: &str) -> bool {
-        node == self.me || self.lock().is_up(node, Instant::now())
+        node == self.me || !self.snapshot().contains(node)
     }
 
-    /// The watched nodes down now, sorted.
+    /// The watched nodes down, as of the last snapshot, sorted.
     pub fn down(&self) -> Vec<String> {
-        self.lock().down(Instant::now())
+        self.snapshot().iter().cloned().collect()
     }
 }
 
@@ -255,5 +288,11 @@ mod tests {
         assert!(l.is_up("a"));
         assert!(l.is_up("b"));
         assert!(l.down().is_empty());
+        l.goodbye("b");
+        assert!(!l.is_up("b"), "a goodbye counts at once");
+        l.heard("b", false);
+        assert!(l.is_up("b"), "and so does an answer");
+        l.goodbye("a");
+        assert!(l.is_up("a"));
     }
 }
