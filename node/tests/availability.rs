@@ -258,3 +258,42 @@ async fn two_of_five_killed_one_after_the_other_and_back() {
     wait_hints_handed_off(&dev.nodes[0], Duration::from_secs(15));
     counts_are_exact(&dev.nodes[0], &b);
 }
+
+/// A dead node's partitions get a new owner (a force-replace, or a
+/// force-remove): the fallbacks that took its adds hand them to the new
+/// owners, and the counts are exact.
+async fn fallbacks_reach_new_owners(replace: bool) {
+    let mut dev = cluster(4).await;
+    dev.add_node(5);
+    dev.nodes.remove(3).kill9();
+    std::thread::sleep(Duration::from_secs(2));
+    let b = bench(&[&dev.nodes[0], &dev.nodes[1], &dev.nodes[2]], 3)
+        .join()
+        .expect("bench thread");
+    assert_eq!(b.errors(), 0, "adds failed with a node long dead: {:?}", b.report);
+    let n1 = &dev.nodes[0];
+    n1.ok(&["admin", "down", &name(4)]);
+    let members = if replace {
+        join_first(&dev, 3).await;
+        n1.ok(&["admin", "cluster", "force-replace", &name(4), &name(5)]);
+        4
+    } else {
+        n1.ok(&["admin", "cluster", "force-remove", &name(4)]);
+        3
+    };
+    let mut a1 = admin(&n1.addr).await;
+    commit_plan(&mut a1).await;
+    wait_settled(&mut a1, members, Duration::from_secs(30)).await;
+    wait_hints_handed_off(n1, Duration::from_secs(15));
+    counts_are_exact(n1, &b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallbacks_hand_off_to_a_force_replacement() {
+    fallbacks_reach_new_owners(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallbacks_hand_off_after_a_force_remove() {
+    fallbacks_reach_new_owners(false).await;
+}
