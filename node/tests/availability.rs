@@ -270,7 +270,12 @@ async fn fallbacks_reach_new_owners(replace: bool) {
     let b = bench(&[&dev.nodes[0], &dev.nodes[1], &dev.nodes[2]], 3)
         .join()
         .expect("bench thread");
-    assert_eq!(b.errors(), 0, "adds failed with a node long dead: {:?}", b.report);
+    assert_eq!(
+        b.errors(),
+        0,
+        "adds failed with a node long dead: {:?}",
+        b.report
+    );
     let n1 = &dev.nodes[0];
     n1.ok(&["admin", "down", &name(4)]);
     let members = if replace {
@@ -296,4 +301,37 @@ async fn fallbacks_hand_off_to_a_force_replacement() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fallbacks_hand_off_after_a_force_remove() {
     fallbacks_reach_new_owners(false).await;
+}
+
+/// Node 4 is down while adds run, then comes back; as its hints start to
+/// flow, `crash` (an index into the running nodes: a fallback's node, or
+/// node 4 itself, receiving) is killed with `kill -9` and started again.
+/// Whatever the crash cut short, every hint ends merged exactly once.
+async fn crash_around_hinted_handoff(crash_returning_primary: bool) {
+    let mut dev = cluster(4).await;
+    let v4 = Stopped::of(&dev, 3);
+    dev.nodes.remove(3).kill9();
+    std::thread::sleep(Duration::from_secs(2));
+    let b = bench(&[&dev.nodes[0], &dev.nodes[1], &dev.nodes[2]], 3)
+        .join()
+        .expect("bench thread");
+    dev.nodes.push(v4.start());
+    // Hints go within a heartbeat or two of the return: crash in between.
+    std::thread::sleep(Duration::from_millis(300));
+    let i = if crash_returning_primary { 3 } else { 1 };
+    let again = Stopped::of(&dev, i);
+    dev.nodes.remove(i).kill9();
+    dev.nodes.insert(i, again.start());
+    wait_hints_handed_off(&dev.nodes[0], Duration::from_secs(15));
+    counts_are_exact(&dev.nodes[0], &b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_fallback_node_during_hinted_handoff_counts_once() {
+    crash_around_hinted_handoff(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_returning_primary_during_hinted_handoff_counts_once() {
+    crash_around_hinted_handoff(true).await;
 }

@@ -200,4 +200,25 @@ mod tests {
                 .is_empty()
         );
     }
+
+    #[test]
+    fn every_primary_down_takes_fallbacks_in_ring_order_reusing_nodes() {
+        // Owners: 0a 1b 2c 3d 4e 5a 6b 7c. Primaries of 1: b c d, all down.
+        // Later partitions 4 5 6 7 0 are owned by e a b c a: the up ones
+        // serve in order, a twice (riak's get_apl_ann does the same).
+        let r = ring();
+        let apl = annotated(&r, PartitionId(1), 3, |n| n == "a" || n == "e").expect("apl");
+        let got: Vec<_> = apl
+            .iter()
+            .map(|x| (x.partition.0, &*x.node, x.role))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "e", Role::Fallback),
+                (2, "a", Role::Fallback),
+                (3, "a", Role::Fallback)
+            ]
+        );
+    }
 }
