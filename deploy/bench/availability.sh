@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Availability measurements with the real binaries on loopback, as the
 # availability issue asks for them: a 4-node cluster at ring 64, `flavio bench`
-# adding (N=3, W=3) with 32 in flight spread over nodes 1-3 for 30 s; node 4 is
-# killed (kill -9, or SIGTERM with --term) at t=10 s and started again at t=20 s.
+# adding (N=3, W=3) with 32 in flight spread over nodes 1-3 for 40 s; node 4 is
+# killed (kill -9, or SIGTERM with --term) at t=10 s and started again at t=30 s.
 # Prints the bench timeline, the steady add rate, the rate while node 4 is down,
 # how long adds failed after the kill, how long after the restart every hint
 # was handed off, and whether the counts are exact.
 # Usage: deploy/bench/availability.sh [--term] [path/to/flavio]
 #        (default binary: target/release/flavio)
-# Every node it starts is stopped on exit. Bounded: about a minute.
+# Every node it starts is stopped on exit. Bounded: about a minute and a half.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIG=KILL
@@ -48,17 +48,17 @@ for i in 2 3 4; do "$F" admin cluster join "$(addr 1)" --node "$(addr "$i")" >/d
 "$F" admin cluster plan --node "$(addr 1)" >/dev/null
 "$F" admin cluster commit --node "$(addr 1)" >/dev/null
 until settled; do sleep 0.1; done
-echo "4 nodes settled; adds over nodes 1-3 for 30 s; node 4 gets SIG$SIG at t=10 s, starts again at t=20 s"
+echo "4 nodes settled; adds over nodes 1-3 for 40 s; node 4 gets SIG$SIG at t=10 s, starts again at t=30 s"
 
 "$F" bench --node "$(addr 1)" --also-node "$(addr 2)" --also-node "$(addr 3)" \
-  --op add --concurrency 32 --duration 30s --output json >"$DIR/bench.json" &
+  --op add --concurrency 32 --duration 40s --output json >"$DIR/bench.json" &
 BENCH=$!
 T0=$(now)
 sleep 10
 TK=$(now)
 kill -"$SIG" "${PID[4]}"
 wait "${PID[4]}" 2>/dev/null || true
-sleep $(python3 -c "print(max(0, 20 - ($(now) - $T0)))")
+sleep $(python3 -c "print(max(0, 30 - ($(now) - $T0)))")
 TR=$(now)
 start 4
 # Hints handed off: no node holds fallback data, nothing is being sent.

@@ -550,7 +550,10 @@ impl<V: Vnode> Cluster<V> {
                 // one-member ring is persisted, so a crash in between wipes
                 // again on restart (the old ring loads, the removal is
                 // learnt anew); and again after, for any command that was
-                // still running.
+                // still running. Fallback data is the cluster's, though:
+                // one round of hinted handoff first, to the owners this
+                // node knows (what no owner takes now goes with the rest).
+                handoff::hint_round(self).await;
                 self.wipe().await?;
                 self.install_as(fresh, true).await?;
                 self.wipe().await?;

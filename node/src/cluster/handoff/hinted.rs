@@ -38,8 +38,9 @@
 //!
 //! Left out: streaming large hints (a hint is one message; a flavio vnode's
 //! state is one counter); pruning the receiver's records of merged ids (a
-//! few bytes per delivered hint); and hints of a node removed from the
-//! cluster, which go with the rest of its data.
+//! few bytes per delivered hint); and the hints of a node removed from the
+//! cluster that no owner takes in the one round it runs before it wipes its
+//! data: they go with the rest.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
