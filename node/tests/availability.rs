@@ -161,7 +161,16 @@ fn wait_hints_handed_off(node: &NodeProc, limit: Duration) -> Duration {
 /// `stats` through `node`: complete, no fallback listed, and the total
 /// within what the bench saw acknowledged and failed.
 fn counts_are_exact(node: &NodeProc, b: &Bench) {
-    let s = node.json(&["stats", "--all"]);
+    // A node just restarted may be refused for a moment by a peer whose
+    // connection to it failed recently: ask again until all answer.
+    let t0 = Instant::now();
+    let s = loop {
+        let s = node.json(&["stats", "--all"]);
+        if s["partial"] == false || t0.elapsed() > Duration::from_secs(10) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(s["partial"], false, "{s}");
     let fallbacks: Vec<_> = s["vnodes"]
         .as_array()
@@ -182,12 +191,12 @@ fn counts_are_exact(node: &NodeProc, b: &Bench) {
 async fn kill_9_of_one_node_fails_adds_only_within_the_detection_window() {
     let mut dev = cluster(4).await;
     let victim = Stopped::of(&dev, 3);
-    let load = bench(&[&dev.nodes[0], &dev.nodes[1], &dev.nodes[2]], 16);
+    let load = bench(&[&dev.nodes[0], &dev.nodes[1], &dev.nodes[2]], 12);
     let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(3));
     let killed_at = t0.elapsed();
     dev.nodes.remove(3).kill9();
-    std::thread::sleep(Duration::from_secs(7));
+    std::thread::sleep(Duration::from_secs(6));
     let back = Instant::now();
     let restarted_at = t0.elapsed();
     dev.nodes.push(victim.start());
@@ -219,7 +228,7 @@ async fn kill_9_of_one_node_fails_adds_only_within_the_detection_window() {
 async fn a_clean_stop_fails_no_add() {
     let mut dev = cluster(4).await;
     let victim = Stopped::of(&dev, 3);
-    let load = bench(&[&dev.nodes[0], &dev.nodes[1], &dev.nodes[2]], 12);
+    let load = bench(&[&dev.nodes[0], &dev.nodes[1], &dev.nodes[2]], 9);
     std::thread::sleep(Duration::from_secs(3));
     let status = dev.nodes.remove(3).terminate();
     assert!(status.success(), "SIGTERM exit: {status}");
@@ -235,15 +244,15 @@ async fn a_clean_stop_fails_no_add() {
 async fn two_of_five_killed_one_after_the_other_and_back() {
     let mut dev = cluster(5).await;
     let (v4, v5) = (Stopped::of(&dev, 3), Stopped::of(&dev, 4));
-    let load = bench(&[&dev.nodes[0], &dev.nodes[1], &dev.nodes[2]], 16);
+    let load = bench(&[&dev.nodes[0], &dev.nodes[1], &dev.nodes[2]], 12);
     let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(2));
     let first = t0.elapsed().as_secs();
     dev.nodes.remove(4).kill9();
     std::thread::sleep(Duration::from_secs(3));
     let second = t0.elapsed().as_secs();
     dev.nodes.remove(3).kill9();
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(3));
     dev.nodes.push(v4.start());
     dev.nodes.push(v5.start());
     let b = load.join().expect("bench thread");

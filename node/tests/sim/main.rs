@@ -14,7 +14,7 @@
 //!   less what force-removes dropped by design (counted from the removed
 //!   node's store when it goes).
 //!
-//! `SIM_SEEDS=N` runs seeds 0..N (default 40), `SIM_SEED=S` one seed; a
+//! `SIM_SEEDS=N` runs seeds 0..N (default 16), `SIM_SEED=S` one seed; a
 //! failing seed prints the command that replays it. `SIM_SECONDS` sets the
 //! simulated length of the faulty part of a run (default 60). `SIM_TRACE=1`
 //! prints the nodes' logs, `SIM_VERBOSE=1` a line for every seed.
@@ -601,7 +601,7 @@ fn seeded_runs_keep_every_invariant() {
             let n = std::env::var("SIM_SEEDS")
                 .ok()
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(40);
+                .unwrap_or(16);
             let mut seeds: BTreeSet<u64> = (0..n).collect();
             seeds.extend(REGRESSIONS);
             seeds.into_iter().collect()
