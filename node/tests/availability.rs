@@ -122,12 +122,7 @@ impl Stopped {
         let n = &dev.nodes[i];
         Stopped {
             name: name(i + 1),
-            port: n
-                .addr
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port"),
+            port: n.port(),
             data_dir: n.data_dir.clone(),
             home: n.home.clone(),
         }

@@ -288,12 +288,7 @@ async fn receiver_killed_mid_transfer_loses_nothing_acknowledged() {
     } = two_nodes_under_load().await;
 
     dev.add_node(3);
-    let port: u16 = dev.nodes[2]
-        .addr
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = dev.nodes[2].port();
     join_first(&dev, 2).await;
     commit_plan(&mut a1).await;
     // Let some transfers to node 3 start, then kill it.
@@ -436,12 +431,7 @@ async fn a_dead_claimant_is_marked_down_and_force_removed() {
     // flavio1, the claimant, dies with its disk; a fresh flavio1 comes up
     // on the same address: a cluster of its own, gone for this one.
     let n1 = dev.nodes.remove(0);
-    let port: u16 = n1
-        .addr
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = n1.port();
     let home = n1.home.clone();
     n1.kill9();
     let fresh = dev._dir.path().join("dev1-fresh");

@@ -397,11 +397,6 @@ impl<V: Vnode> Cluster<V> {
             .collect()
     }
 
-    /// The failure detector's view of which peers are up.
-    pub fn liveness(&self) -> &Arc<Liveness> {
-        &self.inner.liveness
-    }
-
     /// Whether this node is stopping cleanly.
     pub fn is_stopping(&self) -> bool {
         self.inner.stopping.load(Ordering::SeqCst)
@@ -419,11 +414,7 @@ impl<V: Vnode> Cluster<V> {
             let (tx, rx) = tokio::sync::oneshot::channel();
             self.inner.transport.send(
                 &addr,
-                PeerCall::Heartbeat {
-                    from: self.inner.me.clone(),
-                    stopping: true,
-                    cluster_id: snap.ring.cluster_id.clone(),
-                },
+                self.heartbeat(&snap),
                 Box::new(move |r| {
                     let _ = tx.send(r.is_ok());
                 }),
@@ -438,6 +429,15 @@ impl<V: Vnode> Cluster<V> {
         .map(|r| r.into_iter().filter(|a| matches!(a, Ok(true))).count())
         .unwrap_or(0);
         tracing::info!(told, "told peers this node is stopping");
+    }
+
+    /// This node's heartbeat, saying whether it is stopping.
+    fn heartbeat(&self, snap: &Snapshot) -> PeerCall {
+        PeerCall::Heartbeat {
+            from: self.inner.me.clone(),
+            stopping: self.is_stopping(),
+            cluster_id: snap.ring.cluster_id.clone(),
+        }
     }
 
     /// Heartbeats every member each interval (see [`watcher`]), and wakes
@@ -461,11 +461,7 @@ impl<V: Vnode> Cluster<V> {
                 let n = node.clone();
                 self.inner.transport.send(
                     &m.addr,
-                    PeerCall::Heartbeat {
-                        from: self.inner.me.clone(),
-                        stopping: self.is_stopping(),
-                        cluster_id: snap.ring.cluster_id.clone(),
-                    },
+                    self.heartbeat(&snap),
                     Box::new(move |r| {
                         if let Ok(PeerAnswer::Heartbeat { stopping }) = r {
                             l.heard(&n, stopping);

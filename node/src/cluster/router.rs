@@ -39,6 +39,15 @@ pub struct LocalFallback {
     /// partitions this node holds one of.
     pub coverage: FallbackCoverage,
 }
+/// The encoded reply a peer's answer to a command carries.
+fn command_answer(r: Result<PeerAnswer>) -> Result<Vec<u8>> {
+    match r {
+        Ok(PeerAnswer::Reply(b)) => Ok(b),
+        Ok(_) => Err(Error::Rpc("unexpected answer to a command".into())),
+        Err(e) => Err(e),
+    }
+}
+
 /// Receives encoded coverage answers.
 pub type EncodedSink = Arc<dyn Fn(PartitionId, Result<Vec<u8>>) + Send + Sync>;
 
@@ -110,12 +119,12 @@ impl<V: Vnode> Router<V> {
         let finish = {
             let acc = Arc::clone(&acc);
             Arc::new(move || {
-                let mut acc = acc
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let got = std::mem::take(&mut acc.0);
-                drop(acc);
-                let mut got = got;
+                let mut got = std::mem::take(
+                    &mut acc
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0,
+                );
                 for (p, owner) in &owners {
                     match got.remove(p) {
                         Some(answers) if !answers.is_empty() => sink(*p, Ok(answers)),
@@ -211,13 +220,7 @@ impl<V: Vnode> Router<V> {
                 session: 0,
                 fallback: true,
             },
-            Box::new(move |r| {
-                reply(match r {
-                    Ok(PeerAnswer::Reply(b)) => Ok(b),
-                    Ok(_) => Err(Error::Rpc("unexpected answer to a command".into())),
-                    Err(e) => Err(e),
-                })
-            }),
+            Box::new(move |r| reply(command_answer(r))),
         );
     }
 
@@ -312,13 +315,7 @@ impl<V: Vnode> Router<V> {
                 session: 0,
                 fallback: false,
             },
-            Box::new(move |r| {
-                reply(match r {
-                    Ok(PeerAnswer::Reply(b)) => Ok(b),
-                    Ok(_) => Err(Error::Rpc("unexpected answer to a command".into())),
-                    Err(e) => Err(e),
-                })
-            }),
+            Box::new(move |r| reply(command_answer(r))),
         );
     }
 
@@ -507,10 +504,12 @@ impl<V: Vnode> Dispatch<V> for Router<V> {
             }
             return;
         }
-        // Partitions whose owner is down are asked of fallbacks instead.
+        // Partitions whose owner is down are asked of fallbacks instead
+        // (one look at the detector for the whole request).
+        let down_now = self.liveness.down_set();
         let (down, partitions): (Vec<PartitionId>, Vec<PartitionId>) = partitions
             .into_iter()
-            .partition(|p| !self.liveness.is_up(&snap.owner(*p)));
+            .partition(|p| down_now.contains(snap.ring.owner(*p)));
         let (local, remote): (Vec<PartitionId>, Vec<PartitionId>) = partitions
             .into_iter()
             .partition(|p| *snap.owner(*p) == *self.me);
@@ -531,16 +530,14 @@ impl<V: Vnode> Dispatch<V> for Router<V> {
         if remote.is_empty() {
             return;
         }
-        let owners: BTreeMap<PartitionId, Replica> =
-            remote.iter().map(|p| (*p, primary(*p))).collect();
+        // Answers name the owner this node asked, as of this snapshot.
+        let asked = Arc::clone(&snap);
         self.coverage_encoded(
             remote,
             buf,
             0,
             Arc::new(move |p, r| {
-                let Some(who) = owners.get(&p).cloned() else {
-                    return;
-                };
+                let who = Replica::primary(p, asked.owner(p));
                 sink(
                     p,
                     r.and_then(|b| V::CoverageReply::decode(&b))

@@ -163,7 +163,9 @@ impl Liveness {
         down
     }
 
-    fn snapshot(&self) -> Arc<BTreeSet<String>> {
+    /// The watched nodes down, as of the last snapshot (for a caller that
+    /// asks about many nodes at once).
+    pub fn down_set(&self) -> Arc<BTreeSet<String>> {
         Arc::clone(
             &self
                 .down
@@ -194,7 +196,7 @@ impl Liveness {
     pub fn heard(&self, node: &str, stopping: bool) {
         self.lock().heard(node, Instant::now(), stopping);
         // Back (or stopping): requests should know now, not next tick.
-        if self.snapshot().contains(node) != stopping {
+        if self.down_set().contains(node) != stopping {
             self.refresh();
         }
     }
@@ -207,12 +209,12 @@ impl Liveness {
 
     /// Whether `node` is up, as of the last snapshot; this node always is.
     pub fn is_up(&self, node: &str) -> bool {
-        node == self.me || !self.snapshot().contains(node)
+        node == self.me || !self.down_set().contains(node)
     }
 
     /// The watched nodes down, as of the last snapshot, sorted.
     pub fn down(&self) -> Vec<String> {
-        self.snapshot().iter().cloned().collect()
+        self.down_set().iter().cloned().collect()
     }
 }
 

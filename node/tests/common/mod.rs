@@ -133,6 +133,15 @@ impl NodeProc {
         serde_json::from_str(&self.ok(&a)).expect("valid JSON")
     }
 
+    /// The port of its address (to start it again where peers know it).
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -308,8 +308,14 @@ pub async fn seal_for_incoming<H: Host>(c: &H, p: PartitionId) -> Result<()> {
 
 /// Merges hint `id` of `p` into this node's vnode of `p`, unless it was
 /// merged before; returns once the merge (this one or the earlier) is
-/// durable.
+/// durable. Refused (`Busy`) while this node hands `p` off.
 async fn merge<H: Host>(c: &H, p: PartitionId, id: u64, items: Vec<Vec<u8>>) -> Result<()> {
+    if c.handoffs().handing_off(p) {
+        return Err(Error::Busy(format!(
+            "{} is handing partition {p} off; deliver the hint later",
+            c.me()
+        )));
+    }
     c.master().ensure_started(p)?;
     let store = c.store().clone();
     let merged = Arc::clone(&c.handoffs().merged);
@@ -323,7 +329,8 @@ async fn merge<H: Host>(c: &H, p: PartitionId, id: u64, items: Vec<Vec<u8>>) -> 
                 )));
             }
             // The memory set covers a second delivery handled before the
-            // first one's record is written (same task, same batch).
+            // first one's record is durable (same task, same batch); the
+            // store has it from then on.
             if lock(&merged).contains(&id) || store.get_meta(&key)?.is_some() {
                 return Ok(());
             }
@@ -335,7 +342,9 @@ async fn merge<H: Host>(c: &H, p: PartitionId, id: u64, items: Vec<Vec<u8>>) -> 
             Ok(())
         })
         .await??;
-    c.master().barrier(p).await
+    c.master().barrier(p).await?;
+    lock(&c.handoffs().merged).remove(&id);
+    Ok(())
 }
 
 /// Serves a hint delivered by a fallback's node: merged when this node owns
@@ -357,12 +366,6 @@ pub async fn receive_hint<H: Host>(c: &H, hint: Hint) -> Result<()> {
     if owner != c.me() {
         return Err(Error::Moved(format!(
             "partition {p} is owned by {owner}, not {}",
-            c.me()
-        )));
-    }
-    if c.handoffs().handing_off(p) {
-        return Err(Error::Busy(format!(
-            "{} is handing partition {p} off; deliver the hint later",
             c.me()
         )));
     }
@@ -462,9 +465,6 @@ async fn deliver<H: Host>(c: &H, snap: &crate::cluster::view::Snapshot, hint: St
     let owner = snap.ring.owner(p).to_string();
     let key = hint_key(p, hint.id);
     let result = if owner == c.me() {
-        if c.handoffs().handing_off(p) {
-            return false;
-        }
         merge(c, p, hint.id, hint.items).await
     } else {
         if !c.is_up(&owner) {

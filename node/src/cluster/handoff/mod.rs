@@ -188,8 +188,8 @@ pub struct Handoffs {
     redirected: Mutex<HashSet<u32>>,
     /// Partitions whose vnode here is a fallback (see [`hinted`]).
     fallbacks: Mutex<HashSet<u32>>,
-    /// Ids of hints merged here since the node started (the store has
-    /// them all; this covers deliveries racing in one batch).
+    /// Ids of hints being merged here, until their record is durable (the
+    /// store has them after; this covers deliveries racing in one batch).
     merged: Arc<Mutex<HashSet<u64>>>,
     /// Serializes changes of a vnode's fallback kind with the decisions
     /// that depend on it.
