@@ -102,6 +102,8 @@ fn status(members: Vec<pb::MemberInfo>) -> pb::MemberStatusReply {
         claimant: n(1),
         node: n(1),
         unreachable: vec![],
+        majority: true,
+        majority_advice: String::new(),
     }
 }
 
@@ -287,6 +289,19 @@ fn member_status() {
     golden_json(
         "member_status_unreachable.json",
         &fmt::member_status_json(&down),
+    );
+    // The minority side of a partition is told what it cannot do.
+    let mut minority = four_valid();
+    minority.unreachable = vec![n(2), n(3), n(4)];
+    minority.majority = false;
+    minority.majority_advice = format!(
+        "Majority: '{}' reaches only 1 of 4 valid members (3 needed): plan, commit, down and force-remove are refused here until the partition heals",
+        n(1)
+    );
+    golden("member_status_minority.txt", &fmt::member_status(&minority));
+    golden_json(
+        "member_status_minority.json",
+        &fmt::member_status_json(&minority),
     );
 }
 

@@ -143,6 +143,11 @@ pub fn member_status(reply: &pb::MemberStatusReply) -> String {
             quoted_list(&reply.unreachable)
         );
     }
+    // Only the warning: where a majority is reached, nothing changes for
+    // the person reading (and riak's layout stays as it was).
+    if !reply.majority && !reply.majority_advice.is_empty() {
+        let _ = writeln!(out, "{}", reply.majority_advice);
+    }
     out
 }
 
@@ -486,6 +491,8 @@ pub fn member_status_json(r: &pb::MemberStatusReply) -> Value {
         "ring_version": r.ring_version,
         "members": members_json(&r.members),
         "unreachable": r.unreachable,
+        "majority": r.majority,
+        "majority_advice": r.majority_advice,
     })
 }
 

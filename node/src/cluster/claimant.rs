@@ -121,6 +121,10 @@ pub struct Plan {
     pub id: String,
     /// The ring version the plan was computed from.
     pub base_version: u64,
+    /// The ring the plan was computed from: commit applies the plan only to
+    /// this ring (equal versions do not make equal rings, see
+    /// [`RingState::stamp`]).
+    pub base: RingState,
     /// The staged changes, in staging order.
     pub changes: Vec<Change>,
     /// Transitions, as riak shows them.
@@ -169,8 +173,7 @@ pub fn add_joining(ring: &RingState, node: &str, addr: &str) -> Result<RingState
             state: MemberState::Joining,
         },
     );
-    next.version += 1;
-    Ok(next)
+    Ok(next.stamp(ring))
 }
 
 /// What `cluster clear` does to the ring, as riak's claimant does: a join is
@@ -194,17 +197,23 @@ pub fn remove_joining(ring: &RingState) -> Option<RingState> {
             m.state = MemberState::Removed;
         }
     }
-    next.version += 1;
-    Some(next)
+    Some(next.stamp(ring))
 }
 
-/// `node` marked down, as riak's `down`: it no longer holds the ring back
-/// from converging and, if it was the claimant, the first valid member by
-/// name takes the role (every member computes the same one), so that a dead
-/// claimant can be force-removed or replaced. Its partitions stay its own
-/// until then.
-pub fn mark_down(ring: &RingState, node: &str) -> Result<RingState> {
-    let state = ring.state_of(node).filter(|s| s.is_active());
+/// `node` marked down by member `by`, as riak's `down`: it no longer holds
+/// the ring back from converging and, if it was the claimant, `by` takes the
+/// role in a new epoch (the first valid member by name when `by` is not
+/// valid), so that a dead or cut-off claimant can be force-removed or
+/// replaced. Its partitions stay its own until then. `by` has checked that
+/// it reaches a majority that sees `node` unreachable (the manager's
+/// `down`), so the other side of a partition cannot do the same.
+pub fn mark_down(ring: &RingState, node: &str, by: &str) -> Result<RingState> {
+    let mut state = ring.state_of(node).filter(|s| s.is_active());
+    if state.is_none() && ring.claimant == node && ring.state_of(node) == Some(MemberState::Down) {
+        // A down claimant (a merge of concurrent rings can leave one): only
+        // the role moves.
+        state = Some(MemberState::Down);
+    }
     match state {
         None => {
             return Err(Error::FailedPrecondition(format!(
@@ -225,11 +234,15 @@ pub fn mark_down(ring: &RingState, node: &str) -> Result<RingState> {
         m.state = MemberState::Down;
     }
     if next.claimant == node {
-        next.claimant = next
-            .members
-            .iter()
-            .find(|(n, m)| *n != node && m.state == MemberState::Valid)
-            .map(|(n, _)| n.clone())
+        let by_valid = by != node && next.state_of(by) == Some(MemberState::Valid);
+        next.claimant = by_valid
+            .then(|| by.to_string())
+            .or_else(|| {
+                next.members
+                    .iter()
+                    .find(|(n, m)| *n != node && m.state == MemberState::Valid)
+                    .map(|(n, _)| n.clone())
+            })
             .ok_or_else(|| {
                 Error::FailedPrecondition(format!(
                     "Failed: no valid member could take over from {} as claimant",
@@ -237,8 +250,7 @@ pub fn mark_down(ring: &RingState, node: &str) -> Result<RingState> {
                 ))
             })?;
     }
-    next.version += 1;
-    Ok(next)
+    Ok(next.stamp(ring))
 }
 
 /// A down member that is heard from again becomes valid, as in riak.
@@ -250,8 +262,7 @@ pub fn mark_up(ring: &RingState, node: &str) -> Option<RingState> {
     if let Some(m) = next.members.get_mut(node) {
         m.state = MemberState::Valid;
     }
-    next.version += 1;
-    Some(next)
+    Some(next.stamp(ring))
 }
 
 impl Staging {
@@ -459,15 +470,14 @@ impl Staging {
                 plan.id
             )));
         }
-        if ring.version != plan.base_version {
+        if !ring.same_content(&plan.base) {
             return Err(Error::FailedPrecondition(format!(
                 "the ring changed since the plan was made (version {} then, {} now); run 'cluster plan' again",
                 plan.base_version, ring.version
             )));
         }
         check_settled(ring, ready)?;
-        let mut next = plan.result.clone();
-        next.version = ring.version + 1;
+        let next = plan.result.clone().stamp(ring);
         self.clear();
         Ok(advance(&next, &|_| false).unwrap_or(next))
     }
@@ -689,6 +699,7 @@ fn compute_plan(ring: &RingState, changes: &[Change]) -> Result<Plan> {
     Ok(Plan {
         id,
         base_version: ring.version,
+        base: ring.clone(),
         changes: changes.to_vec(),
         transitions,
         warnings,
@@ -719,17 +730,20 @@ pub fn complete_transfer(
     let mut next = ring.clone();
     next.pending.remove(pos);
     next.owners.set_owner(p, to);
-    next.version += 1;
+    let next = next.stamp(ring);
     Ok(Some(advance(&next, &|_| false).unwrap_or(next)))
 }
 
 /// The ring's own next step, if any: leavers that own nothing become
 /// `exiting`; exiting members that `has_seen_exit` become `removed`; a
 /// claimant that is no longer valid hands the role to the first valid
-/// member by name. Returns the new ring (version bumped) or `None`.
+/// member by name; and what a merge of concurrent rings left inconsistent
+/// is [`repair`]ed. Returns the new ring (version bumped) or `None`.
 pub fn advance(ring: &RingState, has_seen_exit: &dyn Fn(&str) -> bool) -> Option<RingState> {
+    let orig = ring;
     let mut next = ring.clone();
-    let mut changed = false;
+    let mut changed = repair(&mut next);
+    let ring = &next.clone();
     let busy =
         |n: &str| ring.owners.owns_any(n) || ring.pending.iter().any(|t| t.from == n || t.to == n);
     for (name, m) in next.members.iter_mut() {
@@ -765,11 +779,85 @@ pub fn advance(ring: &RingState, has_seen_exit: &dyn Fn(&str) -> bool) -> Option
         changed = true;
     }
     if changed {
-        next.version += 1;
-        Some(next)
+        Some(next.stamp(orig))
     } else {
         None
     }
+}
+
+/// Mends what only a join of concurrent rings can produce (see
+/// [`super::state`]): a partition owned by a member that cannot own (removed
+/// or joining on the other side) goes to the member claim picks, without
+/// handoff, as a force-remove's would; a pending transfer whose giver no
+/// longer owns the partition, or whose receiver is no longer a valid (or
+/// down) member, is dropped; an exiting member that owns partitions again is
+/// leaving again; and a leaving member's partitions without a pending
+/// transfer get one, so its leave can finish. Returns whether it changed
+/// anything. A ring written by one claimant never needs it.
+pub fn repair(ring: &mut RingState) -> bool {
+    let can_own = |r: &RingState, n: &str| {
+        matches!(
+            r.state_of(n),
+            Some(MemberState::Valid | MemberState::Leaving | MemberState::Exiting | MemberState::Down)
+        )
+    };
+    let can_receive = |r: &RingState, n: &str| {
+        matches!(
+            r.state_of(n),
+            Some(MemberState::Valid | MemberState::Down)
+        )
+    };
+    let before = ring.clone();
+    ring.pending.retain(|t| {
+        before.owner(t.partition) == t.from
+            && can_own(&before, &t.from)
+            && can_receive(&before, &t.to)
+    });
+    let valid = ring.members_in(MemberState::Valid);
+    if valid.is_empty() {
+        return *ring != before;
+    }
+    let names: Vec<String> = ring.members.keys().cloned().collect();
+    for n in &names {
+        if ring.state_of(n) == Some(MemberState::Exiting) && ring.owners.owns_any(n) {
+            if let Some(m) = ring.members.get_mut(n) {
+                m.state = MemberState::Leaving;
+            }
+        }
+    }
+    let has_pending: Vec<bool> = ring
+        .pending_by_partition()
+        .iter()
+        .map(Option::is_some)
+        .collect();
+    let orphan = |r: &RingState, p: PartitionId| !can_own(r, r.owner(p));
+    let stuck = |r: &RingState, p: PartitionId| {
+        !has_pending[p.0 as usize] && r.state_of(r.owner(p)) == Some(MemberState::Leaving)
+    };
+    let size = ring.size();
+    let broken: Vec<PartitionId> = size
+        .partitions()
+        .filter(|p| orphan(ring, *p) || stuck(ring, *p))
+        .collect();
+    if !broken.is_empty() {
+        let Ok((claimed, _)) = ring.owners.claim(&valid, DEFAULT_TARGET_N_VAL) else {
+            return *ring != before;
+        };
+        for p in broken {
+            if orphan(ring, p) {
+                ring.pending.retain(|t| t.partition != p);
+                ring.owners.set_owner(p, claimed.owner(p));
+            } else {
+                ring.pending.push(Transfer {
+                    partition: p,
+                    from: ring.owner(p).to_string(),
+                    to: claimed.owner(p).to_string(),
+                });
+            }
+        }
+        ring.pending.sort();
+    }
+    *ring != before
 }
 
 #[cfg(test)]

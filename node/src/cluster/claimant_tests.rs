@@ -328,15 +328,18 @@ fn clear_removes_joining_members_who_may_then_join_again() {
 }
 
 #[test]
-fn a_down_claimant_hands_the_role_to_the_first_valid_member() {
+fn a_down_claimant_hands_the_role_to_the_member_that_marked_it() {
     let ring = grow(singleton(16), 2, 3);
     assert_eq!(ring.claimant, n(1));
-    let down = mark_down(&ring, &n(1)).expect("down");
+    let by_first = mark_down(&ring, &n(1), &n(1)).expect("down");
+    assert_eq!(by_first.claimant, n(2), "first valid member when not by a valid one");
+    let down = mark_down(&ring, &n(1), &n(3)).expect("down");
     assert_eq!(down.state_of(&n(1)), Some(MemberState::Down));
-    assert_eq!(down.claimant, n(2), "first valid member by name");
+    assert_eq!(down.claimant, n(3), "the member that marked it, in a new epoch");
+    assert_eq!(down.stamps.epoch, ring.stamps.epoch + 1);
     assert_eq!(down.owners, ring.owners, "nothing moves yet");
-    assert!(mark_down(&down, &n(1)).is_err(), "already down");
-    assert!(mark_down(&down, &n(9)).is_err(), "not a member");
+    assert!(mark_down(&down, &n(1), &n(3)).is_err(), "already down");
+    assert!(mark_down(&down, &n(9), &n(3)).is_err(), "not a member");
     // Nothing is planned while it stays in; force-removing it plans.
     let mut s = Staging::default();
     s.stage(&down, Change::Leave(n(3))).expect("staged");
@@ -349,7 +352,7 @@ fn a_down_claimant_hands_the_role_to_the_first_valid_member() {
     // Back before that: marked up, claimant stays where it went.
     let up = mark_up(&down, &n(1)).expect("up");
     assert_eq!(up.state_of(&n(1)), Some(MemberState::Valid));
-    assert_eq!(up.claimant, n(2));
+    assert_eq!(up.claimant, n(3));
     assert!(mark_up(&up, &n(1)).is_none());
 }
 
@@ -367,7 +370,7 @@ fn a_member_down_mid_rebalance_can_still_be_force_removed() {
     );
     // n3 dies before receiving anything: its transfers can never finish.
     // (Those between n1 and n2, re-striping for three members, do.)
-    let mut down = mark_down(&moving, &n(3)).expect("down");
+    let mut down = mark_down(&moving, &n(3), &n(1)).expect("down");
     while let Some(t) = down
         .pending
         .iter()

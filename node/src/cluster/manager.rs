@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use super::claimant::{self, Change, Plan, Staging};
 use super::handoff::{self, Handoffs, Host};
 use super::local::{self, Local, Verdict};
+use super::majority::{self, Action, PeerView};
 use super::router::{LocalFallback, Router};
 use super::state::{MemberState, Merge, RingState, Transfer};
 use super::transport::{
@@ -77,8 +78,9 @@ pub(super) struct Inner<V: Vnode> {
     pub(super) router: Arc<Router<V>>,
     /// Serializes ring changes and their persistence.
     write: tokio::sync::Mutex<()>,
-    /// The highest ring version each peer is known to have.
-    seen: Mutex<HashMap<String, u64>>,
+    /// The newest ring each peer is known to hold (joined, so it only
+    /// grows): a peer has seen our ring when its ring covers ours.
+    seen: Mutex<HashMap<String, RingState>>,
     /// Which peers answer heartbeats.
     liveness: Arc<Liveness>,
     /// This node is stopping cleanly: heartbeats and their answers say so.
@@ -488,14 +490,19 @@ impl<V: Vnode> Cluster<V> {
         let snap = self.ring();
         let seen = lock(&self.inner.seen);
         snap.ring.active_members().all(|(n, _)| {
-            *n == self.inner.me || seen.get(n).copied().unwrap_or(0) >= snap.ring.version
+            *n == self.inner.me || seen.get(n).is_some_and(|r| r.covers(&snap.ring))
         })
     }
 
-    fn note_seen(&self, node: &str, version: u64) {
+    /// Notes that `node` holds `ring` (or a newer one).
+    fn note_seen(&self, node: &str, ring: &RingState) {
         let mut seen = lock(&self.inner.seen);
-        let e = seen.entry(node.to_string()).or_insert(0);
-        *e = (*e).max(version);
+        let e = seen.entry(node.to_string()).or_insert_with(|| ring.clone());
+        if e.cluster_id != ring.cluster_id || e.size() != ring.size() {
+            *e = ring.clone();
+        } else if !e.covers(ring) {
+            *e = super::state::join(e, ring);
+        }
     }
 
     async fn install(&self, ring: RingState) -> Result<()> {
@@ -524,8 +531,14 @@ impl<V: Vnode> Cluster<V> {
         let cur = self.ring();
         match super::state::merge(&cur.ring, &ring, &self.inner.me) {
             Merge::Ignore => Ok(false),
-            Merge::Adopt => {
-                self.install(ring).await?;
+            Merge::Adopt(joined) => {
+                if !joined.same_content(&ring) && !joined.same_content(&cur.ring) {
+                    tracing::info!(
+                        version = joined.version,
+                        "joined a concurrent ring into this node's own"
+                    );
+                }
+                self.install(joined).await?;
                 Ok(true)
             }
             Merge::Reset => {
@@ -573,10 +586,20 @@ impl<V: Vnode> Cluster<V> {
     }
 
     /// Applies a claimant change: `f` returns the new ring or `None`.
+    /// Refused (`Busy`, so a handoff asks again later) while this node's
+    /// failure detector does not see a majority of the voters up: a
+    /// claimant cut off on a minority side stops writing once it notices
+    /// (see [`majority`]).
     async fn mutate(
         &self,
         f: impl FnOnce(&RingState) -> Result<Option<RingState>>,
     ) -> Result<Option<RingState>> {
+        if !self.sees_majority() {
+            return Err(Error::Busy(format!(
+                "'{}' does not reach a majority of the cluster's valid members; the ring is not changed from here",
+                self.inner.me
+            )));
+        }
         let _w = self.inner.write.lock().await;
         let cur = self.ring();
         let Some(next) = f(&cur.ring)? else {
@@ -603,6 +626,67 @@ impl<V: Vnode> Cluster<V> {
         }
     }
 
+    /// Whether this node's failure detector sees a majority of the voters
+    /// (itself included) up.
+    pub fn sees_majority(&self) -> bool {
+        let snap = self.ring();
+        let voters = majority::voters(&snap.ring);
+        if voters.is_empty() {
+            return true;
+        }
+        let down = self.inner.liveness.down();
+        let up = voters
+            .iter()
+            .filter(|v| **v == self.inner.me || !down.contains(*v))
+            .count();
+        up >= majority::needed(voters.len())
+    }
+
+    /// `member-status`'s advice on where membership changes can be made.
+    pub fn majority_advice(&self) -> String {
+        majority::advice(&self.ring().ring, &self.inner.me, &self.unreachable())
+    }
+
+    /// Asks every voter at once (2 s at most) what its failure detector
+    /// sees, and refuses `action` unless [`majority::check`] allows it.
+    async fn require_majority(&self, action: Action<'_>) -> Result<()> {
+        let snap = self.ring();
+        let voters = majority::voters(&snap.ring);
+        let asks = voters.iter().filter(|v| **v != self.inner.me).map(|v| {
+            let addr = snap.addr(v).map(str::to_string);
+            let transport = Arc::clone(&self.inner.transport);
+            let me = self.inner.me.clone();
+            let v = v.clone();
+            async move {
+                let view = match addr {
+                    Some(addr) => {
+                        match tokio::time::timeout(Duration::from_secs(2), transport.members(&addr))
+                            .await
+                        {
+                            // Only a member of this cluster (it lists us)
+                            // has a say.
+                            Ok(Ok(view)) if view.members.contains(&me) => Some(PeerView {
+                                unreachable: view.unreachable,
+                            }),
+                            _ => None,
+                        }
+                    }
+                    None => None,
+                };
+                (v, view)
+            }
+        });
+        let mut answers: std::collections::BTreeMap<String, Option<PeerView>> =
+            futures::future::join_all(asks).await.into_iter().collect();
+        answers.insert(
+            self.inner.me.clone(),
+            Some(PeerView {
+                unreachable: self.unreachable(),
+            }),
+        );
+        majority::check(&self.ring().ring, &self.inner.me, action, &answers)
+    }
+
     pub(super) async fn gossip_to(&self, node: String, addr: String) {
         let ring = self.ring();
         let msg = Gossip {
@@ -623,7 +707,8 @@ impl<V: Vnode> Cluster<V> {
                 tracing::debug!(%node, "answered for another cluster");
             }
             Ok(reply) => {
-                self.note_seen(&node, reply.version);
+                // No ring back: theirs, after taking ours, is ours.
+                self.note_seen(&node, reply.ring.as_ref().unwrap_or(&ring.ring));
                 self.heard_from(&node).await;
                 if let Some(theirs) = reply.ring
                     && let Err(e) = self.adopt(theirs).await
@@ -640,7 +725,6 @@ impl<V: Vnode> Cluster<V> {
     /// Handles a gossip push: adopt if newer, and answer with ours if ours is.
     pub async fn handle_gossip(&self, msg: Gossip) -> Result<GossipReply> {
         let theirs = msg.ring;
-        let their_version = theirs.version;
         if theirs.cluster_id != self.ring().ring.cluster_id && self.missed_own_join(&theirs) {
             // This node's join went through but its answer was lost: take
             // the cluster's ring now, as the join would have.
@@ -651,15 +735,18 @@ impl<V: Vnode> Cluster<V> {
         }
         let same_cluster = theirs.cluster_id == self.ring().ring.cluster_id;
         if same_cluster {
-            self.note_seen(&msg.from, their_version);
-            self.adopt(theirs).await?;
+            self.note_seen(&msg.from, &theirs);
+            self.adopt(theirs.clone()).await?;
             self.heard_from(&msg.from).await;
         }
         let mine = self.ring();
+        // Ours is theirs joined with whatever we had: send it back unless
+        // it is exactly what they sent.
+        let differs = !mine.ring.same_content(&theirs) || mine.ring.version != theirs.version;
         Ok(GossipReply {
             cluster_id: mine.ring.cluster_id.clone(),
             version: mine.ring.version,
-            ring: (same_cluster && mine.ring.version > their_version).then(|| mine.ring.clone()),
+            ring: (same_cluster && differs).then(|| mine.ring.clone()),
         })
     }
 
@@ -809,13 +896,15 @@ impl<V: Vnode> Cluster<V> {
     }
 
     async fn claimant_step(&self) {
+        if !self.sees_majority() {
+            return;
+        }
         let seen = lock(&self.inner.seen).clone();
         let unreachable: HashSet<String> = self.unreachable().into_iter().collect();
         let r = self
             .mutate(|ring| {
-                let v = ring.version;
                 Ok(claimant::advance(ring, &|n| {
-                    seen.get(n).copied().unwrap_or(0) >= v || unreachable.contains(n)
+                    seen.get(n).is_some_and(|r| r.covers(ring)) || unreachable.contains(n)
                 }))
             })
             .await;
@@ -1004,9 +1093,13 @@ impl<V: Vnode> Cluster<V> {
         }
     }
 
-    /// Stages a change (claimant only).
-    pub fn stage(&self, change: Change) -> Result<String> {
+    /// Stages a change (claimant only). Dropping a member without handoff
+    /// needs a majority that sees it unreachable, as `down` does.
+    pub async fn stage(&self, change: Change) -> Result<String> {
         self.require_claimant()?;
+        if let Change::ForceRemove(n) | Change::ForceReplace { old: n, .. } = &change {
+            self.require_majority(Action::ForceRemove(n)).await?;
+        }
         let ring = self.ring();
         lock(&self.inner.staging).stage(&ring.ring, change)
     }
@@ -1036,6 +1129,7 @@ impl<V: Vnode> Cluster<V> {
         if lock(&self.inner.staging).changes().is_empty() {
             return Ok((None, self.ring().ring.clone()));
         }
+        self.require_majority(Action::Plan).await?;
         let ready = self.settle_ready().await;
         let ring = self.ring();
         let plan = lock(&self.inner.staging)
@@ -1047,6 +1141,20 @@ impl<V: Vnode> Cluster<V> {
     /// Commits the last plan shown (claimant only).
     pub async fn commit(&self, plan_id: Option<&str>) -> Result<RingState> {
         self.require_claimant()?;
+        self.require_majority(Action::Commit).await?;
+        let dropped: Vec<String> = lock(&self.inner.staging)
+            .changes()
+            .iter()
+            .filter_map(|c| match c {
+                Change::ForceRemove(n) | Change::ForceReplace { old: n, .. } => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        for n in &dropped {
+            if self.ring().ring.state_of(n) != Some(MemberState::Down) {
+                self.require_majority(Action::ForceRemove(n)).await?;
+            }
+        }
         let ready = self.settle_ready().await;
         let staging = &self.inner.staging;
         self.mutate(|ring| lock(staging).commit(ring, ready, plan_id).map(Some))
@@ -1072,7 +1180,9 @@ impl<V: Vnode> Cluster<V> {
         if self.answers(&addr).await {
             return Err(up());
         }
-        self.mutate(|ring| claimant::mark_down(ring, node).map(Some))
+        self.require_majority(Action::Down(node)).await?;
+        let me = self.inner.me.clone();
+        self.mutate(|ring| claimant::mark_down(ring, node, &me).map(Some))
             .await?;
         tracing::warn!(%node, "marked down");
         Ok(format!("Success: '{node}' marked as down"))
@@ -1084,7 +1194,7 @@ impl<V: Vnode> Cluster<V> {
     async fn answers(&self, addr: &str) -> bool {
         let call = self.inner.transport.members(addr);
         match tokio::time::timeout(Duration::from_secs(2), call).await {
-            Ok(Ok(members)) => members.iter().any(|m| *m == self.inner.me),
+            Ok(Ok(view)) => view.members.iter().any(|m| *m == self.inner.me),
             _ => false,
         }
     }

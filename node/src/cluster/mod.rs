@@ -19,6 +19,7 @@
 pub mod claimant;
 pub mod handoff;
 pub mod local;
+pub mod majority;
 pub mod manager;
 pub mod router;
 pub mod state;

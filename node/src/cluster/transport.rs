@@ -110,6 +110,15 @@ pub struct GossipReply {
     pub ring: Option<RingState>,
 }
 
+/// What a node says of its cluster when asked (`Transport::members`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberView {
+    /// The members it knows of (not removed), by name.
+    pub members: Vec<String>,
+    /// The active members its failure detector sees as down.
+    pub unreachable: Vec<String>,
+}
+
 /// A node asking to join the cluster of the member it asks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JoinRequest {
@@ -210,8 +219,9 @@ pub trait Transport: Send + Sync + 'static {
         t: Transfer,
     ) -> BoxFuture<'static, Result<Option<RingState>>>;
 
-    /// The members the node at `addr` knows of, by name.
-    fn members(&self, addr: &str) -> BoxFuture<'static, Result<Vec<String>>>;
+    /// The members the node at `addr` knows of, and which of them its
+    /// failure detector sees as down.
+    fn members(&self, addr: &str) -> BoxFuture<'static, Result<MemberView>>;
 
     /// Opens a handoff stream to the node at `addr`, sending `start` first.
     fn handoff(&self, addr: &str, start: HandoffStart) -> BoxFuture<'static, Result<HandoffLink>>;

@@ -121,6 +121,8 @@ impl<V: Vnode> AdminApi for AdminService<V> {
             claimant: ring.claimant.clone(),
             node: self.cluster.me().to_string(),
             unreachable: self.cluster.unreachable(),
+            majority: self.cluster.sees_majority(),
+            majority_advice: self.cluster.majority_advice(),
         }))
     }
 
@@ -269,7 +271,7 @@ impl<V: Vnode> AdminApi for AdminService<V> {
             r.node = self.cluster.me().to_string();
         }
         match self.claimant()? {
-            None => Ok(stage_reply(self.cluster.stage(Change::Leave(r.node))?)),
+            None => Ok(stage_reply(self.cluster.stage(Change::Leave(r.node)).await?)),
             Some(mut c) => c.stage_leave(r).await,
         }
     }
@@ -284,7 +286,7 @@ impl<V: Vnode> AdminApi for AdminService<V> {
         }
         match self.claimant()? {
             None => Ok(stage_reply(
-                self.cluster.stage(Change::ForceRemove(r.node))?,
+                self.cluster.stage(Change::ForceRemove(r.node)).await?,
             )),
             Some(mut c) => c.stage_remove(r).await,
         }
@@ -330,7 +332,7 @@ impl<V: Vnode> AdminApi for AdminService<V> {
                         new: r.new_node,
                     }
                 };
-                Ok(stage_reply(self.cluster.stage(change)?))
+                Ok(stage_reply(self.cluster.stage(change).await?))
             }
             Some(mut c) => c.stage_replace(r).await,
         }

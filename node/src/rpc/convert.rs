@@ -11,7 +11,10 @@ use flavio_proto::v1 as pb;
 use prost::Message;
 
 use crate::app::{AddOptions, AddResult, Pong, Stats};
-use crate::cluster::state::{Member, MemberState, RingState, Transfer};
+use crate::cluster::state::{Member, MemberState, RingState, Stamps, Transfer};
+
+/// The persisted ring's format: 2 since rings carry [`Stamps`].
+const RING_FORMAT: u32 = 2;
 use crate::cluster::transport::{
     Gossip, GossipReply, HandoffAck, HandoffMessage, HandoffStart, Hint, JoinRequest, PeerAnswer,
     PeerCall, RingCodec,
@@ -146,8 +149,12 @@ impl From<&RingState> for pb::RingState {
                     name: name.clone(),
                     addr: m.addr.clone(),
                     state: member_state_to_pb(m.state),
+                    generation: r.stamps.members.get(name).copied().unwrap_or(0),
                 })
                 .collect(),
+            format: RING_FORMAT,
+            epoch: r.stamps.epoch,
+            partition_gens: r.stamps.partitions.clone(),
             owners: r.owners.owners().map(|(_, o)| o.to_string()).collect(),
             pending: r
                 .pending
@@ -172,7 +179,9 @@ impl TryFrom<pb::RingState> for RingState {
             message: e.to_string(),
         })?;
         let mut members = BTreeMap::new();
+        let mut gens = BTreeMap::new();
         for m in r.members {
+            gens.insert(m.name.clone(), m.generation);
             members.insert(
                 m.name,
                 Member {
@@ -198,14 +207,46 @@ impl TryFrom<pb::RingState> for RingState {
                 to: t.to,
             });
         }
+        let stamps = match r.format {
+            // Written before stamps: the newer ring's entries win everywhere.
+            0 => Stamps::legacy(r.version, &members, size),
+            RING_FORMAT => {
+                if !r.partition_gens.is_empty() && r.partition_gens.len() != size.len() {
+                    return Err(Error::Corrupt {
+                        what: "ring".into(),
+                        message: format!(
+                            "{} partition generations for a ring of {size}",
+                            r.partition_gens.len()
+                        ),
+                    });
+                }
+                let mut partitions = r.partition_gens;
+                partitions.resize(size.len(), 0);
+                Stamps {
+                    epoch: r.epoch,
+                    members: gens,
+                    partitions,
+                }
+            }
+            f => {
+                return Err(Error::Corrupt {
+                    what: "ring".into(),
+                    message: format!(
+                        "ring format {f} is newer than this node knows ({RING_FORMAT}): upgrade this node to the version that wrote it"
+                    ),
+                });
+            }
+        };
         Ok(RingState {
             cluster_id: r.cluster_id,
             version: r.version,
+            stamps,
             claimant: r.claimant,
             members,
             owners,
             pending,
-        })
+        }
+        .normalized())
     }
 }
 
@@ -539,7 +580,8 @@ mod tests {
     #[test]
     fn ring_round_trip() {
         let size = RingSize::new(8).expect("size");
-        let mut r = RingState::singleton("c1".into(), size, "a", "127.0.0.1:1");
+        let base = RingState::singleton("c1".into(), size, "a", "127.0.0.1:1");
+        let mut r = base.clone();
         r.members.insert(
             "b".into(),
             Member {
@@ -552,9 +594,29 @@ mod tests {
             from: "a".into(),
             to: "b".into(),
         });
+        let r = r.stamp(&base);
         let codec = ProtoRingCodec;
         let back = codec.decode(&codec.encode(&r)).expect("decodes");
         assert_eq!(back, r);
+        assert_eq!(back.stamps.members.get("b"), Some(&1));
+        // A ring persisted before stamps (format 0) loads with every entry
+        // at its version, so the newer of two such rings wins everywhere.
+        let mut old = pb::RingState::from(&r);
+        old.format = 0;
+        old.epoch = 0;
+        old.partition_gens.clear();
+        for m in &mut old.members {
+            m.generation = 0;
+        }
+        old.version = 7;
+        let legacy = codec.decode(&old.encode_to_vec()).expect("legacy loads");
+        assert_eq!(legacy.stamps.epoch, 7);
+        assert_eq!(legacy.stamps.partitions, vec![7; 8]);
+        assert_eq!(legacy.stamps.members.get("a"), Some(&7));
+        let mut future = pb::RingState::from(&r);
+        future.format = 3;
+        let e = codec.decode(&future.encode_to_vec()).expect_err("newer format");
+        assert!(e.to_string().contains("upgrade this node"), "{e}");
         assert_eq!(back.future_owners().owner(PartitionId(3)), "b");
         assert!(codec.decode(b"\xff\xff").is_err());
     }

@@ -28,8 +28,8 @@ use super::client::{CookieLayer, endpoint, source_chain};
 use super::convert;
 use crate::cluster::state::{RingState, Transfer};
 use crate::cluster::transport::{
-    Gossip, GossipReply, HandoffLink, HandoffMessage, HandoffStart, Hint, JoinRequest, PeerCall,
-    Transport,
+    Gossip, GossipReply, HandoffLink, HandoffMessage, HandoffStart, Hint, JoinRequest, MemberView,
+    PeerCall, Transport,
 };
 use crate::{Error, Result};
 
@@ -194,19 +194,18 @@ impl Transport for Peers {
         })
     }
 
-    fn members(&self, addr: &str) -> BoxFuture<'static, Result<Vec<String>>> {
+    fn members(&self, addr: &str) -> BoxFuture<'static, Result<MemberView>> {
         let client = self.admin(addr);
         Box::pin(async move {
             let reply = client?
                 .member_status(pb::MemberStatusRequest {})
                 .await
-                .map_err(|s| call_failed(&s))?;
-            Ok(reply
-                .into_inner()
-                .members
-                .into_iter()
-                .map(|m| m.name)
-                .collect())
+                .map_err(|s| call_failed(&s))?
+                .into_inner();
+            Ok(MemberView {
+                members: reply.members.into_iter().map(|m| m.name).collect(),
+                unreachable: reply.unreachable,
+            })
         })
     }
 

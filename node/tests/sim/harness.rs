@@ -244,11 +244,17 @@ impl Harness {
     }
 
     /// Stages `change` on the claimant.
-    pub fn stage(&self, change: Change) -> Result<String, String> {
+    pub async fn stage(&self, change: Change) -> Result<String, String> {
         let c = self.claimant().ok_or("the claimant is not running")?;
-        self.cluster(c)
-            .ok_or("the claimant is not running")?
+        self.stage_on(c, change).await
+    }
+
+    /// Stages `change` on node `i` (refused unless it is the claimant).
+    pub async fn stage_on(&self, i: usize, change: Change) -> Result<String, String> {
+        self.cluster(i)
+            .ok_or(format!("node {i} is not running"))?
             .stage(change)
+            .await
             .map_err(|e| e.to_string())
     }
 
@@ -256,7 +262,12 @@ impl Harness {
     /// nothing is staged, else the committed ring's version.
     pub async fn commit(&self) -> Result<Option<u64>, String> {
         let c = self.claimant().ok_or("the claimant is not running")?;
-        let cluster = self.cluster(c).ok_or("the claimant is not running")?;
+        self.commit_on(c).await
+    }
+
+    /// Plans and commits what is staged on node `i`.
+    pub async fn commit_on(&self, i: usize) -> Result<Option<u64>, String> {
+        let cluster = self.cluster(i).ok_or(format!("node {i} is not running"))?;
         match cluster.plan().await.map_err(|e| e.to_string())? {
             (Some(_), _) => cluster
                 .commit(None)
@@ -299,7 +310,7 @@ impl Harness {
             // claimant's memory only, as in riak).
             if let Some(ring) = self.ring() {
                 for n in ring.members_in(MemberState::Joining) {
-                    let _ = self.stage(Change::Join(n));
+                    let _ = self.stage(Change::Join(n)).await;
                 }
             }
             let _ = self.commit().await;

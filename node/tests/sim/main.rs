@@ -90,7 +90,7 @@ impl Sim {
     /// committed.
     async fn change(&mut self, change: Change) -> bool {
         let what = format!("{change:?}");
-        if let Err(e) = self.h.stage(change) {
+        if let Err(e) = self.h.stage(change).await {
             self.note(format!("stage {what}: {e}"));
             return false;
         }

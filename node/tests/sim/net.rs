@@ -20,7 +20,7 @@ use flavio_node::app::FlavioVnode;
 use flavio_node::cluster::state::{MemberState, RingState, Transfer};
 use flavio_node::cluster::transport::{
     Gossip, GossipReply, HandoffAck, HandoffLink, HandoffMessage, HandoffStart, Hint, JoinRequest,
-    PeerCall, PeerCallback, Transport,
+    MemberView, PeerCall, PeerCallback, Transport,
 };
 use flavio_node::cluster::{Cluster, handoff};
 use futures::StreamExt;
@@ -339,16 +339,20 @@ impl Transport for SimTransport {
         })
     }
 
-    fn members(&self, addr: &str) -> BoxFuture<'static, flavio_node::Result<Vec<String>>> {
+    fn members(&self, addr: &str) -> BoxFuture<'static, flavio_node::Result<MemberView>> {
         self.call(addr, |n| {
             Box::pin(async move {
-                Ok(n.ring()
-                    .ring
-                    .members
-                    .iter()
-                    .filter(|(_, m)| m.state != MemberState::Removed)
-                    .map(|(name, _)| name.clone())
-                    .collect())
+                Ok(MemberView {
+                    members: n
+                        .ring()
+                        .ring
+                        .members
+                        .iter()
+                        .filter(|(_, m)| m.state != MemberState::Removed)
+                        .map(|(name, _)| name.clone())
+                        .collect(),
+                    unreachable: n.unreachable(),
+                })
             })
         })
     }

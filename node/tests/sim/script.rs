@@ -157,6 +157,14 @@ impl Runner {
         Ok((from, app))
     }
 
+    /// The node a membership step runs on: `from=N`, else the claimant.
+    fn at(&self, args: &Args) -> Result<usize, String> {
+        match args.opt("from")? {
+            Some(f) => Ok(f as usize),
+            None => self.h()?.claimant().ok_or("the claimant is not running".into()),
+        }
+    }
+
     fn name(&self, i: usize) -> Result<String, String> {
         self.h()?
             .nodes
@@ -194,10 +202,18 @@ impl Runner {
                     Err(e) => vec![format!("error: {e}")],
                 }
             }
-            "leave" => staged(self.h()?.stage(Change::Leave(self.name(args.node(1)?)?))),
+            "leave" => {
+                let at = self.at(&args)?;
+                let change = Change::Leave(self.name(args.node(1)?)?);
+                staged(self.h()?.stage_on(at, change).await)
+            }
             "force-remove" => {
                 let i = args.node(1)?;
-                let r = self.h()?.stage(Change::ForceRemove(self.name(i)?));
+                let at = self.at(&args)?;
+                let r = self
+                    .h()?
+                    .stage_on(at, Change::ForceRemove(self.name(i)?))
+                    .await;
                 self.forced(i, &r)?;
                 staged(r)
             }
@@ -209,7 +225,8 @@ impl Runner {
                 } else {
                     Change::ForceReplace { old, new }
                 };
-                let r = self.h()?.stage(change);
+                let at = self.at(&args)?;
+                let r = self.h()?.stage_on(at, change).await;
                 if cmd == "force-replace" {
                     self.forced(i, &r)?;
                 }
@@ -228,9 +245,9 @@ impl Runner {
                 staged(c.down(&self.name(i)?).await.map_err(|e| e.to_string()))
             }
             "plan" => {
+                let c = self.at(&args)?;
                 let h = self.h()?;
-                let c = h.claimant().ok_or("the claimant is not running")?;
-                let cluster = h.cluster(c).ok_or("the claimant is not running")?;
+                let cluster = h.cluster(c).ok_or(format!("node {c} is not running"))?;
                 match cluster.plan().await {
                     Ok((None, _)) => vec!["There are no staged changes".into()],
                     Ok((Some(plan), _)) => {
@@ -249,7 +266,7 @@ impl Runner {
                     Err(e) => vec![format!("error: {e}")],
                 }
             }
-            "commit" => match self.h()?.commit().await {
+            "commit" => match self.h()?.commit_on(self.at(&args)?).await {
                 Ok(Some(_)) => vec!["committed".into()],
                 Ok(None) => vec!["nothing to commit".into()],
                 Err(e) => vec![format!("error: {e}")],
@@ -449,6 +466,33 @@ impl Runner {
                     }
                 }
                 vec![format!("node {i} isolated")]
+            }
+            "split" => {
+                // split 0 1 / 2 3 4: every link between the two groups cut.
+                let h = self.h()?;
+                let mut groups: Vec<Vec<String>> = vec![Vec::new()];
+                for w in &args.words[1..] {
+                    if *w == "/" {
+                        groups.push(Vec::new());
+                    } else {
+                        let i: usize = w.parse().map_err(|_| format!("bad node {w:?}"))?;
+                        let n = h.nodes.get(i).ok_or(format!("no node {i}"))?;
+                        if let Some(g) = groups.last_mut() {
+                            g.push(n.addr.clone());
+                        }
+                    }
+                }
+                let [a, b] = groups.as_slice() else {
+                    return Err("split needs two groups: split 0 1 / 2 3 4".into());
+                };
+                let mut f = self.net.faults();
+                for x in a {
+                    for y in b {
+                        f.cut.insert((x.clone(), y.clone()));
+                        f.cut.insert((y.clone(), x.clone()));
+                    }
+                }
+                vec![format!("split {}", args.words[1..].join(" "))]
             }
             "heal" => {
                 self.net.heal();
