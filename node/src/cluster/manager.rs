@@ -485,12 +485,19 @@ impl<V: Vnode> Cluster<V> {
         }
     }
 
-    /// Every active member has seen the current ring version.
+    /// Every active member has seen the current ring.
     pub fn ring_ready(&self) -> bool {
+        self.ready_among(&[])
+    }
+
+    /// Every active member but those in `skip` has seen the current ring.
+    fn ready_among(&self, skip: &[String]) -> bool {
         let snap = self.ring();
         let seen = lock(&self.inner.seen);
         snap.ring.active_members().all(|(n, _)| {
-            *n == self.inner.me || seen.get(n).is_some_and(|r| r.covers(&snap.ring))
+            *n == self.inner.me
+                || skip.contains(n)
+                || seen.get(n).is_some_and(|r| r.covers(&snap.ring))
         })
     }
 
@@ -1097,7 +1104,10 @@ impl<V: Vnode> Cluster<V> {
     /// needs a majority that sees it unreachable, as `down` does.
     pub async fn stage(&self, change: Change) -> Result<String> {
         self.require_claimant()?;
-        if let Change::ForceRemove(n) | Change::ForceReplace { old: n, .. } = &change {
+        // A member already marked down had its majority then.
+        if let Change::ForceRemove(n) | Change::ForceReplace { old: n, .. } = &change
+            && self.ring().ring.state_of(n) != Some(MemberState::Down)
+        {
             self.require_majority(Action::ForceRemove(n)).await?;
         }
         let ring = self.ring();
@@ -1107,10 +1117,15 @@ impl<V: Vnode> Cluster<V> {
     /// Waits a little for every member to have seen the current ring: a
     /// plan right after a join would otherwise be refused for a gossip round
     /// that is already on its way.
+    ///
+    /// Members this node's failure detector sees as down do not hold a plan
+    /// back (riak would wait for them to be marked down): the caller has
+    /// checked that a majority is reached, so the other side can write
+    /// nothing, and what they hold joins the new ring when they are back.
     async fn settle_ready(&self) -> bool {
         let deadline = Instant::now() + READY_WAIT;
         loop {
-            if self.ring_ready() {
+            if self.ready_among(&self.unreachable()) {
                 return true;
             }
             if Instant::now() >= deadline {
