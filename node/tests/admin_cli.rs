@@ -62,6 +62,8 @@ impl Admin for Fake {
             claimant: n(1),
             node: n(1),
             unreachable: vec![],
+            majority: true,
+            majority_advice: String::new(),
         }))
     }
 

@@ -11,6 +11,11 @@
 //! until Ctrl-C or SIGTERM. It stops every node it started on the way out,
 //! also when a step fails (the process guard's `Drop`).
 //!
+//! With `--spread-hosts`, node i listens on its own loopback address,
+//! `127.0.0.{i+1}` (same ports), is named `flavio{i}@127.0.0.{i+1}`, and its
+//! connections to peers leave from that address: that is what lets
+//! `deploy/faults` cut links between nodes with iptables rules.
+//!
 //! Restarting devrel on an existing DIR restarts the same nodes with their
 //! persisted rings; members already in node 1's cluster are not joined again.
 //!
@@ -65,6 +70,10 @@ pub struct DevrelArgs {
     /// Seconds to wait for the ring to be ready with no pending transfers after the commit.
     #[arg(long, default_value_t = 120)]
     settle_timeout: u64,
+    /// Give node i its own loopback address, 127.0.0.{i+1}, so that links
+    /// between nodes can be cut by address (deploy/faults).
+    #[arg(long)]
+    spread_hosts: bool,
 }
 
 /// Where one devrel node lives.
@@ -82,7 +91,12 @@ pub struct DevNode {
 
 /// The nodes of a devrel of `nodes` nodes from `base_port` under `dir`;
 /// refuses counts outside 1..=16 and ports past 65535.
-pub fn layout(nodes: u32, base_port: u16, dir: &Path) -> Result<Vec<DevNode>, String> {
+pub fn layout(
+    nodes: u32,
+    base_port: u16,
+    dir: &Path,
+    spread_hosts: bool,
+) -> Result<Vec<DevNode>, String> {
     if !(1..=MAX_NODES).contains(&nodes) {
         return Err(format!("--nodes must be 1 to {MAX_NODES}, got {nodes}"));
     }
@@ -99,9 +113,14 @@ pub fn layout(nodes: u32, base_port: u16, dir: &Path) -> Result<Vec<DevNode>, St
         .map(|i| {
             let port = u32::from(base_port) + PORT_STEP * (i - 1);
             let data_dir = dir.join(format!("dev{i}"));
+            let host = if spread_hosts {
+                format!("127.0.0.{}", i + 1)
+            } else {
+                "127.0.0.1".to_string()
+            };
             DevNode {
-                name: format!("flavio{i}@127.0.0.1"),
-                addr: format!("127.0.0.1:{port}"),
+                name: format!("flavio{i}@{host}"),
+                addr: format!("{host}:{port}"),
                 log: data_dir.join("node.log"),
                 data_dir,
             }
@@ -500,7 +519,8 @@ pub(super) async fn run(args: DevrelArgs) -> Result<(), Failure> {
     // Absolute, so the printed paths work from any directory.
     let dir = std::path::absolute(&args.dir)
         .map_err(|e| Failure::usage(format!("--dir {}: {e}", args.dir.display())))?;
-    let nodes = layout(args.nodes, args.base_port, &dir).map_err(Failure::usage)?;
+    let nodes =
+        layout(args.nodes, args.base_port, &dir, args.spread_hosts).map_err(Failure::usage)?;
     crate::ring::RingSize::new(args.ring_size)?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| failure(format!("creating {}: {e}", dir.display())))?;
@@ -632,7 +652,7 @@ mod tests {
 
     #[test]
     fn layout_follows_the_tutorial_ports_and_names() {
-        let nodes = layout(4, 10017, Path::new("/tmp/dev")).expect("valid");
+        let nodes = layout(4, 10017, Path::new("/tmp/dev"), false).expect("valid");
         let addrs: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
         assert_eq!(
             addrs,
@@ -651,15 +671,15 @@ mod tests {
     #[test]
     fn layout_refuses_bad_counts_and_port_overflow() {
         let d = Path::new("dev");
-        assert!(layout(0, 10017, d).is_err());
-        assert!(layout(17, 10017, d).is_err());
-        assert_eq!(layout(16, 10017, d).map(|n| n.len()), Ok(16));
-        assert!(layout(1, 0, d).is_err());
-        assert_eq!(layout(1, 65535, d).map(|n| n.len()), Ok(1));
-        assert!(layout(2, 65535, d).is_err());
+        assert!(layout(0, 10017, d, false).is_err());
+        assert!(layout(17, 10017, d, false).is_err());
+        assert_eq!(layout(16, 10017, d, false).map(|n| n.len()), Ok(16));
+        assert!(layout(1, 0, d, false).is_err());
+        assert_eq!(layout(1, 65535, d, false).map(|n| n.len()), Ok(1));
+        assert!(layout(2, 65535, d, false).is_err());
         // 65500 + 10*3 = 65530 fits; a fifth node would need 65540.
-        assert!(layout(4, 65500, d).is_ok());
-        let e = layout(5, 65500, d).expect_err("overflow");
+        assert!(layout(4, 65500, d, false).is_ok());
+        let e = layout(5, 65500, d, false).expect_err("overflow");
         assert!(e.contains("65540"), "{e}");
     }
 
@@ -692,7 +712,7 @@ mod tests {
 
     #[test]
     fn settled_needs_valid_members_a_ready_ring_and_no_pending() {
-        let nodes = layout(2, 10017, Path::new("dev")).expect("valid");
+        let nodes = layout(2, 10017, Path::new("dev"), false).expect("valid");
         let mut members = pb::MemberStatusReply {
             members: vec![
                 member("flavio1@127.0.0.1", pb::MemberState::Valid),
@@ -739,7 +759,7 @@ mod tests {
 
     #[test]
     fn usage_names_the_cookie_and_the_nodes() {
-        let nodes = layout(1, 10017, Path::new("/d")).expect("valid");
+        let nodes = layout(1, 10017, Path::new("/d"), false).expect("valid");
         let u = usage(&nodes, Path::new("/d"), Some(Path::new("/d/cookie")), None);
         assert!(u.contains("export FLAVIO_COOKIE_FILE=/d/cookie"), "{u}");
         assert!(u.contains("flavio stats --node 127.0.0.1:10017"), "{u}");

@@ -798,14 +798,16 @@ pub fn repair(ring: &mut RingState) -> bool {
     let can_own = |r: &RingState, n: &str| {
         matches!(
             r.state_of(n),
-            Some(MemberState::Valid | MemberState::Leaving | MemberState::Exiting | MemberState::Down)
+            Some(
+                MemberState::Valid
+                    | MemberState::Leaving
+                    | MemberState::Exiting
+                    | MemberState::Down
+            )
         )
     };
     let can_receive = |r: &RingState, n: &str| {
-        matches!(
-            r.state_of(n),
-            Some(MemberState::Valid | MemberState::Down)
-        )
+        matches!(r.state_of(n), Some(MemberState::Valid | MemberState::Down))
     };
     let before = ring.clone();
     ring.pending.retain(|t| {

@@ -332,10 +332,18 @@ fn a_down_claimant_hands_the_role_to_the_member_that_marked_it() {
     let ring = grow(singleton(16), 2, 3);
     assert_eq!(ring.claimant, n(1));
     let by_first = mark_down(&ring, &n(1), &n(1)).expect("down");
-    assert_eq!(by_first.claimant, n(2), "first valid member when not by a valid one");
+    assert_eq!(
+        by_first.claimant,
+        n(2),
+        "first valid member when not by a valid one"
+    );
     let down = mark_down(&ring, &n(1), &n(3)).expect("down");
     assert_eq!(down.state_of(&n(1)), Some(MemberState::Down));
-    assert_eq!(down.claimant, n(3), "the member that marked it, in a new epoch");
+    assert_eq!(
+        down.claimant,
+        n(3),
+        "the member that marked it, in a new epoch"
+    );
     assert_eq!(down.stamps.epoch, ring.stamps.epoch + 1);
     assert_eq!(down.owners, ring.owners, "nothing moves yet");
     assert!(mark_down(&down, &n(1), &n(3)).is_err(), "already down");

@@ -1122,10 +1122,20 @@ impl<V: Vnode> Cluster<V> {
     /// back (riak would wait for them to be marked down): the caller has
     /// checked that a majority is reached, so the other side can write
     /// nothing, and what they hold joins the new ring when they are back.
+    /// Joining members are the exception: one that has not seen the ring
+    /// that lists it (its join's answer lost, and it answers as a cluster
+    /// of its own) must not be made a member that cannot learn it is one
+    /// (the simulator, seeds 34 and 83).
     async fn settle_ready(&self) -> bool {
         let deadline = Instant::now() + READY_WAIT;
         loop {
-            if self.ready_among(&self.unreachable()) {
+            let snap = self.ring();
+            let skip: Vec<String> = self
+                .unreachable()
+                .into_iter()
+                .filter(|n| snap.ring.state_of(n) != Some(MemberState::Joining))
+                .collect();
+            if self.ready_among(&skip) {
                 return true;
             }
             if Instant::now() >= deadline {

@@ -469,7 +469,11 @@ mod tests {
         assert_eq!(merge(&mine, &mine.clone(), "a"), Merge::Ignore, "same");
         let mut foreign = newer.clone();
         foreign.cluster_id = "c2".into();
-        assert_eq!(merge(&mine, &foreign, "a"), Merge::Ignore, "another cluster");
+        assert_eq!(
+            merge(&mine, &foreign, "a"),
+            Merge::Ignore,
+            "another cluster"
+        );
         let mut bigger = newer.clone();
         bigger.owners = Ring::new(RingSize::new(16).expect("size"), "a");
         assert_eq!(merge(&mine, &bigger, "a"), Merge::Ignore, "another size");
@@ -562,7 +566,10 @@ mod tests {
                         _ => write(&reps[i], |r| r.claimant = n.into()),
                     }
                 };
-                assert!(r.covers(&reps[i]), "seed {seed}: a write or join loses nothing");
+                assert!(
+                    r.covers(&reps[i]),
+                    "seed {seed}: a write or join loses nothing"
+                );
                 reps[i] = r.clone();
                 all.push(r);
             }

@@ -271,7 +271,9 @@ impl<V: Vnode> AdminApi for AdminService<V> {
             r.node = self.cluster.me().to_string();
         }
         match self.claimant()? {
-            None => Ok(stage_reply(self.cluster.stage(Change::Leave(r.node)).await?)),
+            None => Ok(stage_reply(
+                self.cluster.stage(Change::Leave(r.node)).await?,
+            )),
             Some(mut c) => c.stage_leave(r).await,
         }
     }

@@ -615,7 +615,9 @@ mod tests {
         assert_eq!(legacy.stamps.members.get("a"), Some(&7));
         let mut future = pb::RingState::from(&r);
         future.format = 3;
-        let e = codec.decode(&future.encode_to_vec()).expect_err("newer format");
+        let e = codec
+            .decode(&future.encode_to_vec())
+            .expect_err("newer format");
         assert!(e.to_string().contains("upgrade this node"), "{e}");
         assert_eq!(back.future_owners().owner(PartitionId(3)), "b");
         assert!(codec.decode(b"\xff\xff").is_err());

@@ -57,6 +57,11 @@ struct Link {
 pub struct Peers {
     cookie: Cookie,
     links: Mutex<HashMap<String, Arc<Link>>>,
+    /// The address connections to peers leave from, when the node listens
+    /// on one address: peers (and firewall rules) then see each node by
+    /// its own address, also when several nodes share a host's loopback
+    /// (127.0.0.2, 127.0.0.3, ...; see `deploy/faults`).
+    local: Option<std::net::IpAddr>,
 }
 
 /// How long after a failed connection new requests fail at once, instead of
@@ -69,7 +74,14 @@ impl Peers {
         Peers {
             cookie,
             links: Mutex::new(HashMap::new()),
+            local: None,
         }
+    }
+
+    /// Connections leave from `ip` (ignored when unspecified, `0.0.0.0`).
+    pub fn leaving_from(mut self, ip: std::net::IpAddr) -> Peers {
+        self.local = (!ip.is_unspecified()).then_some(ip);
+        self
     }
 
     fn link(&self, addr: &str) -> Result<Arc<Link>> {
@@ -82,6 +94,7 @@ impl Peers {
         }
         let channel = endpoint(addr)?
             .timeout(Duration::from_secs(10))
+            .local_address(self.local)
             .connect_lazy();
         let (tx, rx) = mpsc::unbounded_channel();
         let link = Arc::new(Link {

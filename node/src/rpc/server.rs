@@ -95,7 +95,7 @@ impl Node {
             .advertise
             .clone()
             .unwrap_or_else(|| bound.to_string());
-        let peers = Arc::new(Peers::new(config.cookie.clone()));
+        let peers = Arc::new(Peers::new(config.cookie.clone()).leaving_from(bound.ip()));
         let cluster = Cluster::open(
             ClusterConfig {
                 name: config.name.clone(),

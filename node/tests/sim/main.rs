@@ -69,6 +69,14 @@ struct Sim {
     stale: BTreeSet<usize>,
     /// Counts that force-removes dropped.
     lost: u64,
+    /// The cluster's id (rings of nodes removed and started over have
+    /// another one).
+    cluster_id: String,
+    /// For each partition, the newest entry any node was seen holding:
+    /// generation, owner, pending transfer, node. No later ring may hold a
+    /// lower generation, or the same one with another entry: that would be
+    /// a write undone (a flip lost).
+    newest: BTreeMap<u32, (u64, String, Option<String>, usize)>,
 }
 
 impl Sim {
@@ -79,6 +87,57 @@ impl Sim {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(what);
+    }
+
+    /// Notes the partition entries every running node holds now.
+    fn sample(&mut self) {
+        for i in 0..self.h.nodes.len() {
+            let Some(c) = self.h.cluster(i) else {
+                continue;
+            };
+            let snap = c.ring();
+            let ring = &snap.ring;
+            if ring.cluster_id != self.cluster_id || snap.left {
+                continue;
+            }
+            let pending = ring.pending_by_partition();
+            for p in ring.size().partitions() {
+                let generation = ring
+                    .stamps
+                    .partitions
+                    .get(p.0 as usize)
+                    .copied()
+                    .unwrap_or(0);
+                let owner = ring.owner(p).to_string();
+                let next = pending[p.0 as usize].map(|t| t.to.clone());
+                match self.newest.get(&p.0) {
+                    Some(e) if e.0 >= generation => {}
+                    _ => {
+                        self.newest.insert(p.0, (generation, owner, next, i));
+                    }
+                }
+            }
+        }
+    }
+
+    /// No node's ring lost an entry some node once held (see `newest`).
+    fn check_nothing_undone(&mut self) -> Result<(), String> {
+        let before = self.newest.clone();
+        self.sample();
+        let ring = self.h.ring().ok_or("no node runs")?;
+        let pending = ring.pending_by_partition();
+        for (p, (generation, owner, next, node)) in before {
+            let i = p as usize;
+            let now = ring.stamps.partitions.get(i).copied().unwrap_or(0);
+            let now_owner = ring.owner(flavio_node::ring::PartitionId(p));
+            let now_next = pending[i].map(|t| t.to.clone());
+            if now < generation || (now == generation && (now_owner != owner || now_next != next)) {
+                return Err(format!(
+                    "partition {p}: node {node} held generation {generation} (owner {owner}, next {next:?}),                      the final ring generation {now} (owner {now_owner}, next {now_next:?}): a write was undone"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn pick(&mut self, from: &[usize]) -> Option<usize> {
@@ -166,16 +225,13 @@ impl Sim {
     async fn force_out(&mut self, r: usize, new: Option<usize>) {
         let name = self.h.nodes[r].name.clone();
         {
-            // On the claimant, unless it is the one going: a `down` run
-            // elsewhere writes the ring beside the claimant, and two rings
-            // of one version never converge (seed 415; the ring's order
-            // for two writers is the partition-safety issue's).
-            let o = match self.h.claimant() {
-                Some(c) if c != r => c,
-                _ => match self.h.observer() {
-                    Some(o) => o,
-                    None => return,
-                },
+            // From any running member: a `down` beside the claimant writes
+            // a concurrent ring, which the ring's join merges (before ring
+            // stamps, seed 415 found two rings of one version that never
+            // converged).
+            let running = self.h.running_members();
+            let Some(o) = self.pick(&running) else {
+                return;
             };
             let Some(c) = self.h.cluster(o).cloned() else {
                 return;
@@ -219,7 +275,7 @@ impl Sim {
             .filter(|i| !members.contains(i))
             .collect();
         let claimant = self.h.claimant();
-        match self.rng.random_range(0..16) {
+        match self.rng.random_range(0..18) {
             0 | 1 => {
                 let (x, y) = (self.rng.random_range(0..n), self.rng.random_range(0..n));
                 if x != y {
@@ -324,6 +380,7 @@ impl Sim {
                     self.force_out(r, new).await;
                 }
             }
+            16 | 17 => self.split().await,
             12 | 13 => {
                 // A node will crash at an exact point of its next handoff
                 // (and restart at once: see `restarts`).
@@ -345,6 +402,79 @@ impl Sim {
             _ => {
                 // Staged changes that could not commit earlier.
                 let _ = self.h.commit().await;
+            }
+        }
+    }
+
+    /// The nodes fall into two sides with no link between them (the
+    /// claimant on either), and each side tries what an operator would: mark
+    /// someone of the other side down (the claimant, when it is there) and
+    /// commit a change. Only a side with a majority may succeed; what each
+    /// writes is joined when the links heal (event 2, or the end).
+    async fn split(&mut self) {
+        let n = self.h.nodes.len();
+        let mut side: Vec<bool> = (0..n).map(|_| self.rng.random_bool(0.5)).collect();
+        if side.iter().all(|s| *s) || side.iter().all(|s| !*s) {
+            side[self.rng.random_range(0..n)] ^= true;
+        }
+        let (a, b): (Vec<usize>, Vec<usize>) = (0..n).partition(|i| side[*i]);
+        self.note(format!("split {a:?} / {b:?}"));
+        {
+            let mut f = self.h.net.faults();
+            for x in &a {
+                for y in &b {
+                    let (ax, ay) = (self.h.nodes[*x].addr.clone(), self.h.nodes[*y].addr.clone());
+                    f.cut.insert((ax.clone(), ay.clone()));
+                    f.cut.insert((ay, ax));
+                }
+            }
+        }
+        // Long enough for the failure detectors to see the split.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let claimant = self.h.ring().map(|r| r.claimant.clone());
+        for (mine, theirs) in [(a.clone(), b.clone()), (b, a)] {
+            let running: Vec<usize> = mine
+                .iter()
+                .copied()
+                .filter(|i| self.h.running_members().contains(i))
+                .collect();
+            let Some(at) = self.pick(&running) else {
+                continue;
+            };
+            let Some(c) = self.h.cluster(at).cloned() else {
+                continue;
+            };
+            // The claimant if it is over there, else anyone over there.
+            let target = theirs
+                .iter()
+                .copied()
+                .find(|t| Some(&self.h.nodes[*t].name) == claimant.as_ref())
+                .or_else(|| theirs.first().copied());
+            if let Some(t) = target {
+                let name = self.h.nodes[t].name.clone();
+                match c.down(&name).await {
+                    Ok(_) => self.note(format!("{at} marks {t} down across the split")),
+                    Err(e) => self.note(format!("{at} cannot mark {t} down: {e}")),
+                }
+            }
+            // And a leave of someone on this side, by whoever is claimant
+            // here now.
+            let me_claimant = c.is_claimant();
+            let leaver = running.iter().copied().find(|l| *l != at);
+            if me_claimant && let Some(l) = leaver {
+                let change = Change::Leave(self.h.nodes[l].name.clone());
+                match self.h.stage_on(at, change).await {
+                    Ok(_) => match self.h.commit_on(at).await {
+                        Ok(v) => self.note(format!(
+                            "{at} commits the leave of {l} across the split: {v:?}"
+                        )),
+                        Err(e) => {
+                            self.note(format!("{at} cannot commit the leave of {l}: {e}"));
+                            let _ = c.clear().await;
+                        }
+                    },
+                    Err(e) => self.note(format!("{at} cannot stage the leave of {l}: {e}")),
+                }
             }
         }
     }
@@ -475,6 +605,8 @@ async fn run(
         restart_at: BTreeMap::new(),
         stale: BTreeSet::new(),
         lost: 0,
+        cluster_id: String::new(),
+        newest: BTreeMap::new(),
     };
     // Start as the tutorial does: four nodes joined to the first.
     for j in 1..4 {
@@ -484,6 +616,7 @@ async fn run(
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = sim.h.commit().await;
+    sim.cluster_id = sim.h.ring().map(|r| r.cluster_id).unwrap_or_default();
     // The faulty part: adds all along, an event now and then.
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
@@ -497,6 +630,7 @@ async fn run(
             next_event = Instant::now() + Duration::from_millis(sim.rng.random_range(500..3000));
         }
         sim.restarts(false).await?;
+        sim.sample();
         let pause = sim.rng.random_range(5..60);
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
@@ -505,6 +639,7 @@ async fn run(
     sim.note("heal all".into());
     sim.restarts(true).await?;
     sim.h.settle(Duration::from_secs(300)).await?;
+    sim.check_nothing_undone()?;
     // In-flight adds have finished by now (5 s timeouts).
     tokio::time::sleep(Duration::from_secs(6)).await;
     let from = *sim.h.running_members().first().ok_or("no member runs")?;

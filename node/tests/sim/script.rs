@@ -161,7 +161,10 @@ impl Runner {
     fn at(&self, args: &Args) -> Result<usize, String> {
         match args.opt("from")? {
             Some(f) => Ok(f as usize),
-            None => self.h()?.claimant().ok_or("the claimant is not running".into()),
+            None => self
+                .h()?
+                .claimant()
+                .ok_or("the claimant is not running".into()),
         }
     }
 
