@@ -203,14 +203,44 @@ async fn session_worker(
     timeline: Arc<Timeline>,
 ) -> Result<Tally, Failure> {
     let mut tally = Tally::new(done, timeline)?;
+    let mut seq = 0u64;
+    let mut opened = false;
+    // A node that goes away (killed, restarted) ends its session: the
+    // requests in flight on it count as failed, and a new session opens
+    // once the node answers again, until the deadline. Only a node that
+    // cannot be reached at the very start fails the bench.
+    while Instant::now() < deadline {
+        let run = session_run(&client, in_flight, deadline, args, &mut tally, &mut seq);
+        match run.await {
+            Ok(()) => break,
+            Err((false, e)) if !opened => return Err(e.into()),
+            Err((was_open, _)) => {
+                opened |= was_open;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    Ok(tally)
+}
+
+/// One session until the deadline (`Ok`) or until it breaks (`Err`, with
+/// whether it had opened; its requests in flight are recorded as failed).
+async fn session_run(
+    client: &Client,
+    in_flight: u32,
+    deadline: Instant,
+    args: &BenchArgs,
+    tally: &mut Tally,
+    seq: &mut u64,
+) -> Result<(), (bool, tonic::Status)> {
     let (tx, rx) = mpsc::channel(in_flight as usize * 2);
     let mut replies = client
         .raw()
         .session(ReceiverStream::new(rx))
-        .await?
+        .await
+        .map_err(|s| (false, s))?
         .into_inner();
     let mut started: HashMap<u64, Instant> = HashMap::with_capacity(in_flight as usize * 2);
-    let mut seq = 0u64;
     // Sends the next request, remembering when it left; false once the
     // session is gone.
     let send_next = |started: &mut HashMap<u64, Instant>, seq: &mut u64| {
@@ -223,15 +253,29 @@ async fn session_worker(
         tx.send(req)
     };
     for _ in 0..in_flight {
-        if send_next(&mut started, &mut seq).await.is_err() {
+        if send_next(&mut started, seq).await.is_err() {
             break;
         }
     }
     while !started.is_empty() {
         let reply = match replies.message().await {
             Ok(Some(r)) => r,
-            Ok(None) => break,
-            Err(s) => return Err(s.into()),
+            Err(s) => {
+                for (_, t0) in started.drain() {
+                    tally.record(t0, Err(format!("session broke: {}", s.message())));
+                }
+                return Err((true, s));
+            }
+            // Closed by the node (it is stopping) with requests unanswered.
+            Ok(None) => {
+                for (_, t0) in started.drain() {
+                    tally.record(t0, Err("session closed by the node".into()));
+                }
+                return Err((
+                    true,
+                    tonic::Status::unavailable("session closed by the node"),
+                ));
+            }
         };
         let Some(t0) = started.remove(&reply.id) else {
             continue;
@@ -242,11 +286,11 @@ async fn session_worker(
             None => Err("empty reply".to_string()),
         };
         tally.record(t0, outcome);
-        if Instant::now() < deadline && send_next(&mut started, &mut seq).await.is_err() {
+        if Instant::now() < deadline && send_next(&mut started, seq).await.is_err() {
             break;
         }
     }
-    Ok(tally)
+    Ok(())
 }
 
 async fn unary_worker(
