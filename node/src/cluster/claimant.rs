@@ -821,10 +821,11 @@ pub fn repair(ring: &mut RingState) -> bool {
     }
     let names: Vec<String> = ring.members.keys().cloned().collect();
     for n in &names {
-        if ring.state_of(n) == Some(MemberState::Exiting) && ring.owners.owns_any(n) {
-            if let Some(m) = ring.members.get_mut(n) {
-                m.state = MemberState::Leaving;
-            }
+        if ring.state_of(n) == Some(MemberState::Exiting)
+            && ring.owners.owns_any(n)
+            && let Some(m) = ring.members.get_mut(n)
+        {
+            m.state = MemberState::Leaving;
         }
     }
     let has_pending: Vec<bool> = ring
