@@ -664,6 +664,13 @@ mod tests {
             ]
         );
         assert_eq!(nodes[3].name, "flavio4@127.0.0.1");
+        let spread = layout(3, 10017, Path::new("/tmp/dev"), true).expect("valid");
+        let addrs: Vec<&str> = spread.iter().map(|n| n.addr.as_str()).collect();
+        assert_eq!(
+            addrs,
+            ["127.0.0.2:10017", "127.0.0.3:10027", "127.0.0.4:10037"]
+        );
+        assert_eq!(spread[2].name, "flavio3@127.0.0.4");
         assert_eq!(nodes[3].data_dir, Path::new("/tmp/dev/dev4"));
         assert_eq!(nodes[3].log, Path::new("/tmp/dev/dev4/node.log"));
     }
