@@ -479,7 +479,7 @@ impl Staging {
         check_settled(ring, ready)?;
         let next = plan.result.clone().stamp(ring);
         self.clear();
-        Ok(advance(&next, &|_| false).unwrap_or(next))
+        Ok(advance_states(&next).unwrap_or(next))
     }
 }
 
@@ -731,7 +731,7 @@ pub fn complete_transfer(
     next.pending.remove(pos);
     next.owners.set_owner(p, to);
     let next = next.stamp(ring);
-    Ok(Some(advance(&next, &|_| false).unwrap_or(next)))
+    Ok(Some(advance_states(&next).unwrap_or(next)))
 }
 
 /// The ring's own next step, if any: leavers that own nothing become
@@ -740,10 +740,32 @@ pub fn complete_transfer(
 /// member by name; and what a merge of concurrent rings left inconsistent
 /// is [`repair`]ed. Returns the new ring (version bumped) or `None`.
 pub fn advance(ring: &RingState, has_seen_exit: &dyn Fn(&str) -> bool) -> Option<RingState> {
+    advance_with(ring, has_seen_exit, true)
+}
+
+/// [`advance`] without the repair: what a flip or a commit, written by this
+/// claimant from a ring it holds, is followed by (the claimant's next step
+/// repairs, if anything needs it; skipping it keeps a flip cheap on big
+/// rings).
+fn advance_states(ring: &RingState) -> Option<RingState> {
+    advance_with(ring, &|_| false, false)
+}
+
+fn advance_with(
+    ring: &RingState,
+    has_seen_exit: &dyn Fn(&str) -> bool,
+    with_repair: bool,
+) -> Option<RingState> {
     let orig = ring;
     let mut next = ring.clone();
-    let mut changed = repair(&mut next);
-    let ring = &next.clone();
+    let mut changed = with_repair && repair(&mut next);
+    let repaired;
+    let ring = if changed {
+        repaired = next.clone();
+        &repaired
+    } else {
+        orig
+    };
     let busy =
         |n: &str| ring.owners.owns_any(n) || ring.pending.iter().any(|t| t.from == n || t.to == n);
     for (name, m) in next.members.iter_mut() {
@@ -809,23 +831,36 @@ pub fn repair(ring: &mut RingState) -> bool {
     let can_receive = |r: &RingState, n: &str| {
         matches!(r.state_of(n), Some(MemberState::Valid | MemberState::Down))
     };
-    let before = ring.clone();
-    ring.pending.retain(|t| {
-        before.owner(t.partition) == t.from
-            && can_own(&before, &t.from)
-            && can_receive(&before, &t.to)
-    });
+    // Checked before anything is copied: this runs on every claimant step
+    // and every flip, and almost never finds anything.
+    let bad_transfer = |r: &RingState, t: &Transfer| {
+        r.owner(t.partition) != t.from || !can_own(r, &t.from) || !can_receive(r, &t.to)
+    };
+    let mut changed = false;
+    if ring.pending.iter().any(|t| bad_transfer(ring, t)) {
+        let keep: Vec<Transfer> = ring
+            .pending
+            .iter()
+            .filter(|t| !bad_transfer(ring, t))
+            .cloned()
+            .collect();
+        ring.pending = keep;
+        changed = true;
+    }
     let valid = ring.members_in(MemberState::Valid);
     if valid.is_empty() {
-        return *ring != before;
+        return changed;
     }
-    let names: Vec<String> = ring.members.keys().cloned().collect();
-    for n in &names {
-        if ring.state_of(n) == Some(MemberState::Exiting)
-            && ring.owners.owns_any(n)
-            && let Some(m) = ring.members.get_mut(n)
-        {
+    let exiting_owners: Vec<String> = ring
+        .members
+        .iter()
+        .filter(|(n, m)| m.state == MemberState::Exiting && ring.owners.owns_any(n))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for n in exiting_owners {
+        if let Some(m) = ring.members.get_mut(&n) {
             m.state = MemberState::Leaving;
+            changed = true;
         }
     }
     let has_pending: Vec<bool> = ring
@@ -842,25 +877,26 @@ pub fn repair(ring: &mut RingState) -> bool {
         .partitions()
         .filter(|p| orphan(ring, *p) || stuck(ring, *p))
         .collect();
-    if !broken.is_empty() {
-        let Ok((claimed, _)) = ring.owners.claim(&valid, DEFAULT_TARGET_N_VAL) else {
-            return *ring != before;
-        };
-        for p in broken {
-            if orphan(ring, p) {
-                ring.pending.retain(|t| t.partition != p);
-                ring.owners.set_owner(p, claimed.owner(p));
-            } else {
-                ring.pending.push(Transfer {
-                    partition: p,
-                    from: ring.owner(p).to_string(),
-                    to: claimed.owner(p).to_string(),
-                });
-            }
-        }
-        ring.pending.sort();
+    if broken.is_empty() {
+        return changed;
     }
-    *ring != before
+    let Ok((claimed, _)) = ring.owners.claim(&valid, DEFAULT_TARGET_N_VAL) else {
+        return changed;
+    };
+    for p in broken {
+        if orphan(ring, p) {
+            ring.pending.retain(|t| t.partition != p);
+            ring.owners.set_owner(p, claimed.owner(p));
+        } else {
+            ring.pending.push(Transfer {
+                partition: p,
+                from: ring.owner(p).to_string(),
+                to: claimed.owner(p).to_string(),
+            });
+        }
+    }
+    ring.pending.sort();
+    true
 }
 
 #[cfg(test)]

@@ -654,6 +654,23 @@ impl<V: Vnode> Cluster<V> {
         majority::advice(&self.ring().ring, &self.inner.me, &self.unreachable())
     }
 
+    /// [`Self::require_majority`], asked again for up to twice the
+    /// detection timeout while it refuses: a `down` right after a node died
+    /// should not fail only because the failure detectors have not had the
+    /// time to notice yet.
+    async fn require_majority_soon(&self, action: Action<'_>) -> Result<()> {
+        let deadline = Instant::now() + 2 * self.inner.liveness.timeout();
+        loop {
+            match self.require_majority(action).await {
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "no majority yet; asking again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Asks every voter at once (2 s at most) what its failure detector
     /// sees, and refuses `action` unless [`majority::check`] allows it.
     async fn require_majority(&self, action: Action<'_>) -> Result<()> {
@@ -1108,7 +1125,7 @@ impl<V: Vnode> Cluster<V> {
         if let Change::ForceRemove(n) | Change::ForceReplace { old: n, .. } = &change
             && self.ring().ring.state_of(n) != Some(MemberState::Down)
         {
-            self.require_majority(Action::ForceRemove(n)).await?;
+            self.require_majority_soon(Action::ForceRemove(n)).await?;
         }
         let ring = self.ring();
         lock(&self.inner.staging).stage(&ring.ring, change)
@@ -1205,7 +1222,7 @@ impl<V: Vnode> Cluster<V> {
         if self.answers(&addr).await {
             return Err(up());
         }
-        self.require_majority(Action::Down(node)).await?;
+        self.require_majority_soon(Action::Down(node)).await?;
         let me = self.inner.me.clone();
         self.mutate(|ring| claimant::mark_down(ring, node, &me).map(Some))
             .await?;
