@@ -5,8 +5,11 @@
 //! `exiting` and then `removed`, and electing a new claimant when needed.
 //!
 //! Everything here is a pure function of a [`RingState`] (and what the node
-//! has observed: who has seen which version); the cluster manager calls it
-//! and gossips the result.
+//! has observed: who has seen which ring); the cluster manager calls it,
+//! after checking that this node may write at all (a majority, see
+//! [`super::majority`]), and gossips the result. Every write returns its ring
+//! through [`RingState::stamp`], which orders it after the ring it came
+//! from; [`repair`] mends what a join of concurrent rings can leave.
 //!
 //! Our choices where riak leaves room: a plan is refused while ownership
 //! transfers are still pending (finish one transition before starting the

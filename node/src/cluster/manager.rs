@@ -5,9 +5,14 @@
 //!
 //! Gossip: every change is pushed to every member at once, and every
 //! [`GOSSIP_INTERVAL`] the node exchanges rings with one random member. A
-//! node adopts any ring of its cluster with a higher version. Each exchange
-//! also tells the node which version the peer has seen; the ring is *ready*
-//! when every member has seen the current version.
+//! node joins every ring of its cluster it hears into its own
+//! ([`super::state::join`]), and answers with the result when it differs
+//! from what it was sent. Each exchange also tells the node which ring the
+//! peer holds; the ring is *ready* when every member's ring covers it.
+//!
+//! Majority: the claimant's writes need its failure detector to see a
+//! majority of the voters up, and `plan`, `commit`, `down` and the forced
+//! removals ask every voter at that moment ([`super::majority`]).
 //!
 //! Time and chance are the node's own: every deadline and pause reads tokio's
 //! clock (so a test on a paused runtime controls it), and every random choice
