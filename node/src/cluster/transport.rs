@@ -106,7 +106,8 @@ pub struct GossipReply {
     pub cluster_id: String,
     /// The version of its ring (after adopting the pushed one, if it did).
     pub version: u64,
-    /// Its ring, when newer than the pushed one and of the same cluster.
+    /// Its ring (the join of the pushed one and its own), when that differs
+    /// from the pushed one and is of the same cluster.
     pub ring: Option<RingState>,
 }
 
