@@ -95,6 +95,7 @@ if [ -z "$ATTACH" ]; then
       --data-dir "$DIR/dev$i" >>"$DIR/node$i.log" 2>&1 &
     PID[$i]=$!
     STARTED+=("$!")
+    disown "$!"  # no job-control notice when it is killed on purpose
   }
   for i in $(seq 1 "$NODES"); do start_own "$i"; done
   for i in $(seq 1 "$NODES"); do
@@ -175,6 +176,7 @@ kill9() {
     exec env -i "${envv[@]}" "${argv[@]}" ) >>"$DIR/node$i-restart.log" 2>&1 &
   PID[$i]=$!
   STARTED+=("$!")
+  disown "$!"
   for _ in $(seq 1 100); do "$F" health --node "${ADDR[$i]}" >/dev/null 2>&1 && break; sleep 0.1; done
   "$F" health --node "${ADDR[$i]}" >/dev/null 2>&1 || fail "node $i did not start again (see $DIR/node$i-restart.log)"
   log "node $i started again (pid ${PID[$i]})"
