@@ -75,6 +75,7 @@ cleanup() {
     rm -rf "$DIR"
   else
     echo "faults.sh: logs of this run in $DIR"
+    [ ${#STARTED[@]} -eq 0 ] || echo "faults.sh: nodes started again by this run (not children of your devrel; stop them by pid when done): ${STARTED[*]}"
   fi
 }
 trap cleanup EXIT
