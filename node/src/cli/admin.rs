@@ -45,6 +45,13 @@ enum AdminCommand {
         /// The node's name (e.g. flavio2@127.0.0.1).
         #[arg(value_name = "NODE")]
         down: String,
+        /// Mark it down without a majority of the valid members agreeing: only
+        /// when it is dead for good (not cut off) and no majority is left, as
+        /// in a cluster of two that lost one. A node on the other side of a
+        /// partition marked down this way becomes a second writer until the
+        /// partition heals.
+        #[arg(long)]
+        without_majority: bool,
     },
 }
 
@@ -112,7 +119,7 @@ fn print(output: Output, text: impl FnOnce() -> String, json: impl FnOnce() -> s
 /// Refuses bad arguments before connecting, so a usage error is reported
 /// as one (exit 2) even when the node is unreachable.
 fn check(command: &AdminCommand) -> Result<(), Failure> {
-    if let AdminCommand::Down { down } = command
+    if let AdminCommand::Down { down, .. } = command
         && down.trim().is_empty()
     {
         return Err(Failure::usage("NODE must not be empty"));
@@ -180,9 +187,15 @@ pub(super) async fn run(args: AdminArgs, client: ClientArgs) -> Result<(), Failu
             print(out, || fmt::transfers(&r), || fmt::transfers_json(&r));
         }
         AdminCommand::Cluster(c) => cluster(&mut admin, c, out).await?,
-        AdminCommand::Down { down } => {
+        AdminCommand::Down {
+            down,
+            without_majority,
+        } => {
             let r = admin
-                .down(pb::DownRequest { node: down })
+                .down(pb::DownRequest {
+                    node: down,
+                    without_majority,
+                })
                 .await?
                 .into_inner();
             print(out, || format!("{}\n", r.message), || fmt::stage_json(&r));

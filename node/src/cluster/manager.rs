@@ -612,6 +612,15 @@ impl<V: Vnode> Cluster<V> {
                 self.inner.me
             )));
         }
+        self.write_ring(f).await
+    }
+
+    /// [`Self::mutate`] without the majority check: only for a `down` that
+    /// a person asked to make without one.
+    async fn write_ring(
+        &self,
+        f: impl FnOnce(&RingState) -> Result<Option<RingState>>,
+    ) -> Result<Option<RingState>> {
         let _w = self.inner.write.lock().await;
         let cur = self.ring();
         let Some(next) = f(&cur.ring)? else {
@@ -1211,8 +1220,10 @@ impl<V: Vnode> Cluster<V> {
 
     /// Marks the unreachable member `node` down (riak's `down`); see
     /// [`claimant::mark_down`]. Run by the claimant, or by any member when
-    /// `node` is the claimant itself (then no other writer is alive).
-    pub async fn down(&self, node: &str) -> Result<String> {
+    /// `node` is the claimant itself. Needs a majority that sees `node`
+    /// unreachable, unless `without_majority` (the person vouches that it is
+    /// dead: a cluster of two that lost one has no majority left to ask).
+    pub async fn down(&self, node: &str, without_majority: bool) -> Result<String> {
         let up = || {
             Error::FailedPrecondition(format!(
                 "Failed: '{node}' is up; only an unreachable node can be marked down"
@@ -1227,10 +1238,15 @@ impl<V: Vnode> Cluster<V> {
         if self.answers(&addr).await {
             return Err(up());
         }
-        self.require_majority_soon(Action::Down(node)).await?;
         let me = self.inner.me.clone();
-        self.mutate(|ring| claimant::mark_down(ring, node, &me).map(Some))
-            .await?;
+        let f = |ring: &RingState| claimant::mark_down(ring, node, &me).map(Some);
+        if without_majority {
+            tracing::warn!(%node, "marking down without a majority, as asked");
+            self.write_ring(f).await?;
+        } else {
+            self.require_majority_soon(Action::Down(node)).await?;
+            self.mutate(f).await?;
+        }
         tracing::warn!(%node, "marked down");
         Ok(format!("Success: '{node}' marked as down"))
     }

@@ -307,7 +307,9 @@ impl<V: Vnode> AdminApi for AdminService<V> {
         let claimant_down = self.cluster.ring().ring.claimant == r.node;
         match self.claimant()? {
             Some(mut c) if !claimant_down => c.down(r).await,
-            _ => Ok(stage_reply(self.cluster.down(&r.node).await?)),
+            _ => Ok(stage_reply(
+                self.cluster.down(&r.node, r.without_majority).await?,
+            )),
         }
     }
 

@@ -236,7 +236,7 @@ impl Sim {
             let Some(c) = self.h.cluster(o).cloned() else {
                 return;
             };
-            match c.down(&name).await {
+            match c.down(&name, false).await {
                 Ok(_) => self.note(format!("{r} marked down")),
                 Err(e) => {
                     self.note(format!("down {r}: {e}"));
@@ -452,7 +452,7 @@ impl Sim {
                 .or_else(|| theirs.first().copied());
             if let Some(t) = target {
                 let name = self.h.nodes[t].name.clone();
-                match c.down(&name).await {
+                match c.down(&name, false).await {
                     Ok(_) => self.note(format!("{at} marks {t} down across the split")),
                     Err(e) => self.note(format!("{at} cannot mark {t} down: {e}")),
                 }

@@ -245,7 +245,13 @@ impl Runner {
                 let c = h
                     .cluster(from)
                     .ok_or(format!("node {from} is not running"))?;
-                staged(c.down(&self.name(i)?).await.map_err(|e| e.to_string()))
+                // without-majority=1: as `flavio admin down --without-majority`.
+                let forced = args.opt("without-majority")?.is_some_and(|v| v == 1);
+                staged(
+                    c.down(&self.name(i)?, forced)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
             }
             "plan" => {
                 let c = self.at(&args)?;
