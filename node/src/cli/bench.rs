@@ -260,21 +260,16 @@ async fn session_run(
     while !started.is_empty() {
         let reply = match replies.message().await {
             Ok(Some(r)) => r,
-            Err(s) => {
+            // Broken, or closed by the node (it is stopping), with requests
+            // unanswered.
+            broken => {
+                let s = broken
+                    .err()
+                    .unwrap_or_else(|| tonic::Status::unavailable("session closed by the node"));
                 for (_, t0) in started.drain() {
                     tally.record(t0, Err(format!("session broke: {}", s.message())));
                 }
                 return Err((true, s));
-            }
-            // Closed by the node (it is stopping) with requests unanswered.
-            Ok(None) => {
-                for (_, t0) in started.drain() {
-                    tally.record(t0, Err("session closed by the node".into()));
-                }
-                return Err((
-                    true,
-                    tonic::Status::unavailable("session closed by the node"),
-                ));
             }
         };
         let Some(t0) = started.remove(&reply.id) else {

@@ -142,24 +142,37 @@ pub fn check(
     Ok(())
 }
 
-/// `member-status`'s advice: whether membership changes can be made from
-/// `me`, judged by its own failure detector (`unreachable`).
-pub fn advice(ring: &RingState, me: &str, unreachable: &[String]) -> String {
+/// The voters `me` sees up by its own failure detector (`unreachable`), of
+/// how many.
+fn seen_up(ring: &RingState, me: &str, unreachable: &[String]) -> (usize, usize) {
     let voters = voters(ring);
-    let need = needed(voters.len());
     let up = voters
         .iter()
         .filter(|v| *v == me || !unreachable.contains(v))
         .count();
-    if up >= need {
+    (up, voters.len())
+}
+
+/// Whether `me`'s own failure detector (`unreachable`) sees a majority of
+/// the voters up (trivially, when there are none): what the claimant's
+/// writes need, without asking anyone.
+pub fn sees(ring: &RingState, me: &str, unreachable: &[String]) -> bool {
+    let (up, total) = seen_up(ring, me, unreachable);
+    total == 0 || up >= needed(total)
+}
+
+/// `member-status`'s advice: whether membership changes can be made from
+/// `me`, judged by its own failure detector (`unreachable`).
+pub fn advice(ring: &RingState, me: &str, unreachable: &[String]) -> String {
+    let (up, total) = seen_up(ring, me, unreachable);
+    let need = needed(total);
+    if sees(ring, me, unreachable) {
         format!(
-            "Majority: '{me}' reaches {up} of {} valid members ({need} needed): plan, commit, down and force-remove can be run here",
-            voters.len()
+            "Majority: '{me}' reaches {up} of {total} valid members ({need} needed): plan, commit, down and force-remove can be run here"
         )
     } else {
         format!(
-            "Majority: '{me}' reaches only {up} of {} valid members ({need} needed): plan, commit, down and force-remove are refused here until the partition heals",
-            voters.len()
+            "Majority: '{me}' reaches only {up} of {total} valid members ({need} needed): plan, commit, down and force-remove are refused here until the partition heals"
         )
     }
 }
@@ -244,6 +257,8 @@ mod tests {
         assert!(check(&r, "n2", Action::Commit, &a).is_ok());
         assert!(check(&r, "n2", Action::Down("n4"), &a).is_ok());
         assert!(advice(&r, "n2", &["n4".into()]).contains("can be run here"));
+        assert!(sees(&r, "n2", &["n4".into()]));
+        assert!(!sees(&r, "n2", &["n3".into(), "n4".into()]));
         assert!(advice(&r, "n2", &["n3".into(), "n4".into()]).contains("refused"));
     }
 }

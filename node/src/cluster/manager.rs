@@ -650,17 +650,7 @@ impl<V: Vnode> Cluster<V> {
     /// Whether this node's failure detector sees a majority of the voters
     /// (itself included) up.
     pub fn sees_majority(&self) -> bool {
-        let snap = self.ring();
-        let voters = majority::voters(&snap.ring);
-        if voters.is_empty() {
-            return true;
-        }
-        let down = self.inner.liveness.down();
-        let up = voters
-            .iter()
-            .filter(|v| **v == self.inner.me || !down.contains(*v))
-            .count();
-        up >= majority::needed(voters.len())
+        majority::sees(&self.ring().ring, &self.inner.me, &self.unreachable())
     }
 
     /// `member-status`'s advice on where membership changes can be made.
@@ -688,6 +678,12 @@ impl<V: Vnode> Cluster<V> {
     /// Asks every voter at once (2 s at most) what its failure detector
     /// sees, and refuses `action` unless [`majority::check`] allows it.
     async fn require_majority(&self, action: Action<'_>) -> Result<()> {
+        self.require_majority_for(&[action]).await
+    }
+
+    /// [`Self::require_majority`] for several actions, on one round of
+    /// answers.
+    async fn require_majority_for(&self, actions: &[Action<'_>]) -> Result<()> {
         let snap = self.ring();
         let voters = majority::voters(&snap.ring);
         let asks = voters.iter().filter(|v| **v != self.inner.me).map(|v| {
@@ -722,7 +718,10 @@ impl<V: Vnode> Cluster<V> {
                 unreachable: self.unreachable(),
             }),
         );
-        majority::check(&self.ring().ring, &self.inner.me, action, &answers)
+        for action in actions {
+            majority::check(&snap.ring, &self.inner.me, *action, &answers)?;
+        }
+        Ok(())
     }
 
     pub(super) async fn gossip_to(&self, node: String, addr: String) {
@@ -934,9 +933,6 @@ impl<V: Vnode> Cluster<V> {
     }
 
     async fn claimant_step(&self) {
-        if !self.sees_majority() {
-            return;
-        }
         let seen = lock(&self.inner.seen).clone();
         let unreachable: HashSet<String> = self.unreachable().into_iter().collect();
         let r = self
@@ -946,8 +942,10 @@ impl<V: Vnode> Cluster<V> {
                 }))
             })
             .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "claimant step failed");
+        match r {
+            // No majority seen: the step waits until there is one.
+            Ok(_) | Err(Error::Busy(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "claimant step failed"),
         }
     }
 
@@ -1197,20 +1195,24 @@ impl<V: Vnode> Cluster<V> {
     /// Commits the last plan shown (claimant only).
     pub async fn commit(&self, plan_id: Option<&str>) -> Result<RingState> {
         self.require_claimant()?;
-        self.require_majority(Action::Commit).await?;
+        // The commit, and each member it drops that is not down yet (a down
+        // one had its majority then), on one round of answers.
+        let ring = self.ring();
         let dropped: Vec<String> = lock(&self.inner.staging)
             .changes()
             .iter()
             .filter_map(|c| match c {
-                Change::ForceRemove(n) | Change::ForceReplace { old: n, .. } => Some(n.clone()),
+                Change::ForceRemove(n) | Change::ForceReplace { old: n, .. }
+                    if ring.ring.state_of(n) != Some(MemberState::Down) =>
+                {
+                    Some(n.clone())
+                }
                 _ => None,
             })
             .collect();
-        for n in &dropped {
-            if self.ring().ring.state_of(n) != Some(MemberState::Down) {
-                self.require_majority(Action::ForceRemove(n)).await?;
-            }
-        }
+        let mut actions = vec![Action::Commit];
+        actions.extend(dropped.iter().map(|n| Action::ForceRemove(n)));
+        self.require_majority_for(&actions).await?;
         let ready = self.settle_ready().await;
         let staging = &self.inner.staging;
         self.mutate(|ring| lock(staging).commit(ring, ready, plan_id).map(Some))

@@ -12,15 +12,15 @@ use prost::Message;
 
 use crate::app::{AddOptions, AddResult, Pong, Stats};
 use crate::cluster::state::{Member, MemberState, RingState, Stamps, Transfer};
-
-/// The persisted ring's format: 2 since rings carry [`Stamps`].
-const RING_FORMAT: u32 = 2;
 use crate::cluster::transport::{
     Gossip, GossipReply, HandoffAck, HandoffMessage, HandoffStart, Hint, JoinRequest, PeerAnswer,
     PeerCall, RingCodec,
 };
 use crate::ring::{PartitionId, Ring, RingSize};
 use crate::{Error, Result};
+
+/// The persisted ring's format: 2 since rings carry [`Stamps`].
+const RING_FORMAT: u32 = 2;
 
 impl From<Pong> for pb::PingReply {
     fn from(p: Pong) -> Self {
