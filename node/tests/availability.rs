@@ -235,6 +235,26 @@ async fn a_clean_stop_fails_no_add() {
     counts_are_exact(&dev.nodes[0], &b);
 }
 
+/// The node a client's session is on stops cleanly (as a rolling restart
+/// stops it): the session ends with its unanswered requests marked as not
+/// run, the bench sends them again once it reaches a node, and no add fails
+/// or counts twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_of_the_clients_node_fails_no_add() {
+    let mut dev = cluster(4).await;
+    let victim = Stopped::of(&dev, 3);
+    let load = bench(&[&dev.nodes[3], &dev.nodes[0]], 9);
+    std::thread::sleep(Duration::from_secs(3));
+    let status = dev.nodes.remove(3).terminate();
+    assert!(status.success(), "SIGTERM exit: {status}");
+    std::thread::sleep(Duration::from_secs(2));
+    dev.nodes.push(victim.start());
+    let b = load.join().expect("bench thread");
+    assert_eq!(b.errors(), 0, "{:?}", b.report);
+    wait_hints_handed_off(&dev.nodes[0], Duration::from_secs(10));
+    counts_are_exact(&dev.nodes[0], &b);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_five_killed_one_after_the_other_and_back() {
     let mut dev = cluster(5).await;

@@ -205,26 +205,53 @@ async fn session_worker(
     let mut tally = Tally::new(done, timeline)?;
     let mut seq = 0u64;
     let mut opened = false;
+    // Requests a stopping node ended its session without running: sent
+    // again first on the next session (they keep their start time).
+    let mut resend: Vec<(u64, Instant)> = Vec::new();
     // A node that goes away (killed, restarted) ends its session: the
     // requests in flight on it count as failed, and a new session opens
     // once the node answers again, until the deadline. Only a node that
     // cannot be reached at the very start fails the bench.
-    while Instant::now() < deadline {
-        let run = session_run(&client, in_flight, deadline, args, &mut tally, &mut seq);
+    // Past the deadline, requests to send again still get up to 30 s.
+    let last_chance = deadline + Duration::from_secs(30);
+    while Instant::now() < deadline || (!resend.is_empty() && Instant::now() < last_chance) {
+        let run = session_run(
+            &client,
+            in_flight,
+            deadline,
+            args,
+            &mut tally,
+            &mut seq,
+            &mut resend,
+        );
         match run.await {
-            Ok(()) => break,
+            Ok(()) if resend.is_empty() => break,
+            Ok(()) => opened = true,
             Err((false, e)) if !opened => return Err(e.into()),
             Err((was_open, _)) => {
                 opened |= was_open;
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // A node that said it stopped is left at once (its
+                // requests go to the next session); one that cannot be
+                // reached is asked again after a pause.
+                if !was_open {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
         }
+    }
+    for (_, t0) in resend {
+        tally.record(
+            t0,
+            Err("not run: its node stopped and no other took it".into()),
+        );
     }
     Ok(tally)
 }
 
 /// One session until the deadline (`Ok`) or until it breaks (`Err`, with
-/// whether it had opened; its requests in flight are recorded as failed).
+/// whether it had opened). Its requests in flight are recorded as failed,
+/// unless the node said it did not run them (it was stopping): those go to
+/// `resend`, for the next session.
 async fn session_run(
     client: &Client,
     in_flight: u32,
@@ -232,6 +259,7 @@ async fn session_run(
     args: &BenchArgs,
     tally: &mut Tally,
     seq: &mut u64,
+    resend: &mut Vec<(u64, Instant)>,
 ) -> Result<(), (bool, tonic::Status)> {
     let (tx, rx) = mpsc::channel(in_flight as usize * 2);
     let mut replies = client
@@ -241,19 +269,35 @@ async fn session_run(
         .map_err(|s| (false, s))?
         .into_inner();
     let mut started: HashMap<u64, Instant> = HashMap::with_capacity(in_flight as usize * 2);
-    // Sends the next request, remembering when it left; false once the
-    // session is gone.
-    let send_next = |started: &mut HashMap<u64, Instant>, seq: &mut u64| {
-        started.insert(*seq, Instant::now());
-        let req = pb::SessionRequest {
-            id: *seq,
-            op: Some(make_op(args.op, *seq, args)),
+    // Sends the next request (one to send again first), remembering when it
+    // left. Once the session no longer takes requests, the request goes
+    // back to `resend` (it was not sent) and false says to stop sending;
+    // the replies still come, then how the session ended.
+    let send_next =
+        |started: &mut HashMap<u64, Instant>, seq: &mut u64, resend: &mut Vec<(u64, Instant)>| {
+            let (id, t0) = resend.pop().unwrap_or_else(|| {
+                *seq += 1;
+                (*seq - 1, Instant::now())
+            });
+            let req = pb::SessionRequest {
+                id,
+                op: Some(make_op(args.op, id, args)),
+            };
+            match tx.try_send(req) {
+                Ok(()) => {
+                    started.insert(id, t0);
+                    true
+                }
+                Err(_) => {
+                    resend.push((id, t0));
+                    false
+                }
+            }
         };
-        *seq += 1;
-        tx.send(req)
-    };
-    for _ in 0..in_flight {
-        if send_next(&mut started, seq).await.is_err() {
+    let mut open = true;
+    for _ in 0..in_flight.max(u32::try_from(resend.len()).unwrap_or(u32::MAX)) {
+        if !send_next(&mut started, seq, resend) {
+            open = false;
             break;
         }
     }
@@ -266,8 +310,12 @@ async fn session_run(
                 let s = broken
                     .err()
                     .unwrap_or_else(|| tonic::Status::unavailable("session closed by the node"));
-                for (_, t0) in started.drain() {
-                    tally.record(t0, Err(format!("session broke: {}", s.message())));
+                if crate::rpc::server::unanswered_not_run(&s) {
+                    resend.extend(started.drain());
+                } else {
+                    for (_, t0) in started.drain() {
+                        tally.record(t0, Err(format!("session broke: {}", s.message())));
+                    }
                 }
                 return Err((true, s));
             }
@@ -281,8 +329,8 @@ async fn session_run(
             None => Err("empty reply".to_string()),
         };
         tally.record(t0, outcome);
-        if Instant::now() < deadline && send_next(&mut started, seq).await.is_err() {
-            break;
+        if open && (Instant::now() < deadline || !resend.is_empty()) {
+            open = send_next(&mut started, seq, resend);
         }
     }
     Ok(())

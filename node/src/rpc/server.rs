@@ -38,6 +38,11 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// pushes back on the client through the stream's flow control.
 const SESSION_IN_FLIGHT: usize = 4096;
 
+/// The trailer a stopping node ends a session with: every request of the
+/// session that got no reply was not run, so the client may send it again
+/// (to another node) without counting it twice.
+pub const NOT_RUN_TRAILER: &str = "flavio-not-run";
+
 /// Everything `flavio serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -149,9 +154,11 @@ impl Node {
         // refusal) or keep the operator from joining it again.
         let cookie = config.cookie.clone();
         let stopper = cluster.clone();
+        let (draining_tx, draining) = tokio::sync::watch::channel(false);
         let service = Service {
             app: app.clone(),
             cluster: cluster.clone(),
+            draining,
         };
         let api = FlavioServer::with_interceptor(service, {
             let cookie = cookie.clone();
@@ -187,6 +194,10 @@ impl Node {
             // Peers switch to fallbacks now, not after the detection
             // timeout; requests already sent here still finish below.
             goodbye.say_goodbye().await;
+            // Sessions stop taking requests and end once their replies are
+            // out, telling the client the rest was not run (it resends them
+            // elsewhere): a rolling restart fails no request.
+            let _ = draining_tx.send(true);
             tracing::info!("shutting down: finishing in-flight requests");
             health_on_stop
                 .set_not_serving::<FlavioServer<Service>>()
@@ -233,6 +244,8 @@ impl Node {
 pub struct Service {
     app: Flavio,
     cluster: Cluster<FlavioVnode>,
+    /// True once the node is stopping.
+    draining: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Service {
@@ -246,6 +259,25 @@ impl Service {
 }
 
 type SessionStream = ReceiverStream<std::result::Result<pb::SessionReply, Status>>;
+
+/// The status a session of a stopping node ends with.
+fn not_run() -> Status {
+    let mut s = Status::unavailable(
+        "the node is stopping: requests of this session without a reply were not run; \
+         send them again (to another node)",
+    );
+    s.metadata_mut().insert(
+        NOT_RUN_TRAILER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    s
+}
+
+/// Whether a session ended with [`not_run`]: its unanswered requests can be
+/// sent again safely.
+pub fn unanswered_not_run(s: &Status) -> bool {
+    s.metadata().get(NOT_RUN_TRAILER).is_some()
+}
 
 fn refused(id: u64, e: &Error) -> pb::SessionReply {
     pb::SessionReply {
@@ -324,14 +356,29 @@ impl FlavioApi for Service {
         let (tx, rx) = mpsc::channel(1024);
         let app = self.app.clone();
         let me = self.clone();
+        let mut draining = self.draining.clone();
         tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(SESSION_IN_FLIGHT));
             loop {
-                let msg = match inbound.message().await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(status) => {
+                let next = tokio::select! {
+                    biased;
+                    _ = draining.wait_for(|d| *d) => None,
+                    m = inbound.message() => Some(m),
+                };
+                let msg = match next {
+                    Some(Ok(Some(m))) => m,
+                    Some(Ok(None)) => break,
+                    Some(Err(status)) => {
                         tracing::debug!(%status, "session stream ended with an error");
+                        break;
+                    }
+                    None => {
+                        // Stopping: no request is read any more. Once every
+                        // request taken has its reply sent, end the session
+                        // saying the others were not run.
+                        let all = u32::try_from(SESSION_IN_FLIGHT).unwrap_or(u32::MAX);
+                        let _ = slots.acquire_many(all).await;
+                        let _ = tx.send(Err(not_run())).await;
                         break;
                     }
                 };
