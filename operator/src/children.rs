@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
@@ -224,7 +226,36 @@ pub fn claim_storage(sts: &StatefulSet) -> Option<(String, Option<String>)> {
     Some((size.0.clone(), spec.storage_class_name.clone()))
 }
 
-/// The StatefulSet with `replicas` pods.
+/// The StatefulSet annotation holding [`template_hash`] of its pod template:
+/// a change of it starts a rolling restart.
+pub const TEMPLATE_HASH: &str = "flaviodb.io/template-hash";
+
+/// A digest of the pod template `fc` asks for (hex SHA-1 of its JSON).
+pub fn template_hash(fc: &FlavioCluster, naming: &Naming) -> Result<String> {
+    hash_of(&build_statefulset(fc, naming, 0, 0)?)
+}
+
+fn hash_of(sts: &StatefulSet) -> Result<String> {
+    use sha1::Digest;
+    let template = sts.spec.as_ref().map(|s| &s.template);
+    let json = serde_json::to_vec(&template).map_err(|e| Error::Serde(e.to_string()))?;
+    Ok(sha1::Sha1::digest(&json)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The template hash a StatefulSet was applied with.
+pub fn applied_template_hash(sts: &StatefulSet) -> Option<&str> {
+    sts.metadata
+        .annotations
+        .as_ref()?
+        .get(TEMPLATE_HASH)
+        .map(String::as_str)
+}
+
+/// The StatefulSet with `replicas` pods, pods from ordinal `partition` up
+/// taking a new pod template (see [`crate::rollout`]).
 ///
 /// Pods start in parallel: membership is ordered by the operator, not by pod
 /// start order, and parallel start halves the time to grow. Each pod listens
@@ -234,7 +265,27 @@ pub fn claim_storage(sts: &StatefulSet) -> Option<(String, Option<String>)> {
 /// `FLAVIO_COOKIE_FILE` make `kubectl exec <pod> -- flavio ping` work without
 /// flags, and readiness is `flavio health` (gRPC health through an exec
 /// probe, which every Kubernetes version runs).
-pub fn statefulset(fc: &FlavioCluster, naming: &Naming, replicas: i32) -> Result<StatefulSet> {
+pub fn statefulset(
+    fc: &FlavioCluster,
+    naming: &Naming,
+    replicas: i32,
+    partition: i32,
+) -> Result<StatefulSet> {
+    let mut sts = build_statefulset(fc, naming, replicas, partition)?;
+    let hash = hash_of(&sts)?;
+    sts.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(TEMPLATE_HASH.into(), hash);
+    Ok(sts)
+}
+
+fn build_statefulset(
+    fc: &FlavioCluster,
+    naming: &Naming,
+    replicas: i32,
+    partition: i32,
+) -> Result<StatefulSet> {
     let spec = &fc.spec;
     let host = format!("$(POD_NAME).{}.{}.svc", naming.headless(), naming.namespace);
     let advertise = match spec.address_mode {
@@ -357,6 +408,15 @@ pub fn statefulset(fc: &FlavioCluster, naming: &Naming, replicas: i32) -> Result
             replicas: Some(replicas),
             service_name: Some(naming.headless()),
             pod_management_policy: Some("Parallel".into()),
+            // The StatefulSet controller restarts pods at ordinals from the
+            // partition up; the operator lowers it one pod at a time.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(partition),
+                    ..Default::default()
+                }),
+            }),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(fc)),
                 ..Default::default()

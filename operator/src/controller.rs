@@ -214,6 +214,7 @@ pub async fn apply_children(
     fc: &FlavioCluster,
     naming: &Naming,
     replicas: i32,
+    partition: i32,
 ) -> Result<()> {
     let ns = &naming.namespace;
     let c = &ctx.client;
@@ -221,7 +222,11 @@ pub async fn apply_children(
     apply_object(&svc, &children::headless_service(fc, naming)?).await?;
     apply_object(&svc, &children::client_service(fc)?).await?;
     let sts: Api<StatefulSet> = Api::namespaced(c.clone(), ns);
-    apply_object(&sts, &children::statefulset(fc, naming, replicas)?).await?;
+    apply_object(
+        &sts,
+        &children::statefulset(fc, naming, replicas, partition)?,
+    )
+    .await?;
     if ctx.pdb_v1 {
         let pdb: Api<PodDisruptionBudget> = Api::namespaced(c.clone(), ns);
         apply_object(&pdb, &children::pdb(fc)?).await?;
@@ -258,6 +263,47 @@ fn pod_ready(p: &Pod) -> bool {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Why a pod's node container cannot run, when its status says: the
+/// waiting reasons that do not fix themselves in a moment.
+fn pod_problem(p: &Pod) -> Option<String> {
+    const STUCK: [&str; 6] = [
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "RunContainerError",
+    ];
+    let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().find_map(|c| {
+        let w = c.state.as_ref()?.waiting.as_ref()?;
+        let reason = w.reason.as_deref()?;
+        STUCK.contains(&reason).then(|| match w.message.as_deref() {
+            Some(m) if !m.is_empty() => format!("{reason}: {m}"),
+            _ => reason.to_string(),
+        })
+    })
+}
+
+/// The StatefulSet's revisions, for the rolling restart.
+fn rollout_of(sts: &StatefulSet, wanted_hash: &str) -> Option<crate::rollout::Rollout> {
+    let status = sts.status.as_ref()?;
+    let spec = sts.spec.as_ref()?;
+    let partition = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.rolling_update.as_ref())
+        .and_then(|r| r.partition)
+        .unwrap_or(0);
+    Some(crate::rollout::Rollout {
+        update_revision: status.update_revision.clone().unwrap_or_default(),
+        partition,
+        template_changed: children::applied_template_hash(sts) != Some(wanted_hash),
+        observed: status.observed_generation.is_some()
+            && status.observed_generation == sts.metadata.generation,
+    })
+}
+
 fn pod_addr(p: &Pod) -> Option<String> {
     p.status
         .as_ref()
@@ -290,6 +336,8 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
         .map(|(o, p)| PodView {
             ordinal: *o,
             ready: pod_ready(p),
+            revision: p.labels().get("controller-revision-hash").cloned(),
+            problem: pod_problem(p),
         })
         .collect();
     let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), &ns);
@@ -340,6 +388,9 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
         }
     }
 
+    let wanted_hash = children::template_hash(fc, &naming)?;
+    let rollout = sts.as_ref().and_then(|s| rollout_of(s, &wanted_hash));
+
     let now = Timestamp::now();
     let approved = fc.annotations().get(APPROVE_ANNOTATION).map(String::as_str);
     let d = decide::decide(&decide::Input {
@@ -355,6 +406,7 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
         pods: &pod_views,
         pvcs: &pvcs,
         ring: observed.as_ref().map(|(_, o)| &o.view),
+        rollout: rollout.as_ref(),
         now: now.as_second(),
     });
 
@@ -387,7 +439,23 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
         return Ok(Requeue::requeue(Duration::from_secs(60)));
     };
 
-    apply_children(ctx, fc, &naming, replicas).await?;
+    apply_children(ctx, fc, &naming, replicas, d.roll.partition).await?;
+    for (warn, reason, note) in &d.roll.events {
+        if *reason == "RollingPod" {
+            ctx.metrics.action("roll_pod");
+        }
+        event(ctx, fc, *warn, reason, note.clone()).await;
+    }
+    if d.degraded.status && d.degraded.reason == "UpgradeStuck" {
+        // Once per stop, not once per pass.
+        let was = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "UpgradeStuck");
+        if !was {
+            event(ctx, fc, true, "UpgradeStuck", d.degraded.message.clone()).await;
+        }
+    }
     let current = sts
         .as_ref()
         .and_then(|s| s.spec.as_ref())
@@ -630,6 +698,7 @@ pub fn status_of(
     FlavioClusterStatus {
         phase: Some(d.phase.to_string()),
         ready_replicas: i32::try_from(pods.iter().filter(|p| p.ready).count()).unwrap_or(i32::MAX),
+        updated_replicas: d.roll.updated,
         member_count: ring
             .map(|o| o.members.iter().filter(|m| m.state == "valid").count())
             .and_then(|n| i32::try_from(n).ok())
@@ -661,6 +730,13 @@ pub fn status_of(
                 &now_s,
             ),
             condition(&old.conditions, "Degraded", &d.degraded, generation, &now_s),
+            condition(
+                &old.conditions,
+                "Upgrading",
+                &d.roll.upgrading,
+                generation,
+                &now_s,
+            ),
         ],
         observed_generation: generation,
         // Recorded once, from the first valid spec: later changes are refused.

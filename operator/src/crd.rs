@@ -94,6 +94,33 @@ pub struct FlavioClusterSpec {
     /// Pod placement: affinity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// How a change of the pod template (image, resources, ...) is rolled out.
+    #[serde(default)]
+    pub upgrade: Upgrade,
+}
+
+/// The gated rolling restart: one pod at a time, highest ordinal first, each
+/// only once the ring is settled and the previous one is back.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Upgrade {
+    /// Seconds a restarted pod gets to run the new revision, be Ready and be
+    /// back in the ring; after that the roll stops there (Degraded).
+    #[serde(default = "default_pod_timeout")]
+    #[schemars(range(min = 1))]
+    pub pod_timeout_seconds: u64,
+}
+
+impl Default for Upgrade {
+    fn default() -> Self {
+        Upgrade {
+            pod_timeout_seconds: default_pod_timeout(),
+        }
+    }
+}
+
+fn default_pod_timeout() -> u64 {
+    600
 }
 
 /// The per-pod data volume and what happens to it.
@@ -207,6 +234,9 @@ pub struct FlavioClusterStatus {
     /// Pods that are Ready.
     #[serde(default)]
     pub ready_replicas: i32,
+    /// Pods running the StatefulSet's update revision (the current pod template).
+    #[serde(default)]
+    pub updated_replicas: i32,
     /// Members of the ring that are `valid`.
     #[serde(default)]
     pub member_count: i32,
@@ -225,7 +255,7 @@ pub struct FlavioClusterStatus {
     /// The plan awaiting approval (autoCommit false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanStatus>,
-    /// Available, Progressing, Degraded.
+    /// Available, Progressing, Degraded, Upgrading.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// The spec generation this status reflects.
@@ -277,6 +307,19 @@ pub struct Intent {
     /// A fingerprint of transfer progress and when it last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// The pod the rolling restart released last, while it is not back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling: Option<Rolling>,
+}
+
+/// A pod released by the rolling restart.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rolling {
+    /// Its ordinal.
+    pub ordinal: i32,
+    /// Unix seconds when it was released.
+    pub since: i64,
 }
 
 /// Transfer progress fingerprint.

@@ -133,6 +133,9 @@ pub struct RingView {
     pub unreachable: Vec<String>,
     /// Items sent by running transfers (progress inside one transfer).
     pub items_sent: u64,
+    /// Hinted handoff not done: nodes holding fallback data to hand back,
+    /// and running hinted transfers.
+    pub hinted: Vec<String>,
 }
 
 impl RingView {
@@ -151,6 +154,11 @@ pub struct PodView {
     pub ordinal: i32,
     /// Ready (and not being deleted).
     pub ready: bool,
+    /// Its `controller-revision-hash` label: the StatefulSet revision it runs.
+    pub revision: Option<String>,
+    /// Why its container cannot run (`ErrImagePull: ...`,
+    /// `CrashLoopBackOff: ...`), if it says.
+    pub problem: Option<String>,
 }
 
 /// Everything the decision looks at.
@@ -175,6 +183,8 @@ pub struct Input<'a> {
     pub pvcs: &'a [i32],
     /// The ring, `None` when no member could be asked.
     pub ring: Option<&'a RingView>,
+    /// The StatefulSet's revisions, `None` before it exists.
+    pub rollout: Option<&'a crate::rollout::Rollout>,
     /// Unix seconds.
     pub now: i64,
 }
@@ -241,6 +251,9 @@ pub enum Requeue {
 pub struct Decision {
     /// The StatefulSet size to apply; `None` means touch no child (invalid spec).
     pub sts_replicas: Option<i32>,
+    /// The rolling restart's step: the partition to apply, the Upgrading
+    /// condition, events.
+    pub roll: crate::rollout::Roll,
     /// The ring action.
     pub action: Action,
     /// PVC ordinals to delete (scale-down retention policy `Delete`).
@@ -274,13 +287,49 @@ pub fn change_lines(joins: &[String], leaves: &[String]) -> Vec<String> {
     v
 }
 
-/// The next step. See the module docs for the rules.
+/// The next step. See the module docs for the rules, and
+/// [`crate::rollout`] for the rolling restart's.
 pub fn decide(inp: &Input<'_>) -> Decision {
+    let mut d = membership(inp);
+    let Some(sts) = d.sts_replicas else {
+        return d;
+    };
+    let node = |o: i32| inp.naming.node(o);
+    let pod = |o: i32| inp.naming.pod(o);
+    let roll = crate::rollout::roll(&crate::rollout::RollInput {
+        rollout: inp.rollout,
+        sts,
+        pods: inp.pods,
+        ring: inp.ring,
+        node: &node,
+        pod: &pod,
+        rolling: inp.status.intent.rolling.as_ref(),
+        busy: d.action != Action::Nothing,
+        timeout_s: inp.spec.upgrade.pod_timeout_seconds,
+        now: inp.now,
+    });
+    d.intent.rolling = roll.rolling.clone();
+    if roll.upgrading.status && matches!(d.phase, "Available" | "ScalingUp") {
+        d.phase = "Upgrading";
+        d.requeue = Requeue::Soon;
+    }
+    if let Some(deg) = &roll.degraded
+        && !d.degraded.status
+    {
+        d.degraded = deg.clone();
+    }
+    d.roll = roll;
+    finish(d)
+}
+
+/// The membership part of the step.
+fn membership(inp: &Input<'_>) -> Decision {
     let spec = inp.spec;
     let status = inp.status;
     if let Err(inv) = validate(spec, inp.recorded) {
         return Decision {
             sts_replicas: None,
+            roll: crate::rollout::Roll::idle(),
             action: Action::Nothing,
             delete_pvcs: vec![],
             phase: "Degraded",
@@ -309,6 +358,7 @@ pub fn decide(inp: &Input<'_>) -> Decision {
         let sts = desired.max(current);
         return Decision {
             sts_replicas: Some(sts),
+            roll: crate::rollout::Roll::idle(),
             action: Action::Nothing,
             delete_pvcs: vec![],
             phase: if status.members.is_empty() {
@@ -431,6 +481,7 @@ pub fn decide(inp: &Input<'_>) -> Decision {
     let mut intent = Intent {
         leaving: still_leaving.clone(),
         progress,
+        rolling: status.intent.rolling.clone(),
     };
 
     // PVCs of ordinals the StatefulSet no longer covers, whose pods are gone
@@ -490,6 +541,7 @@ pub fn decide(inp: &Input<'_>) -> Decision {
 
     let mut d = Decision {
         sts_replicas: Some(sts),
+        roll: crate::rollout::Roll::idle(),
         action: Action::Nothing,
         delete_pvcs,
         phase: direction,

@@ -33,6 +33,7 @@ fn ring(members: &[(i32, State)]) -> RingView {
         pending: vec![],
         unreachable: vec![],
         items_sent: 0,
+        hinted: vec![],
     }
 }
 
@@ -98,10 +99,14 @@ fn run(f: &Fx) -> Decision {
         .map(|o| PodView {
             ordinal: *o,
             ready: true,
+            revision: None,
+            problem: None,
         })
         .chain(f.unready.iter().map(|o| PodView {
             ordinal: *o,
             ready: false,
+            revision: None,
+            problem: None,
         }))
         .collect();
     let naming = naming();
@@ -119,6 +124,7 @@ fn run(f: &Fx) -> Decision {
         pods: &pods,
         pvcs: &f.pvcs,
         ring: f.ring.as_ref(),
+        rollout: None,
         now: f.now,
     })
 }
@@ -654,6 +660,7 @@ fn leaves_are_recorded_before_the_commit_and_removals_reported() {
     f.status.intent = Intent {
         leaving: vec![n(2), n(3)],
         progress: None,
+        rolling: None,
     };
     let d = run(&f);
     assert_eq!(d.removed, vec![n(2)]);

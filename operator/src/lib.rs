@@ -4,7 +4,7 @@
 //!
 //! The crate is split the way the design asks: [`crd`] holds the resource's
 //! types and their validation, [`decide`] is the pure orchestration core (no
-//! I/O, table-tested), [`children`] builds the owned objects, [`ring`] reads
+//! I/O, table-tested) with [`rollout`] (the gated rolling restart), [`children`] builds the owned objects, [`ring`] reads
 //! the cluster through the Admin gRPC API, and [`controller`] is the thin
 //! kube-rs shell around them. [`metrics`] and [`leader`] are operability, and [`uninstall`] is
 //! what the chart's pre-delete hook runs.
@@ -17,6 +17,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod ring;
+pub mod rollout;
 pub mod uninstall;
 
 pub use error::{Error, Result};

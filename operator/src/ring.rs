@@ -57,12 +57,41 @@ pub async fn observe(addr: &str, cookie: &Cookie) -> Result<Observed> {
         .into_inner();
     // Transfer progress is optional: a failure here only weakens the
     // stuck-progress fingerprint.
-    let items_sent = match c
+    // Hinted handoff is a gate of the rolling restart: when it cannot be
+    // read, it counts as not done.
+    let (items_sent, hinted) = match c
         .transfers(pb::TransfersRequest { local_only: false })
         .await
     {
-        Ok(t) => t.into_inner().active.iter().map(|a| a.items_sent).sum(),
-        Err(_) => 0,
+        Ok(t) => {
+            let t = t.into_inner();
+            let hinted = t
+                .waiting
+                .iter()
+                .map(|w| {
+                    format!(
+                        "{} holds {} partitions of fallback data",
+                        w.node, w.partitions
+                    )
+                })
+                .chain(
+                    t.active
+                        .iter()
+                        .filter(|a| a.r#type == "hinted")
+                        .map(|a| format!("{} -> {} (partition {})", a.from, a.to, a.partition)),
+                )
+                .chain(
+                    t.unreachable
+                        .iter()
+                        .map(|n| format!("{n}'s transfers cannot be listed")),
+                )
+                .collect();
+            (t.active.iter().map(|a| a.items_sent).sum(), hinted)
+        }
+        Err(s) => (
+            0,
+            vec![format!("transfers cannot be listed: {}", s.message())],
+        ),
     };
     let members: Vec<Member> = ms
         .members
@@ -102,6 +131,7 @@ pub async fn observe(addr: &str, cookie: &Cookie) -> Result<Observed> {
                 .collect(),
             unreachable: rs.unreachable,
             items_sent,
+            hinted,
         },
         members: status_members,
     })

@@ -91,7 +91,9 @@ async fn run(address_mode: &str, suffix: &str) {
         }
         bodies
     });
-    apply_children(&ctx, &fc, &naming, 5).await.expect("apply");
+    apply_children(&ctx, &fc, &naming, 5, 0)
+        .await
+        .expect("apply");
     for (name, v) in server.await.expect("server") {
         golden(&format!("{name}{suffix}.json"), &v);
     }
@@ -106,7 +108,7 @@ async fn children_shape_dns() {
 async fn statefulset_advertises_pod_ip_in_pod_ip_mode() {
     let fc = cluster("podIP");
     let naming = flavio_operator::children::naming(&fc).expect("naming");
-    let sts = flavio_operator::children::statefulset(&fc, &naming, 3).expect("sts");
+    let sts = flavio_operator::children::statefulset(&fc, &naming, 3, 0).expect("sts");
     let v = serde_json::to_value(&sts).expect("json");
     let env = &v["spec"]["template"]["spec"]["containers"][0]["env"];
     let adv = env
