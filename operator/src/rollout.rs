@@ -365,6 +365,10 @@ mod tests {
         }
     }
 
+    fn rg(f: &mut Fx) -> &mut RingView {
+        f.ring.as_mut().expect("ring")
+    }
+
     fn run(f: &Fx) -> Roll {
         roll(&RollInput {
             rollout: Some(&f.rollout),
@@ -415,23 +419,18 @@ mod tests {
 
     #[test]
     fn each_gate_holds_the_next_pod() {
-        let gates: Vec<(&str, Box<dyn Fn(&mut Fx)>)> = vec![
-            (
-                "not converged",
-                Box::new(|f| f.ring.as_mut().unwrap().ring_ready = false),
-            ),
-            (
-                "claimant down",
-                Box::new(|f| f.ring.as_mut().unwrap().claimant_up = false),
-            ),
+        type Gate = (&'static str, Box<dyn Fn(&mut Fx)>);
+        let gates: Vec<Gate> = vec![
+            ("not converged", Box::new(|f| rg(f).ring_ready = false)),
+            ("claimant down", Box::new(|f| rg(f).claimant_up = false)),
             (
                 "unreachable",
-                Box::new(|f| f.ring.as_mut().unwrap().unreachable = vec![node(1)]),
+                Box::new(|f| rg(f).unreachable = vec![node(1)]),
             ),
             (
                 "transfers",
                 Box::new(|f| {
-                    f.ring.as_mut().unwrap().pending = vec![crate::decide::Transfer {
+                    rg(f).pending = vec![crate::decide::Transfer {
                         partition: "0".into(),
                         owner: node(0),
                         next_owner: node(1),
@@ -439,10 +438,7 @@ mod tests {
                     }]
                 }),
             ),
-            (
-                "hinted",
-                Box::new(|f| f.ring.as_mut().unwrap().hinted = vec![node(2)]),
-            ),
+            ("hinted", Box::new(|f| rg(f).hinted = vec![node(2)])),
             ("pod not ready", Box::new(|f| f.pods[1].ready = false)),
             ("membership change", Box::new(|f| f.busy = true)),
             ("no ring", Box::new(|f| f.ring = None)),
@@ -471,14 +467,14 @@ mod tests {
         assert_eq!(r.upgrading.reason, "RollingPod");
         // Ready but its peers do not reach it yet.
         f.pods[3].ready = true;
-        f.ring.as_mut().unwrap().unreachable = vec![node(3)];
+        rg(&mut f).unreachable = vec![node(3)];
         assert_eq!(run(&f).partition, 3);
         // Not yet recreated (still the old revision, or gone).
         let mut g = fx(3, &[]);
         g.pods.retain(|p| p.ordinal != 3);
         assert_eq!(run(&g).partition, 3);
         // Back: the next one goes, and the first is reported.
-        f.ring.as_mut().unwrap().unreachable.clear();
+        rg(&mut f).unreachable.clear();
         let r = run(&f);
         assert_eq!(r.partition, 2);
         assert_eq!(r.events[0].1, "PodUpgraded");
@@ -522,7 +518,7 @@ mod tests {
         }
         f.pods[3].revision = Some("bad".into());
         f.pods[3].ready = false;
-        f.ring.as_mut().unwrap().unreachable = vec![node(3)];
+        rg(&mut f).unreachable = vec![node(3)];
         let r = run(&f);
         assert_eq!(r.partition, 3);
     }
