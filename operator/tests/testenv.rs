@@ -88,6 +88,11 @@ struct Setup {
 }
 
 async fn setup(prefix: &str) -> Result<Option<Setup>, Box<dyn std::error::Error>> {
+    // The operator's own log, with RUST_LOG=flavio_operator=debug.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     if built_flavio_bin()?.is_none() {
         return Ok(None);
     }
@@ -786,5 +791,271 @@ async fn cli_in_a_node_pod_needs_no_flags() -> TestResult {
         assert!(members.contains(&name), "{name} missing:\n{members}");
     }
     assert!(members.contains("valid"), "{members}");
+    s.finish().await
+}
+
+/// `flavio bench --op add` (the cluster's N=3, W=3) through `node`, in
+/// back-to-back runs of a few seconds until stopped; sums what they saw.
+struct BenchLoop {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<(u64, u64), String>>,
+}
+
+impl BenchLoop {
+    fn start(bin: std::path::PathBuf, node: String, cookie_file: std::path::PathBuf) -> BenchLoop {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut ok, mut errors) = (0u64, 0u64);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                // Two sessions through the Service, 16 adds in flight.
+                let out = std::process::Command::new(&bin)
+                    .args(["bench", "--op", "add", "--concurrency", "16"])
+                    .args(["--duration", "5s", "--output", "json"])
+                    .args(["--node", &node, "--also-node", &node])
+                    .arg("--cookie-file")
+                    .arg(&cookie_file)
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "bench failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+                let r: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+                ok += r["ok"].as_u64().unwrap_or(0);
+                let e = r["errors"].as_u64().unwrap_or(0);
+                if e > 0 {
+                    eprintln!("bench: {e} errors, first: {}", r["first_error"]);
+                }
+                errors += e;
+            }
+            Ok((ok, errors))
+        });
+        BenchLoop { stop, thread }
+    }
+
+    /// Stops after the current run; (acknowledged, failed).
+    fn stop(self) -> Result<(u64, u64), Box<dyn std::error::Error>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.thread.join().map_err(|_| "bench thread panicked")??)
+    }
+}
+
+impl Setup {
+    async fn set_image(&self, image: &str) -> TestResult {
+        self.fcs
+            .patch(
+                "demo",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"image": image}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The total of `stats` through pod 0, once every partition answers.
+    async fn total_ops(&self) -> Result<u64, Box<dyn std::error::Error>> {
+        let cookie = self.cookie().await?;
+        let addr = self.pod_addr(0).await?;
+        poll("a complete stats", Duration::from_secs(30), || async {
+            let c = flavio_node::rpc::client::Client::connect(&addr, cookie.clone()).await?;
+            let s = c.stats(flavio_proto::v1::StatsRequest::default()).await?;
+            Ok((!s.partial).then_some(s.total_ops))
+        })
+        .await
+    }
+
+    /// Reasons of the cluster's events, oldest first.
+    async fn event_reasons(&self) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        let events: Api<k8s_openapi::api::core::v1::Event> = self.ns.api();
+        let mut list = events
+            .list(&ListParams::default().fields("involvedObject.name=demo"))
+            .await?
+            .items;
+        list.sort_by_key(|e| e.metadata.creation_timestamp.clone());
+        Ok(list.into_iter().filter_map(|e| e.reason).collect())
+    }
+}
+
+/// Waits until the roll is over: every pod on the update revision, the
+/// cluster Available, not Upgrading, not Degraded. Meanwhile checks that at
+/// most one pod is down at a time, and returns the order pods restarted in.
+async fn watch_roll(s: &Setup, timeout: Duration) -> Result<Vec<i32>, Box<dyn std::error::Error>> {
+    let pods: Api<Pod> = s.ns.api();
+    let mut uids: Vec<Option<String>> = Vec::new();
+    for o in 0..4 {
+        uids.push(
+            pods.get_opt(&format!("demo-{o}"))
+                .await?
+                .and_then(|p| p.metadata.uid),
+        );
+    }
+    let mut order: Vec<i32> = Vec::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut down = Vec::new();
+        for o in 0..4 {
+            let p = pods.get_opt(&format!("demo-{o}")).await?;
+            let uid = p.as_ref().and_then(|p| p.metadata.uid.clone());
+            if uid != uids[o as usize] {
+                if !order.contains(&o) {
+                    order.push(o);
+                }
+                if uid.is_some() {
+                    uids[o as usize] = uid;
+                }
+            }
+            if !p.as_ref().is_some_and(flavio_testenv::harness::pod_ready) {
+                down.push(o);
+            }
+        }
+        assert!(down.len() <= 1, "more than one pod down at once: {down:?}");
+        let fc = s.fcs.get("demo").await?;
+        let st = fc.status.clone().unwrap_or_default();
+        let is = |t: &str, v: &str| condition(&fc, t).is_some_and(|(x, _, _)| x == v);
+        // The status must be of the spec that asked for the roll.
+        if st.observed_generation == fc.metadata.generation
+            && st.updated_replicas == 4
+            && is("Available", "True")
+            && is("Upgrading", "False")
+            && is("Degraded", "False")
+            && down.is_empty()
+        {
+            return Ok(order);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "roll not done after {timeout:?}: restarted {order:?}, status {:?}",
+                fc.status
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Issue 15, acceptance 1 and 2: under `flavio bench` through the Service, a
+/// new `spec.image` rolls the four pods one by one, highest first, with no
+/// failed add and exact counts; then an image that cannot start stops the
+/// roll at demo-3 (Degraded names it) while the cluster serves, and
+/// reverting the image completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_upgrade_under_load_fails_no_add() -> TestResult {
+    let _serial = SERIAL.lock().await;
+    let Some(bin) = built_flavio_bin()? else {
+        return Ok(());
+    };
+    let Some(s) = setup("op-roll").await? else {
+        return Ok(());
+    };
+    s.create(
+        json!({"replicas": 4, "addressMode": "podIP", "ringSize": 32,
+        "upgrade": {"podTimeoutSeconds": 120}}),
+    )
+    .await?;
+    s.wait_available(4, Duration::from_secs(180)).await?;
+    let cookie = s.cookie().await?;
+    let dir = tempfile::tempdir()?;
+    let cookie_file = dir.path().join("cookie");
+    std::fs::write(&cookie_file, cookie.as_str())?;
+    let proxy = flavio_testenv::proxy::ServiceProxy::start(s.ns.api(), s.ns.api(), "demo").await?;
+    poll("4 ready endpoints", Duration::from_secs(30), || async {
+        Ok((proxy.endpoints().len() == 4).then_some(()))
+    })
+    .await?;
+
+    // 1. A new image, rolled under load.
+    let load = BenchLoop::start(bin.clone(), proxy.addr(), cookie_file.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t = Instant::now();
+    s.set_image("flaviodb/flavio:rolled").await?;
+    let order = watch_roll(&s, Duration::from_secs(480)).await?;
+    let took = t.elapsed();
+    let (acked, failed) = load.stop()?;
+    let total = s.total_ops().await?;
+    eprintln!(
+        "roll of 4 pods took {took:?} (order {order:?}); {acked} adds acknowledged, {failed} failed; stats total {total}"
+    );
+    assert_eq!(order, vec![3, 2, 1, 0], "highest ordinal first, each once");
+    assert!(acked > 0);
+    assert_eq!(failed, 0, "no add fails during the roll");
+    assert_eq!(
+        total,
+        3 * acked,
+        "every acknowledged add counted three times, once"
+    );
+    let reasons = s.event_reasons().await?;
+    for r in [
+        "UpgradeStarted",
+        "RollingPod",
+        "PodUpgraded",
+        "UpgradeCompleted",
+    ] {
+        assert!(reasons.iter().any(|x| x == r), "no {r} event: {reasons:?}");
+    }
+
+    // 2. An image that cannot start: the roll stops at demo-3.
+    let load = BenchLoop::start(bin.clone(), proxy.addr(), cookie_file.clone());
+    s.set_image("flaviodb/flavio-missing:1").await?;
+    let msg = poll(
+        "Degraded naming demo-3",
+        Duration::from_secs(120),
+        || async {
+            let fc = s.fcs.get("demo").await?;
+            Ok(condition(&fc, "Degraded")
+                .filter(|(st, reason, _)| st == "True" && reason == "UpgradeStuck")
+                .map(|(_, _, m)| m))
+        },
+    )
+    .await?;
+    assert!(msg.contains("demo-3"), "{msg}");
+    // It stays stopped there: the other three keep the old revision and serve.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let pods: Api<Pod> = s.ns.api();
+    let sts: Api<StatefulSet> = s.ns.api();
+    let update = sts
+        .get("demo")
+        .await?
+        .status
+        .and_then(|x| x.update_revision)
+        .ok_or("no update revision")?;
+    for o in 0..3 {
+        let p = pods.get(&format!("demo-{o}")).await?;
+        assert!(
+            flavio_testenv::harness::pod_ready(&p),
+            "demo-{o} must stay Ready"
+        );
+        assert_ne!(
+            p.metadata
+                .labels
+                .unwrap_or_default()
+                .get("controller-revision-hash"),
+            Some(&update),
+            "demo-{o} must not be rolled past the stuck demo-3"
+        );
+    }
+    let fc = s.fcs.get("demo").await?;
+    assert!(
+        condition(&fc, "Degraded").is_some_and(|(st, _, m)| st == "True" && m.contains("demo-3")),
+        "{:?}",
+        fc.status
+    );
+    // Reverting resumes and completes.
+    s.set_image("flaviodb/flavio:rolled").await?;
+    watch_roll(&s, Duration::from_secs(300)).await?;
+    let (acked2, failed2) = load.stop()?;
+    let total = s.total_ops().await?;
+    eprintln!(
+        "stuck roll and revert: {acked2} adds acknowledged, {failed2} failed; stats total {total}"
+    );
+    assert_eq!(
+        failed2, 0,
+        "no add fails while the roll is stuck or reverted"
+    );
+    assert_eq!(total, 3 * (acked + acked2));
+    drop(proxy);
     s.finish().await
 }

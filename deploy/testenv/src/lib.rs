@@ -26,6 +26,7 @@ pub mod expand;
 pub mod harness;
 pub mod images;
 pub mod paths;
+pub mod proxy;
 pub mod standin;
 
 pub use error::{Error, Result};

@@ -113,13 +113,17 @@ impl Config {
     }
 }
 
-/// Round-robin loopback address pool.
+/// Round-robin loopback address pool. A pod recreated under a name that had
+/// an address before gets that address back when it is free: the stand-in for
+/// the stable DNS name a real cluster gives a StatefulSet's pod (tests run
+/// without cluster DNS and advertise pod IPs instead).
 #[derive(Debug)]
 struct IpPool {
     first: u32,
     last: u32,
     next: u32,
     used: HashSet<u32>,
+    sticky: std::collections::HashMap<String, u32>,
 }
 
 impl IpPool {
@@ -130,7 +134,20 @@ impl IpPool {
             last: last.max(first),
             next: first,
             used: HashSet::new(),
+            sticky: std::collections::HashMap::new(),
         }
+    }
+
+    /// An address for the pod `key` (namespace/name): its previous one if free.
+    fn alloc_for(&mut self, key: &str) -> Option<Ipv4Addr> {
+        if let Some(&ip) = self.sticky.get(key)
+            && self.used.insert(ip)
+        {
+            return Some(Ipv4Addr::from(ip));
+        }
+        let ip = self.alloc()?;
+        self.sticky.insert(key.to_string(), u32::from(ip));
+        Some(ip)
     }
 
     fn alloc(&mut self) -> Option<Ipv4Addr> {
@@ -173,8 +190,8 @@ struct Shared {
 }
 
 impl Shared {
-    fn alloc_ip(&self) -> Option<Ipv4Addr> {
-        self.ips.lock().ok()?.alloc()
+    fn alloc_ip(&self, pod: &str) -> Option<Ipv4Addr> {
+        self.ips.lock().ok()?.alloc_for(pod)
     }
 
     fn free_ip(&self, ip: Ipv4Addr) {
@@ -398,6 +415,16 @@ mod tests {
         assert_eq!(b, Some(Ipv4Addr::new(127, 0, 0, 11)));
         assert_eq!(p.alloc(), None);
         p.free(Ipv4Addr::new(127, 0, 0, 10));
+        // A pod recreated under its name gets its address back when free.
+        let mut q = IpPool::new(Ipv4Addr::new(127, 0, 0, 10), Ipv4Addr::new(127, 0, 0, 20));
+        let a = q.alloc_for("ns/demo-0");
+        let b = q.alloc_for("ns/demo-1");
+        assert_ne!(a, b);
+        if let Some(ip) = a {
+            q.free(ip);
+        }
+        assert_ne!(q.alloc_for("ns/other"), a, "round robin moves on");
+        assert_eq!(q.alloc_for("ns/demo-0"), a, "its address again");
         assert_eq!(p.alloc(), Some(Ipv4Addr::new(127, 0, 0, 10)));
     }
 }

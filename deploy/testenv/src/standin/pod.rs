@@ -725,7 +725,7 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, pod: Pod, mut rx: watch::Receiv
     let ip = if host_network {
         Some(Ipv4Addr::LOCALHOST)
     } else {
-        shared.alloc_ip()
+        shared.alloc_ip(&format!("{ns}/{name}"))
     };
     let pod_dir = shared
         .cfg
