@@ -56,7 +56,7 @@ echo "CRD identical in charts/flavio/crds and deploy/crd"
 
 step "rendered manifests drift (deploy/render.sh)"
 deploy/render.sh "$tmp/render"
-for f in rendered/default.yaml rendered/all-options.yaml manifests/flavio-operator.yaml; do
+for f in rendered/default.yaml rendered/all-options.yaml rendered/long-name.yaml manifests/flavio-operator.yaml; do
   diff -u "deploy/$f" "$tmp/render/$f" || fail "deploy/$f is stale: run deploy/render.sh and commit"
 done
 echo "deploy/rendered and deploy/manifests match the chart"

@@ -19,6 +19,13 @@ ns=flavio-system
 "$HELM" template flavio "$chart" --namespace "$ns" \
   --values "$chart/ci/all-options-values.yaml" >"$out/rendered/all-options.yaml"
 
+# The longest release name helm allows (53 characters) with every option on:
+# every name must stay within 63 characters and distinct.
+long="$(printf 'longest-release-name-%.0s' 1 2 3)"
+long="${long:0:53}"
+"$HELM" template "$long" "$chart" --namespace "$ns" \
+  --values "$chart/ci/all-options-values.yaml" >"$out/rendered/long-name.yaml"
+
 # Plain manifests for users without helm: the namespace, then the operator
 # watching every namespace (so the example applies anywhere). The CRD is
 # deploy/crd/flaviocluster.yaml, printed by `flavio-operator crd`.

@@ -70,6 +70,15 @@ pub fn selector_labels(fc: &FlavioCluster) -> BTreeMap<String, String> {
     ])
 }
 
+/// [`selector_labels`] as a label selector string.
+pub fn selector_string(fc: &FlavioCluster) -> String {
+    selector_labels(fc)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn labels(fc: &FlavioCluster) -> BTreeMap<String, String> {
     let mut l = selector_labels(fc);
     l.insert(

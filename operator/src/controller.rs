@@ -320,7 +320,7 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
     // Observe.
     let sts_api: Api<StatefulSet> = Api::namespaced(c.clone(), &ns);
     let sts = sts_api.get_opt(&naming.cluster).await?;
-    let sel = format!("app.kubernetes.io/instance={}", naming.cluster);
+    let sel = children::selector_string(fc);
     let pods: Vec<Pod> = Api::<Pod>::namespaced(c.clone(), &ns)
         .list(&ListParams::default().labels(&sel))
         .await?
@@ -699,6 +699,8 @@ pub fn status_of(
         phase: Some(d.phase.to_string()),
         ready_replicas: i32::try_from(pods.iter().filter(|p| p.ready).count()).unwrap_or(i32::MAX),
         updated_replicas: d.roll.updated,
+        selector: Some(children::selector_string(fc)),
+        warnings: crate::crd::warnings(&fc.spec),
         member_count: ring
             .map(|o| o.members.iter().filter(|m| m.state == "valid").count())
             .and_then(|n| i32::try_from(n).ok())
@@ -780,7 +782,9 @@ async fn cleanup(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
     if fc.spec.storage.when_deleted == Retention::Delete {
         let ns = fc.namespace().ok_or(Error::Missing("namespace"))?;
         let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-        let sel = format!("app.kubernetes.io/instance={}", fc.name_any());
+        // Both labels: another application's PVCs that share the instance
+        // label are not ours to delete.
+        let sel = children::selector_string(fc);
         let pvcs = api.list(&ListParams::default().labels(&sel)).await?;
         for p in pvcs.items {
             api.delete(&p.name_any(), &DeleteParams::default()).await?;

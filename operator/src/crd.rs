@@ -35,7 +35,7 @@ pub const FINALIZER: &str = "flaviodb.io/cleanup";
     shortname = "fc",
     namespaced,
     status = "FlavioClusterStatus",
-    scale = r#"{"specReplicasPath":".spec.replicas","statusReplicasPath":".status.readyReplicas"}"#,
+    scale = r#"{"specReplicasPath":".spec.replicas","statusReplicasPath":".status.readyReplicas","labelSelectorPath":".status.selector"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}"#,
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
     printcolumn = r#"{"name":"Members","type":"integer","jsonPath":".status.memberCount"}"#,
@@ -53,6 +53,7 @@ pub struct FlavioClusterSpec {
     pub image: String,
     /// `Always`, `IfNotPresent` or `Never`; Kubernetes' default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never"]))]
     pub image_pull_policy: Option<String>,
     /// Secrets for pulling the node image from a private registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,12 +61,15 @@ pub struct FlavioClusterSpec {
     /// Partitions in the ring: a power of two from 8 to 1024. Fixed at
     /// creation; a change is refused.
     #[serde(default = "default_ring_size")]
+    #[schemars(extend("enum" = [8, 16, 32, 64, 128, 256, 512, 1024]))]
     pub ring_size: u32,
     /// Default replicas of a client write (N).
     #[serde(default = "default_n_val")]
+    #[schemars(range(min = 1, max = 1024))]
     pub n_val: u32,
     /// Default replies a client write waits for (W); defaults to `nVal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
     pub write_quorum: Option<u32>,
     /// The data volume of each pod.
     #[serde(default)]
@@ -75,6 +79,7 @@ pub struct FlavioClusterSpec {
     pub resources: Option<ResourceRequirements>,
     /// Concurrent handoff transfers per node.
     #[serde(default = "default_handoff_concurrency")]
+    #[schemars(range(min = 1, max = 64))]
     pub handoff_concurrency: u32,
     /// How membership changes are committed and watched.
     #[serde(default)]
@@ -237,6 +242,13 @@ pub struct FlavioClusterStatus {
     /// Pods running the StatefulSet's update revision (the current pod template).
     #[serde(default)]
     pub updated_replicas: i32,
+    /// The label selector of the cluster's pods, for the scale subresource
+    /// (so a HorizontalPodAutoscaler can drive `replicas`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// What works but deserves attention (e.g. replicas below nVal).
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// Members of the ring that are `valid`.
     #[serde(default)]
     pub member_count: i32,
@@ -493,11 +505,33 @@ pub fn validate(spec: &FlavioClusterSpec, recorded: &Recorded) -> Result<(), Inv
     Ok(())
 }
 
+/// What a valid spec still deserves a warning for, in status.
+pub fn warnings(spec: &FlavioClusterSpec) -> Vec<String> {
+    let mut w = Vec::new();
+    if u32::try_from(spec.replicas).is_ok_and(|r| r < spec.n_val) {
+        w.push(format!(
+            "replicas ({}) is below nVal ({}): the {} copies of a key share nodes, so losing one node loses more than one copy of some keys",
+            spec.replicas, spec.n_val, spec.n_val
+        ));
+    }
+    w
+}
+
 /// The CRD as YAML, as `flavio-operator crd` prints it and
 /// `deploy/crd/flaviocluster.yaml` holds it.
+///
+/// It carries the recommended labels like every object we ship; its
+/// `instance` is the API group, since one CRD serves every release in the
+/// cluster (helm does not template `crds/`).
 pub fn crd_yaml() -> crate::Result<String> {
     use kube::CustomResourceExt;
-    serde_yaml::to_string(&FlavioCluster::crd()).map_err(|e| crate::Error::Serde(e.to_string()))
+    let mut crd = FlavioCluster::crd();
+    crd.metadata.labels = Some(BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "flavio-operator".into()),
+        ("app.kubernetes.io/instance".into(), "flaviodb.io".into()),
+        ("app.kubernetes.io/part-of".into(), "flavio".into()),
+    ]));
+    serde_yaml::to_string(&crd).map_err(|e| crate::Error::Serde(e.to_string()))
 }
 
 #[cfg(test)]
@@ -517,6 +551,17 @@ mod tests {
         assert_eq!(s.address_mode, AddressMode::Dns);
         assert_eq!(s.storage.when_deleted, Retention::Retain);
         assert_eq!(validate(&s, &Recorded::default()), Ok(()));
+    }
+
+    #[test]
+    fn replicas_below_n_val_is_a_warning() {
+        let mut s = spec();
+        assert!(warnings(&s).is_empty());
+        s.replicas = 2;
+        let w = warnings(&s);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("below nVal"), "{w:?}");
+        assert_eq!(validate(&s, &Recorded::default()), Ok(()), "accepted");
     }
 
     #[test]

@@ -24,6 +24,20 @@ fn crd_has_scale_status_and_short_name() {
         serde_yaml::from_str(&flavio_operator::crd::crd_yaml().expect("CRD")).expect("YAML");
     let v = &crd["spec"]["versions"][0];
     assert_eq!(crd["spec"]["names"]["shortNames"][0], "fc");
+    // An HPA can drive the scale subresource only with a selector.
+    assert_eq!(
+        v["subresources"]["scale"]["labelSelectorPath"],
+        ".status.selector"
+    );
+    assert_eq!(
+        crd["metadata"]["labels"]["app.kubernetes.io/name"],
+        "flavio-operator"
+    );
+    // The API server refuses what the schema can say (1.20 has no CEL).
+    let spec = &v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    assert_eq!(spec["ringSize"]["enum"][0], 8);
+    assert_eq!(spec["handoffConcurrency"]["maximum"], 64.0);
+    assert_eq!(spec["imagePullPolicy"]["enum"][2], "Never");
     assert_eq!(crd["spec"]["scope"], "Namespaced");
     assert_eq!(
         v["subresources"]["scale"]["specReplicasPath"],

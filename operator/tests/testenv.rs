@@ -549,8 +549,19 @@ async fn invalid_spec_and_ring_size_change_are_refused() -> TestResult {
     let Some(s) = setup("op-invalid").await? else {
         return Ok(());
     };
-    s.create(json!({"replicas": 1, "addressMode": "podIP", "ringSize": 48}))
-        .await?;
+    // What the schema can say, the API server refuses at once.
+    let err = s
+        .create(json!({"replicas": 1, "addressMode": "podIP", "ringSize": 48}))
+        .await
+        .expect_err("the API server refuses ringSize 48 (the CRD's enum)");
+    assert!(err.to_string().contains("ringSize"), "{err}");
+    // What it cannot (a rule between two fields, and 1.20 has no CEL), the
+    // operator refuses: Degraded, an event, nothing created.
+    s.create(
+        json!({"replicas": 1, "addressMode": "podIP", "ringSize": 16,
+        "nVal": 1, "writeQuorum": 2}),
+    )
+    .await?;
     let reason = poll("Degraded", Duration::from_secs(30), || async {
         let fc = s.fcs.get("demo").await?;
         Ok(condition(&fc, "Degraded")
@@ -558,7 +569,7 @@ async fn invalid_spec_and_ring_size_change_are_refused() -> TestResult {
             .map(|(_, r, _)| r))
     })
     .await?;
-    assert_eq!(reason, "InvalidRingSize");
+    assert_eq!(reason, "InvalidWriteQuorum");
     let sts: Api<StatefulSet> = s.ns.api();
     assert!(
         sts.get_opt("demo").await?.is_none(),
@@ -566,12 +577,12 @@ async fn invalid_spec_and_ring_size_change_are_refused() -> TestResult {
     );
     let events: Api<k8s_openapi::api::events::v1::Event> = s.ns.api();
     poll(
-        "an InvalidRingSize event",
+        "an InvalidWriteQuorum event",
         Duration::from_secs(10),
         || async {
             let l = events.list(&ListParams::default()).await?.items;
             Ok(l.iter()
-                .any(|e| e.reason.as_deref() == Some("InvalidRingSize"))
+                .any(|e| e.reason.as_deref() == Some("InvalidWriteQuorum"))
                 .then_some(()))
         },
     )
@@ -582,7 +593,7 @@ async fn invalid_spec_and_ring_size_change_are_refused() -> TestResult {
         .patch(
             "demo",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"ringSize": 16}})),
+            &Patch::Merge(json!({"spec": {"writeQuorum": 1}})),
         )
         .await?;
     s.wait_available(1, Duration::from_secs(60)).await?;

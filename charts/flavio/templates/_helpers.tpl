@@ -8,6 +8,23 @@ unless the release name already says flavio. Cut at 63 (DNS label limit). */}}
 {{- end -}}
 {{- end -}}
 
+{{/* The full name with "-SUFFIX", the full name cut so the whole stays
+within 63 characters: a long release name shortens the prefix, never the
+suffix, so "-metrics" or "-uninstall" objects cannot take the names of the
+operator's own. Call with (list . "suffix"). */}}
+{{- define "flavio.suffixed" -}}
+{{- $suffix := index . 1 -}}
+{{- $max := int (sub 62 (len $suffix)) -}}
+{{- printf "%s-%s" (include "flavio.fullname" (index . 0) | trunc $max | trimSuffix "-") $suffix -}}
+{{- end -}}
+
+{{/* Labels of the operator's objects (every object but the FlavioCluster
+and the uninstall hook's): the common ones, name and instance. */}}
+{{- define "flavio.operatorLabels" -}}
+{{ include "flavio.labels" . }}
+{{ include "flavio.operatorSelector" . }}
+{{- end -}}
+
 {{- define "flavio.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/part-of: flavio

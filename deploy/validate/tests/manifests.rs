@@ -317,3 +317,57 @@ fn image_entrypoints_match_the_test_environments_image_map() {
         "testenv-install.sh maps the operator image with its entrypoint's `run`"
     );
 }
+
+/// A DNS-1123 label: what Services (and most names) must be.
+fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Issue 15: rendered with the default values, every option, and the longest
+/// release name helm allows, every object's name is a valid DNS label,
+/// distinct within its kind, and every object carries the
+/// app.kubernetes.io/name and app.kubernetes.io/instance labels.
+#[test]
+fn rendered_names_are_valid_distinct_and_labelled() {
+    for file in [
+        "deploy/rendered/default.yaml",
+        "deploy/rendered/all-options.yaml",
+        "deploy/rendered/long-name.yaml",
+    ] {
+        let objects = load(&repo().join(file));
+        assert!(!objects.is_empty(), "{file}");
+        let mut seen = std::collections::HashSet::new();
+        for o in &objects {
+            let kind = o.value["kind"].as_str().unwrap_or_default();
+            let name = o.value["metadata"]["name"].as_str().unwrap_or_default();
+            assert!(
+                dns_label(name),
+                "{file}: {kind} name {name:?} is not a DNS label of at most 63 characters"
+            );
+            assert!(
+                seen.insert((kind.to_string(), name.to_string())),
+                "{file}: two {kind}s named {name}"
+            );
+            let labels = &o.value["metadata"]["labels"];
+            for l in ["app.kubernetes.io/name", "app.kubernetes.io/instance"] {
+                assert!(
+                    labels[l].is_string(),
+                    "{file}: {kind} {name} has no {l} label"
+                );
+            }
+        }
+    }
+    // The longest name really is long: its objects were cut to fit.
+    let long = load(&repo().join("deploy/rendered/long-name.yaml"));
+    assert!(
+        long.iter().any(|o| o.value["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.len() == 63)),
+        "long-name.yaml should hold names cut at 63 characters"
+    );
+}
