@@ -34,12 +34,18 @@ for bad in cluster.replicas=0 cluster.ringSize=100 cluster.replica=3 \
   cluster.storage.whenScaled=Keep cluster.storage.size=lots operator.logFormat=xml \
   cluster.addressMode=ip rbac.clusterwide=true metrics.port=0 cluster.handoffConcurrency=100 \
   cluster.image.pullPolicy=Sometimes cluster.nodeSelector.disk=1 \
-  cluster.enabled=true,cluster.writeQuorum=5 cluster.enabled=true,cluster.nVal=100,cluster.ringSize=64; do
+  cluster.enabled=true,cluster.writeQuorum=5 cluster.enabled=true,cluster.nVal=100,cluster.ringSize=64 \
+  cluster.enabled=true,cluster.replicas=2; do
   if "$HELM" template flavio charts/flavio --set "$bad" >/dev/null 2>&1; then
     fail "the chart accepted --set $bad"
   fi
   echo "rejected --set $bad"
 done
+
+# replicas below nVal is refused unless accepted explicitly.
+"$HELM" template flavio charts/flavio \
+  --set cluster.enabled=true,cluster.replicas=2,cluster.allowReplicasBelowNVal=true >/dev/null ||
+  fail "cluster.allowReplicasBelowNVal=true must accept replicas below nVal"
 
 step "CRD drift: the chart's and deploy/'s CRD are what 'flavio-operator crd' prints"
 tmp="$(mktemp -d)"
