@@ -211,6 +211,7 @@ async fn session_answers_many_requests_in_flight_by_id() {
         advertise: None,
         handoff_concurrency: 2,
         detect_after: std::time::Duration::from_secs(1),
+        metrics_listen: None,
     })
     .await
     .expect("node");

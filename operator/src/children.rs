@@ -32,6 +32,8 @@ use crate::{Error, Result};
 
 /// The node's gRPC port (client, admin and node-to-node).
 pub const PORT: i32 = 10017;
+/// The node's plain-HTTP `/metrics` port (no cookie).
+pub const METRICS_PORT: i32 = 10018;
 /// Where the data PVC is mounted.
 pub const DATA_DIR: &str = "/var/lib/flavio";
 /// Where the cookie Secret is mounted.
@@ -332,14 +334,23 @@ fn build_statefulset(
             env("FLAVIO_COOKIE_FILE", format!("{COOKIE_DIR}/{COOKIE_KEY}")),
             env("FLAVIO_NODE", format!("$(POD_IP):{PORT}")),
             env("FLAVIO_LOG_FORMAT", "json"),
+            env("FLAVIO_METRICS_LISTEN", format!("$(POD_IP):{METRICS_PORT}")),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("grpc".into()),
-            container_port: PORT,
-            // See grpc_port(): 1.20's apply needs the key field spelled out.
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("grpc".into()),
+                container_port: PORT,
+                // See grpc_port(): 1.20's apply needs the key field spelled out.
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
         readiness_probe: Some(Probe {
             exec: Some(health.clone()),
             period_seconds: Some(2),

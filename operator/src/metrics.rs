@@ -1,8 +1,8 @@
 //! Prometheus metrics and the tiny HTTP endpoint serving `/metrics` and
 //! `/healthz`.
 //!
-//! The server is a few lines over a tokio listener, not a web framework: it
-//! answers one GET per connection and closes it, which is all a scraper or a
+//! The server is the node's: a few lines over a tokio listener, not a web
+//! framework, answering one GET per connection, which is all a scraper or a
 //! liveness probe needs. What it leaves out: keep-alive, TLS, authentication.
 
 use std::sync::Arc;
@@ -13,7 +13,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::{Error, Result};
@@ -97,44 +96,21 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped.
+/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped
+/// (the node's tiny HTTP server, [`flavio_node::metrics::serve_http`]).
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> Result<()> {
-    loop {
-        let (mut sock, _) = listener.accept().await.map_err(|source| Error::Io {
-            context: "accepting a metrics connection".into(),
-            source,
-        })?;
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("");
-            let (code, ctype, body) = match path {
-                "/metrics" => (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.render(),
-                ),
-                "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-                _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
-            };
-            let head = format!(
-                "HTTP/1.1 {code}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-        });
-    }
+    flavio_node::metrics::serve_http(listener, Arc::new(move || metrics.render()))
+        .await
+        .map_err(|e| Error::Io {
+            context: "serving metrics".into(),
+            source: std::io::Error::other(e.to_string()),
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn serves_metrics_and_healthz() {

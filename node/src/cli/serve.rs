@@ -71,6 +71,36 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, env = "FLAVIO_LOG_FORMAT", default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// Where to serve Prometheus `/metrics` over plain HTTP (no cookie):
+    /// HOST:PORT, or `off`. Default: the listen address's host, port + 1.
+    #[arg(long, env = "FLAVIO_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+}
+
+/// The `/metrics` address: `arg` (`off` for none), else `listen`'s port + 1.
+fn metrics_addr(
+    arg: Option<&str>,
+    listen: std::net::SocketAddr,
+) -> std::result::Result<Option<std::net::SocketAddr>, Failure> {
+    match arg {
+        Some("off") => Ok(None),
+        Some(a) => a.parse().map(Some).map_err(|_| {
+            Failure::usage(format!(
+                "--metrics-listen {a:?}: expected HOST:PORT (e.g. 127.0.0.1:10018) or off"
+            ))
+        }),
+        None => {
+            let port = match listen.port() {
+                0 => 0,
+                p => p.checked_add(1).ok_or_else(|| {
+                    Failure::usage(format!(
+                        "--listen port {p} leaves no port + 1 for /metrics: pass --metrics-listen"
+                    ))
+                })?,
+            };
+            Ok(Some(std::net::SocketAddr::new(listen.ip(), port)))
+        }
+    }
 }
 
 pub(super) fn init_logging(args: &ServeArgs) {
@@ -143,7 +173,9 @@ pub(super) async fn run(args: ServeArgs) -> std::result::Result<(), Failure> {
     }
     let cookie = server_cookie(args.cookie_file.as_deref())?;
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let metrics_listen = metrics_addr(args.metrics_listen.as_deref(), args.listen)?;
     let config = ServeConfig {
+        metrics_listen,
         name: args.name,
         listen: args.listen,
         data_dir: args.data_dir,
@@ -166,6 +198,9 @@ pub(super) async fn run(args: ServeArgs) -> std::result::Result<(), Failure> {
         detect_after: Duration::from_millis(args.detect_ms),
     };
     let node = Node::start(config).await?;
+    if let Some(a) = node.metrics_addr() {
+        tracing::info!(metrics = %format!("http://{a}/metrics"), "serving metrics");
+    }
     node.serve(shutdown_signal()).await?;
     Ok(())
 }

@@ -367,6 +367,11 @@ impl<V: Vnode> Cluster<V> {
         self.inner.handoffs.active()
     }
 
+    /// What this node's finished transfers added up to.
+    pub fn handoff_totals(&self) -> &handoff::Totals {
+        &self.inner.handoffs.totals
+    }
+
     /// Partitions whose vnode here is a fallback for a down owner.
     pub fn fallbacks(&self) -> Vec<PartitionId> {
         self.inner.handoffs.fallback_partitions()

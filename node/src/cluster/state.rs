@@ -71,6 +71,16 @@ pub enum MemberState {
 }
 
 impl MemberState {
+    /// Every state, in the order riak lists them.
+    pub const ALL: [MemberState; 6] = [
+        MemberState::Joining,
+        MemberState::Valid,
+        MemberState::Leaving,
+        MemberState::Exiting,
+        MemberState::Down,
+        MemberState::Removed,
+    ];
+
     /// The lower-case name riak prints.
     pub fn as_str(self) -> &'static str {
         match self {

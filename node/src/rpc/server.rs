@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use flavio_proto::v1 as pb;
 use flavio_proto::v1::flavio_server::{Flavio as FlavioApi, FlavioServer};
@@ -26,6 +27,7 @@ use super::peer::Peers;
 use crate::app::{Defaults, Flavio, FlavioVnode};
 use crate::cluster::transport::Transport;
 use crate::cluster::{Cluster, ClusterConfig};
+use crate::metrics::NodeMetrics;
 use crate::ring::RingSize;
 use crate::vnode::{Durability, Store, VnodeMaster};
 use crate::{Error, Result};
@@ -67,6 +69,8 @@ pub struct ServeConfig {
     pub handoff_concurrency: usize,
     /// Silence after which a peer counts as down.
     pub detect_after: std::time::Duration,
+    /// Where `/metrics` is served over plain HTTP (`None`: not at all).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A node that has opened its store and bound its port but not yet served.
@@ -77,6 +81,8 @@ pub struct Node {
     cluster: Cluster<FlavioVnode>,
     peers: Arc<Peers>,
     app: Flavio,
+    metrics: Arc<NodeMetrics>,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Node {
@@ -116,6 +122,13 @@ impl Node {
         )
         .await?;
         let app = Flavio::new(cluster.router(), config.defaults);
+        let metrics_listener = match config.metrics_listen {
+            Some(a) => Some(TcpListener::bind(a).await.map_err(|source| Error::Io {
+                context: format!("listening for /metrics on {a}"),
+                source,
+            })?),
+            None => None,
+        };
         Ok(Node {
             config,
             listener,
@@ -123,6 +136,8 @@ impl Node {
             cluster,
             peers,
             app,
+            metrics: Arc::new(NodeMetrics::new()),
+            metrics_listener,
         })
     }
 
@@ -132,6 +147,11 @@ impl Node {
             context: "reading the bound address".into(),
             source,
         })
+    }
+
+    /// The address `/metrics` is served on, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref()?.local_addr().ok()
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish,
@@ -144,8 +164,21 @@ impl Node {
             cluster,
             peers,
             app,
+            metrics,
+            metrics_listener,
         } = self;
         cluster.start().await;
+        let metrics_task = metrics_listener.map(|l| {
+            let m = Arc::clone(&metrics);
+            let c = cluster.clone();
+            tokio::spawn(crate::metrics::serve_http(
+                l,
+                Arc::new(move || {
+                    m.sample(&c);
+                    m.render()
+                }),
+            ))
+        });
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<FlavioServer<Service>>().await;
         // A node removed from its cluster stays SERVING for health: it
@@ -159,6 +192,7 @@ impl Node {
             app: app.clone(),
             cluster: cluster.clone(),
             draining,
+            metrics: Arc::clone(&metrics),
         };
         let api = FlavioServer::with_interceptor(service, {
             let cookie = cookie.clone();
@@ -234,6 +268,9 @@ impl Node {
         // Then the node's background tasks (gossip, handoff senders): they
         // end with it rather than with the process.
         stopper.stop();
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
         tracing::info!("node stopped");
         served.and(stopped)
     }
@@ -246,6 +283,7 @@ pub struct Service {
     cluster: Cluster<FlavioVnode>,
     /// True once the node is stopping.
     draining: tokio::sync::watch::Receiver<bool>,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl Service {
@@ -259,6 +297,17 @@ impl Service {
 }
 
 type SessionStream = ReceiverStream<std::result::Result<pb::SessionReply, Status>>;
+
+/// The command a session request carries, as metrics name it.
+fn command_of(req: &pb::SessionRequest) -> &'static str {
+    use pb::session_request::Op;
+    match req.op {
+        Some(Op::Ping(_)) => "ping",
+        Some(Op::Add(_)) => "add",
+        Some(Op::Stats(_)) => "stats",
+        None => "none",
+    }
+}
 
 /// The status a session of a stopping node ends with.
 fn not_run() -> Status {
@@ -323,27 +372,48 @@ impl FlavioApi for Service {
         &self,
         _req: Request<pb::PingRequest>,
     ) -> std::result::Result<Response<pb::PingReply>, Status> {
-        self.check_member()?;
-        Ok(Response::new(self.app.ping().await?.into()))
+        let t = Instant::now();
+        let r = async {
+            self.check_member()?;
+            Ok::<_, Error>(self.app.ping().await?.into())
+        }
+        .await;
+        self.metrics
+            .request("ping", t, r.as_ref().err().map(Error::code));
+        Ok(Response::new(r?))
     }
 
     async fn add(
         &self,
         req: Request<pb::AddRequest>,
     ) -> std::result::Result<Response<pb::AddReply>, Status> {
-        self.check_member()?;
-        let r = req.into_inner();
-        let opts = add_options(&r)?;
-        Ok(Response::new(self.app.add(r.a, r.b, opts).await?.into()))
+        let t = Instant::now();
+        let r = async {
+            self.check_member()?;
+            let r = req.into_inner();
+            let opts = add_options(&r)?;
+            Ok::<_, Error>(self.app.add(r.a, r.b, opts).await?.into())
+        }
+        .await;
+        self.metrics
+            .request("add", t, r.as_ref().err().map(Error::code));
+        Ok(Response::new(r?))
     }
 
     async fn stats(
         &self,
         req: Request<pb::StatsRequest>,
     ) -> std::result::Result<Response<pb::StatsReply>, Status> {
-        self.check_member()?;
-        let timeout = stats_timeout(req.get_ref())?;
-        Ok(Response::new(self.app.stats(timeout).await.into()))
+        let t = Instant::now();
+        let r = async {
+            self.check_member()?;
+            let timeout = stats_timeout(req.get_ref())?;
+            Ok::<_, Error>(self.app.stats(timeout).await.into())
+        }
+        .await;
+        self.metrics
+            .request("stats", t, r.as_ref().err().map(Error::code));
+        Ok(Response::new(r?))
     }
 
     type SessionStream = SessionStream;
@@ -387,14 +457,24 @@ impl FlavioApi for Service {
                 };
                 let app = app.clone();
                 let tx = tx.clone();
+                let metrics = Arc::clone(&me.metrics);
                 // Checked per request: a session opened while this node was
                 // a member must not be served by the cluster it left for.
                 let left = me.check_member().err();
                 tokio::spawn(async move {
+                    let t = Instant::now();
+                    let command = command_of(&msg);
                     let reply = match left {
                         None => answer(&app, msg).await,
                         Some(e) => refused(msg.id, &e),
                     };
+                    let code = match &reply.result {
+                        Some(pb::session_reply::Result::Error(e)) => {
+                            Some(tonic::Code::from_i32(e.code))
+                        }
+                        _ => None,
+                    };
+                    metrics.request(command, t, code);
                     // The client may have gone; its replies have nowhere to go.
                     let _ = tx.send(Ok(reply)).await;
                     drop(slot);

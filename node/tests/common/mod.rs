@@ -33,6 +33,9 @@ pub fn flavio(home: &Path) -> Command {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)
         .env("FLAVIO_COOKIE", COOKIE)
+        // Metrics at port + 1 could collide with another test node's free
+        // port; tests that read /metrics pass --metrics-listen.
+        .env("FLAVIO_METRICS_LISTEN", "off")
         // FLAVIO_TEST_LOG=info shows the nodes' logs when a test needs reading.
         .env(
             "RUST_LOG",

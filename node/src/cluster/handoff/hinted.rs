@@ -497,6 +497,9 @@ async fn deliver<H: Host>(c: &H, snap: &crate::cluster::view::Snapshot, hint: St
         if r.is_ok() {
             progress.items.store(items, Ordering::Relaxed);
             progress.bytes.store(bytes, Ordering::Relaxed);
+            c.handoffs().totals.done(super::Kind::Hinted, items, bytes);
+        } else {
+            c.handoffs().totals.failed(super::Kind::Hinted);
         }
         lock(&c.handoffs().hinting).remove(&p.0);
         r

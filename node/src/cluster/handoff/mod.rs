@@ -177,10 +177,41 @@ impl Progress {
 /// [`Progress::total`] before it is known.
 pub const UNKNOWN: u64 = u64::MAX;
 
+/// What this node's finished outbound transfers added up to since it
+/// started, by [`Kind`] (index 0 ownership, 1 hinted): for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Transfers completed.
+    pub done: [AtomicU64; 2],
+    /// Attempts that failed (each is retried).
+    pub failed: [AtomicU64; 2],
+    /// Items of completed transfers.
+    pub items: [AtomicU64; 2],
+    /// Bytes of completed transfers.
+    pub bytes: [AtomicU64; 2],
+}
+
+impl Totals {
+    /// Counts a completed transfer of `items` items and `bytes` bytes.
+    pub fn done(&self, kind: Kind, items: u64, bytes: u64) {
+        let k = kind as usize;
+        self.done[k].fetch_add(1, Ordering::Relaxed);
+        self.items[k].fetch_add(items, Ordering::Relaxed);
+        self.bytes[k].fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts a failed attempt.
+    pub fn failed(&self, kind: Kind) {
+        self.failed[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The node's handoff state: the transfers running, the slots that bound
 /// them, and the partitions whose vnode redirects after losing ownership.
 #[derive(Debug)]
 pub struct Handoffs {
+    /// Finished transfers, for metrics.
+    pub totals: Totals,
     outbound: Mutex<HashMap<u32, Arc<Progress>>>,
     inbound: Mutex<HashMap<u32, Arc<Progress>>>,
     out_slots: Arc<Semaphore>,
@@ -206,9 +237,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// A vnode moving to its partition's next owner.
-    Ownership,
+    Ownership = 0,
     /// A fallback vnode's data going back to the partition's owner.
-    Hinted,
+    Hinted = 1,
 }
 
 impl Kind {
@@ -245,6 +276,7 @@ impl Handoffs {
     pub fn new(concurrency: usize) -> Handoffs {
         let conc = concurrency.max(1);
         Handoffs {
+            totals: Totals::default(),
             outbound: Mutex::new(HashMap::new()),
             inbound: Mutex::new(HashMap::new()),
             out_slots: Arc::new(Semaphore::new(conc)),

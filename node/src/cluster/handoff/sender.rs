@@ -11,6 +11,7 @@ use futures::stream::BoxStream;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
+use super::Kind;
 use super::forward::{ArcForwarder, SessionForwarder};
 use super::fsm::{Action, Event, Phase, SenderFsm, VnodeMode};
 use super::redirect::redirector;
@@ -47,6 +48,11 @@ pub fn spawn_sender<H: Host>(c: H, t: Transfer) {
             };
             match send_once(&c, &t, &progress).await {
                 Ok(held) => {
+                    c.handoffs().totals.done(
+                        Kind::Ownership,
+                        progress.items.load(Ordering::Relaxed),
+                        progress.bytes.load(Ordering::Relaxed),
+                    );
                     tracing::info!(
                         partition = %p,
                         to = %t.to,
@@ -78,6 +84,7 @@ pub fn spawn_sender<H: Host>(c: H, t: Transfer) {
                 }
                 Err(e) => {
                     drop(permit);
+                    c.handoffs().totals.failed(Kind::Ownership);
                     tracing::info!(partition = %p, to = %t.to, error = %e, "handoff failed; will retry");
                     progress.items.store(0, Ordering::Relaxed);
                     progress.bytes.store(0, Ordering::Relaxed);
