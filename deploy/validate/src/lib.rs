@@ -190,6 +190,7 @@ pub fn check_object(value: &Value, schemas: &Schemas) -> Vec<String> {
         ("monitoring.coreos.com/v1", "ServiceMonitor") => {
             check_unknown_and_types::<ServiceMonitor>(value)
         }
+        ("monitoring.coreos.com/v1", "PodMonitor") => check_unknown_and_types::<PodMonitor>(value),
         ("flaviodb.io/v1alpha1", "FlavioCluster") => check_flaviocluster(value, schemas),
         _ => vec![format!(
             "no validator for apiVersion `{api_version}` kind `{kind}`: add one to flavio-manifests"
@@ -344,4 +345,24 @@ struct ServiceMonitorEndpoint {
     interval: Option<String>,
     #[serde(default)]
     scrape_timeout: Option<String>,
+}
+
+/// The Prometheus Operator's PodMonitor, reduced to the fields our chart
+/// writes; any other field is an error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)] // read only by serde
+pub struct PodMonitor {
+    api_version: String,
+    kind: String,
+    metadata: ObjectMeta,
+    spec: PodMonitorSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)] // read only by serde
+struct PodMonitorSpec {
+    selector: LabelSelector,
+    pod_metrics_endpoints: Vec<ServiceMonitorEndpoint>,
 }
