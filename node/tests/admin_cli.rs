@@ -52,6 +52,9 @@ impl Admin for Fake {
     ) -> Result<Response<pb::MemberStatusReply>, Status> {
         use pb::MemberState::{Joining, Valid};
         Ok(Response::new(pb::MemberStatusReply {
+            cluster_id: String::new(),
+            incarnation: String::new(),
+
             members: vec![
                 member(2, Joining, 0.0),
                 member(3, Joining, 0.0),
@@ -72,6 +75,9 @@ impl Admin for Fake {
         _: Request<pb::RingStatusRequest>,
     ) -> Result<Response<pb::RingStatusReply>, Status> {
         Ok(Response::new(pb::RingStatusReply {
+            owners: vec![],
+            cluster_id: String::new(),
+
             claimant: n(1),
             claimant_up: true,
             ring_ready: true,

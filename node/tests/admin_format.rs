@@ -97,6 +97,9 @@ fn transition(
 
 fn status(members: Vec<pb::MemberInfo>) -> pb::MemberStatusReply {
     pb::MemberStatusReply {
+        cluster_id: String::new(),
+        incarnation: String::new(),
+
         members,
         ring_version: 7,
         claimant: n(1),
@@ -321,6 +324,9 @@ fn plans() {
 
 fn ring(pending: Vec<pb::PendingTransfer>, unreachable: &[u32]) -> pb::RingStatusReply {
     pb::RingStatusReply {
+        owners: vec![],
+        cluster_id: String::new(),
+
         claimant: n(1),
         claimant_up: true,
         ring_ready: true,

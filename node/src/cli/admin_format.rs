@@ -514,6 +514,10 @@ pub fn ring_status_json(r: &pb::RingStatusReply) -> Value {
         "n_val": r.n_val,
         "preflists": r.preflists,
         "short_preflists": r.short_preflists,
+        "owners": r.owners.iter().map(|o| json!({
+            "partition": o.partition,
+            "node": o.node,
+        })).collect::<Vec<_>>(),
     })
 }
 

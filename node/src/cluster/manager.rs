@@ -74,6 +74,11 @@ pub struct ClusterConfig {
 
 pub(super) struct Inner<V: Vnode> {
     pub(super) me: String,
+    /// This data directory's incarnation id.
+    pub(super) incarnation: String,
+    /// When this node last warned that another cluster counts it as a
+    /// member (it lost its data directory), to warn once a minute.
+    pub(super) foreign_warned: Mutex<Option<std::time::Instant>>,
     pub(super) addr: String,
     pub(super) store: Store,
     pub(super) master: VnodeMaster<V>,
@@ -115,6 +120,9 @@ impl<V: Vnode> Clone for Cluster<V> {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// The store key of the data directory's incarnation id.
+const INCARNATION_KEY: &str = "incarnation";
 
 fn new_cluster_id(rng: &mut StdRng) -> String {
     format!("{:016x}", rng.random::<u64>())
@@ -167,6 +175,16 @@ impl<V: Vnode> Cluster<V> {
                 ring.members.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         }
+        // Made once per data directory: a member that comes back with a
+        // new one lost its volume (and its counts).
+        let incarnation = match store.get_meta(INCARNATION_KEY)? {
+            Some(b) => String::from_utf8_lossy(&b).into_owned(),
+            None => {
+                let id = format!("{:016x}", rng.random::<u64>());
+                store.put_meta(INCARNATION_KEY, id.as_bytes())?;
+                id
+            }
+        };
         let view = View::new(ring.clone());
         let liveness = Arc::new(Liveness::new(&config.name, config.detect_after));
         liveness.watch(ring.members.keys().map(String::as_str));
@@ -182,6 +200,8 @@ impl<V: Vnode> Cluster<V> {
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 me: config.name,
+                incarnation,
+                foreign_warned: Mutex::new(None),
                 addr: config.addr,
                 store,
                 master,
@@ -340,6 +360,12 @@ impl<V: Vnode> Cluster<V> {
     /// This node's name.
     pub fn me(&self) -> &str {
         &self.inner.me
+    }
+
+    /// This node's data directory's incarnation id (made when it was first
+    /// opened).
+    pub fn incarnation(&self) -> &str {
+        &self.inner.incarnation
     }
 
     /// The current ring.
@@ -776,6 +802,26 @@ impl<V: Vnode> Cluster<V> {
             self.install(theirs.clone()).await?;
         }
         let same_cluster = theirs.cluster_id == self.ring().ring.cluster_id;
+        if !same_cluster
+            && theirs
+                .members
+                .get(&self.inner.me)
+                .is_some_and(|m| m.state.is_active() && m.state != MemberState::Joining)
+        {
+            // A cluster counts this node as its member, but this data
+            // directory never was (the member's volume was lost): acting as
+            // that member would serve its partitions with none of its data.
+            let mut last = lock(&self.inner.foreign_warned);
+            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                *last = Some(std::time::Instant::now());
+                tracing::warn!(
+                    from = %msg.from,
+                    cluster = %theirs.cluster_id,
+                    incarnation = %self.inner.incarnation,
+                    "a cluster counts this node as a member, but its data directory is new (the member's volume was lost): it will not act as that member; replace it (force-remove it from a member, then join this node again; the operator does this itself)"
+                );
+            }
+        }
         if same_cluster {
             self.note_seen(&msg.from, &theirs);
             self.adopt(theirs.clone()).await?;

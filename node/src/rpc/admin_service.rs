@@ -123,6 +123,8 @@ impl<V: Vnode> AdminApi for AdminService<V> {
             unreachable: self.cluster.unreachable(),
             majority: self.cluster.sees_majority(),
             majority_advice: self.cluster.majority_advice(),
+            cluster_id: ring.cluster_id.clone(),
+            incarnation: self.cluster.incarnation().to_string(),
         }))
     }
 
@@ -172,6 +174,15 @@ impl<V: Vnode> AdminApi for AdminService<V> {
             node: self.cluster.me().to_string(),
             n_val: u32::try_from(self.n_val).unwrap_or(u32::MAX),
             preflists: u32::try_from(ring.owners.len()).unwrap_or(u32::MAX),
+            owners: ring
+                .owners
+                .owners()
+                .map(|(p, n)| pb::PartitionOwner {
+                    partition: master.partition_name(p).to_string(),
+                    node: n.to_string(),
+                })
+                .collect(),
+            cluster_id: ring.cluster_id.clone(),
             short_preflists: u32::try_from(short_windows(ring.owners.as_slice(), self.n_val))
                 .unwrap_or(u32::MAX),
         }))
