@@ -148,6 +148,20 @@ pub fn error_policy(fc: Arc<FlavioCluster>, err: &Error, ctx: Arc<Context>) -> R
 }
 
 async fn event(ctx: &Context, fc: &FlavioCluster, warn: bool, reason: &str, note: String) {
+    event_for(ctx, fc, warn, reason, reason, note).await;
+}
+
+/// An event whose `action` says what it is about: the recorder folds events
+/// of the same reason and action into one series and keeps only the first
+/// note, so events that must each be read (one per node) need their own.
+async fn event_for(
+    ctx: &Context,
+    fc: &FlavioCluster,
+    warn: bool,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let ev = Event {
         type_: if warn {
             EventType::Warning
@@ -156,7 +170,7 @@ async fn event(ctx: &Context, fc: &FlavioCluster, warn: bool, reason: &str, note
         },
         reason: reason.into(),
         note: Some(note),
-        action: reason.into(),
+        action: action.into(),
         secondary: None,
     };
     // Events are best effort: a failure must not block the reconcile.
@@ -370,7 +384,9 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
     };
 
     // The ring: pod 0 first (the seed, never asked to leave), then any Ready
-    // pod that status names as a member.
+    // pod that status names as a member. Only the ring of the cluster id
+    // recorded in status counts: a member back on an empty volume answers
+    // with a one-member ring of its own.
     let mut observed = None;
     if let Some(cookie) = &cookie {
         let mut sources: Vec<String> = vec![naming.node(0)];
@@ -378,12 +394,39 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
         for node in sources {
             let Some(addr) = addr_of(&node) else { continue };
             match ring::observe(&addr, cookie).await {
-                Ok(o) if o.view.member(&node).is_some() => {
+                Ok(o)
+                    if o.view.member(&node).is_some()
+                        && status
+                            .cluster_id
+                            .as_ref()
+                            .is_none_or(|id| *id == o.view.cluster_id) =>
+                {
                     observed = Some((addr, o));
                     break;
                 }
                 Ok(_) => {}
                 Err(e) => tracing::debug!(node, error = %e, "cannot read the ring"),
+            }
+        }
+    }
+    // Members whose Ready pod answers for another cluster: lost volumes.
+    let mut lost: Vec<i32> = Vec::new();
+    if let (Some((source, o)), Some(cookie)) = (&observed, &cookie) {
+        for (ord, p) in &by_ordinal {
+            let node = naming.node(*ord);
+            let Some(addr) = pod_addr(p).filter(|_| pod_ready(p)) else {
+                continue;
+            };
+            if addr == *source || o.view.member(&node).is_none() {
+                continue;
+            }
+            match ring::identity(&addr, cookie).await {
+                Ok((id, incarnation)) if !id.is_empty() && id != o.view.cluster_id => {
+                    tracing::warn!(%node, %incarnation, "member answers for another cluster: its volume was lost");
+                    lost.push(*ord);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(%node, error = %e, "cannot ask the pod who it is"),
             }
         }
     }
@@ -406,6 +449,7 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
         pods: &pod_views,
         pvcs: &pvcs,
         ring: observed.as_ref().map(|(_, o)| &o.view),
+        lost: &lost,
         rollout: rollout.as_ref(),
         now: now.as_second(),
     });
@@ -444,7 +488,9 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
         if *reason == "RollingPod" {
             ctx.metrics.action("roll_pod");
         }
-        event(ctx, fc, *warn, reason, note.clone()).await;
+        // One series per pod and step (the note names the pod).
+        let action = format!("{reason}:{}", note.split_whitespace().next().unwrap_or(""));
+        event_for(ctx, fc, *warn, reason, &action, note.clone()).await;
     }
     if d.degraded.status && d.degraded.reason == "UpgradeStuck" {
         // Once per stop, not once per pass.
@@ -556,6 +602,55 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
                     }
                 }
             }
+            Action::ReplaceLost {
+                node,
+                down_first,
+                partitions,
+            } => {
+                if *down_first {
+                    // Another valid member marks it down and becomes the
+                    // claimant; the next pass force-removes it there.
+                    let at = o
+                        .view
+                        .members
+                        .iter()
+                        .filter(|m| m.state == decide::State::Valid && m.name != *node)
+                        .find_map(|m| addr_of(&m.name))
+                        .ok_or(Error::Missing(
+                            "a Ready valid member to mark the claimant down",
+                        ))?;
+                    ring::down(&at, cookie, node).await?;
+                    ctx.metrics.action("down");
+                    event_for(
+                        ctx,
+                        fc,
+                        true,
+                        "ClaimantVolumeLost",
+                        node,
+                        format!("{node} (the claimant) came back with an empty data directory: marked it down; another member is the claimant now, and it is replaced next"),
+                    )
+                    .await;
+                } else {
+                    let v = ring::force_remove(&claimant, cookie, node).await?;
+                    ctx.metrics.action("force_remove");
+                    let shown: Vec<&str> = partitions.iter().take(16).map(String::as_str).collect();
+                    let more = partitions.len().saturating_sub(shown.len());
+                    event_for(
+                        ctx,
+                        fc,
+                        true,
+                        "VolumeLost",
+                        node,
+                        format!(
+                            "{node} came back with an empty data directory: force-removed it (ring version {v}); its pod joins again as a new member. The counts of the {} partitions it owned were on the lost volume only: {}{}",
+                            partitions.len(),
+                            shown.join(", "),
+                            if more > 0 { format!(" (and {more} more)") } else { String::new() }
+                        ),
+                    )
+                    .await;
+                }
+            }
             Action::ClearPlan => {
                 ring::clear(&claimant, cookie).await?;
                 ctx.metrics.action("clear");
@@ -632,22 +727,24 @@ async fn membership_events(
     .await;
     for n in joins {
         ctx.metrics.action("join");
-        event(
+        event_for(
             ctx,
             fc,
             false,
             "MemberJoined",
+            n,
             format!("{n} joined the ring"),
         )
         .await;
     }
     for n in leaves {
         ctx.metrics.action("leave");
-        event(
+        event_for(
             ctx,
             fc,
             false,
             "LeaveStarted",
+            n,
             format!("{n} is leaving the ring"),
         )
         .await;
@@ -741,6 +838,11 @@ pub fn status_of(
             ),
         ],
         observed_generation: generation,
+        // Recorded once, from the first ring seen.
+        cluster_id: old.cluster_id.clone().or_else(|| {
+            ring.map(|o| o.view.cluster_id.clone())
+                .filter(|c| !c.is_empty())
+        }),
         // Recorded once, from the first valid spec: later changes are refused.
         ring_size: old
             .ring_size

@@ -276,6 +276,10 @@ pub struct FlavioClusterStatus {
     /// The ring size the cluster was created with (to refuse changes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring_size: Option<u32>,
+    /// The id of the cluster's ring, recorded once: the operator follows
+    /// only this ring (a pod back on an empty volume has a ring of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
     /// The membership change under way, kept so that a restart resumes it.
     #[serde(default)]
     pub intent: Intent,

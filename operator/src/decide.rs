@@ -31,9 +31,18 @@
 //!   kept in status with the time it last changed; no change for
 //!   `stuckAfterSeconds` sets Degraded naming the stuck transfers.
 //!
-//! What it leaves out: replacing a member whose PVC was lost (it would come
-//! back as a stranger with the old name), and clusters whose pod 0 is not a
-//! member (pod 0 is never asked to leave, so that only happens by hand).
+//! - **Lost volume.** A Ready pod whose node answers for another cluster
+//!   than the ring's while the ring counts it as a member came back on an
+//!   empty data directory: it is force-removed (riak's force-remove; marked
+//!   down first when it is the claimant, so another member takes the role),
+//!   an event names the partitions whose counts were on it, and its pod then
+//!   joins again like any new pod. Pod 0 is no exception: the operator
+//!   follows the ring of the cluster id recorded in status, never the
+//!   one-member ring a fresh pod 0 has.
+//!
+//! What it leaves out: recording each member's data-directory incarnation in
+//! the ring (the node reports its own; a lost volume is recognised by the
+//! cluster id it answers with), and placing replicas by zone.
 
 use crate::crd::{
     FlavioClusterSpec, FlavioClusterStatus, Intent, PlanStatus, Progress, Retention, validate,
@@ -136,6 +145,10 @@ pub struct RingView {
     /// Hinted handoff not done: nodes holding fallback data to hand back,
     /// and running hinted transfers.
     pub hinted: Vec<String>,
+    /// The ring's cluster id.
+    pub cluster_id: String,
+    /// Every partition (decimal ring index) and its owner.
+    pub owners: Vec<(String, String)>,
 }
 
 impl RingView {
@@ -183,6 +196,10 @@ pub struct Input<'a> {
     pub pvcs: &'a [i32],
     /// The ring, `None` when no member could be asked.
     pub ring: Option<&'a RingView>,
+    /// Ordinals of Ready pods whose node answers for another cluster than
+    /// the ring's while the ring counts it as a member: it came back on a
+    /// new, empty data directory (its volume was lost).
+    pub lost: &'a [i32],
     /// The StatefulSet's revisions, `None` before it exists.
     pub rollout: Option<&'a crate::rollout::Rollout>,
     /// Unix seconds.
@@ -214,6 +231,17 @@ pub enum Action {
     },
     /// Drop the staged changes and the published plan.
     ClearPlan,
+    /// Replace a member whose volume was lost (riak's force-remove, then
+    /// the usual join brings its pod back): mark it down first when it is
+    /// the claimant (another member takes the role), else force-remove it.
+    ReplaceLost {
+        /// The member's node name.
+        node: String,
+        /// It is the claimant: mark it down (from another member) first.
+        down_first: bool,
+        /// The partitions it owned: their counts were on the lost volume.
+        partitions: Vec<String>,
+    },
 }
 
 /// A condition's value.
@@ -377,6 +405,49 @@ fn membership(inp: &Input<'_>) -> Decision {
     };
     let naming = inp.naming;
     let ord = |n: &str| naming.ordinal(n);
+
+    // A member whose pod came back without its data must not stay a member
+    // under its old self: replace it before anything else (nothing else
+    // can go on while it counts as unreachable anyway).
+    if let Some(&o) = inp.lost.first() {
+        let node = naming.node(o);
+        if ring.member(&node).is_some() {
+            let partitions: Vec<String> = ring
+                .owners
+                .iter()
+                .filter(|(_, n)| *n == node)
+                .map(|(p, _)| p.clone())
+                .collect();
+            let down_first = ring.claimant == node;
+            let msg = format!(
+                "{} came back with an empty data directory (its volume was lost): {}",
+                naming.pod(o),
+                if down_first {
+                    "marking it down so that another member takes over as claimant"
+                } else {
+                    "force-removing it; its pod then joins again as a new member"
+                }
+            );
+            return finish(Decision {
+                sts_replicas: Some(current.max(desired)),
+                roll: crate::rollout::Roll::idle(),
+                action: Action::ReplaceLost {
+                    node,
+                    down_first,
+                    partitions,
+                },
+                delete_pvcs: vec![],
+                phase: "Progressing",
+                available: Cond::new(false, "VolumeLost", msg.clone()),
+                progressing: Cond::new(true, "ReplacingLostMember", msg),
+                degraded: Cond::new(false, "AsExpected", ""),
+                intent: status.intent.clone(),
+                plan: status.plan.clone(),
+                removed: vec![],
+                requeue: Requeue::Soon,
+            });
+        }
+    }
 
     // Intent bookkeeping: leavers seen removed are done.
     let (still_leaving, removed): (Vec<String>, Vec<String>) = status

@@ -34,6 +34,8 @@ fn ring(members: &[(i32, State)]) -> RingView {
         unreachable: vec![],
         items_sent: 0,
         hinted: vec![],
+        cluster_id: "c".into(),
+        owners: vec![],
     }
 }
 
@@ -64,6 +66,7 @@ struct Fx {
     unready: Vec<i32>,
     pvcs: Vec<i32>,
     ring: Option<RingView>,
+    lost: Vec<i32>,
     now: i64,
 }
 
@@ -83,6 +86,7 @@ fn fx(replicas: i32, sts: i32, ring_: Option<RingView>) -> Fx {
         unready: vec![],
         pvcs: (0..sts).collect(),
         ring: ring_,
+        lost: vec![],
         now: 1_000,
     }
 }
@@ -124,6 +128,7 @@ fn run(f: &Fx) -> Decision {
         pods: &pods,
         pvcs: &f.pvcs,
         ring: f.ring.as_ref(),
+        lost: &f.lost,
         rollout: None,
         now: f.now,
     })
@@ -694,4 +699,43 @@ fn naming_round_trips() {
     assert_eq!(nm.ordinal(&nm.node(3)), Some(3));
     assert_eq!(nm.ordinal("flavio@other-3.demo-headless.ns.svc"), None);
     assert_eq!(nm.ordinal("flavio@demo-x.demo-headless.ns.svc"), None);
+}
+
+#[test]
+fn a_member_back_on_an_empty_volume_is_replaced() {
+    // demo-2 answers for a cluster of its own: force-remove it, naming the
+    // partitions it owned.
+    let mut r = ring(&valid(4));
+    r.owners = (0..8).map(|p| (format!("p{p}"), n(p % 4))).collect();
+    let mut f = fx(4, 4, Some(r.clone()));
+    f.lost = vec![2];
+    let d = run(&f);
+    assert_eq!(
+        d.action,
+        Action::ReplaceLost {
+            node: n(2),
+            down_first: false,
+            partitions: vec!["p2".into(), "p6".into()],
+        }
+    );
+    assert_eq!(d.progressing.reason, "ReplacingLostMember");
+    assert_eq!(d.sts_replicas, Some(4));
+    // The claimant (demo-0 here) is marked down first, from another member.
+    let mut f = fx(4, 4, Some(r.clone()));
+    f.lost = vec![0];
+    let d = run(&f);
+    assert!(matches!(
+        d.action,
+        Action::ReplaceLost {
+            down_first: true,
+            ..
+        }
+    ));
+    // Once removed, it is an ordinary join of a Ready pod.
+    let mut removed = ring(&valid(4));
+    removed.members[2].state = State::Removed;
+    let mut f = fx(4, 4, Some(removed));
+    f.lost = vec![2];
+    let d = run(&f);
+    assert_eq!(d.action, change(&[2], &[], true));
 }

@@ -132,9 +132,73 @@ pub async fn observe(addr: &str, cookie: &Cookie) -> Result<Observed> {
             unreachable: rs.unreachable,
             items_sent,
             hinted,
+            cluster_id: ms.cluster_id.clone(),
+            owners: rs
+                .owners
+                .into_iter()
+                .map(|o| (o.partition, o.node))
+                .collect(),
         },
         members: status_members,
     })
+}
+
+/// The cluster id and data-directory incarnation the node at `addr`
+/// answers with.
+pub async fn identity(addr: &str, cookie: &Cookie) -> Result<(String, String)> {
+    let mut c = connect(addr, cookie).await?;
+    let ms = c
+        .member_status(pb::MemberStatusRequest {})
+        .await
+        .map_err(|s| admin_err(addr, s.message()))?
+        .into_inner();
+    Ok((ms.cluster_id, ms.incarnation))
+}
+
+/// Marks `node` down from the member at `at` (which becomes the claimant
+/// when `node` was it). A majority must see `node` unreachable.
+pub async fn down(at: &str, cookie: &Cookie, node: &str) -> Result<()> {
+    let mut c = connect(at, cookie).await?;
+    c.down(pb::DownRequest {
+        node: node.to_string(),
+        without_majority: false,
+    })
+    .await
+    .map_err(|s| admin_err(at, s.message()))?;
+    Ok(())
+}
+
+/// Force-removes `node` on the claimant: stage, plan (which must hold just
+/// that), commit. Returns the new ring version.
+pub async fn force_remove(claimant: &str, cookie: &Cookie, node: &str) -> Result<u64> {
+    let mut c = connect(claimant, cookie).await?;
+    match c
+        .stage_remove(pb::StageRemoveRequest {
+            node: node.to_string(),
+        })
+        .await
+    {
+        Ok(_) => {}
+        Err(s) if s.message().contains("already has a staged change") => {}
+        Err(s) => return Err(admin_err(claimant, s.message())),
+    }
+    let plan = c
+        .plan(pb::PlanRequest {})
+        .await
+        .map_err(|s| admin_err(claimant, s.message()))?
+        .into_inner();
+    let got: Vec<String> = plan
+        .changes
+        .iter()
+        .map(|ch| format!("{} {}", ch.action, ch.node))
+        .collect();
+    if got.len() != 1 || !got[0].ends_with(node) {
+        let _ = c.clear(pb::ClearRequest {}).await;
+        return Err(Error::UnexpectedPlan(format!(
+            "staged the force-remove of {node}, the claimant plans {got:?}"
+        )));
+    }
+    commit(claimant, cookie, &plan.plan_id).await
 }
 
 /// Stages `joins` (each on its own node, at `join_addrs`, targeting the member

@@ -161,6 +161,18 @@ pub fn roll(inp: &RollInput<'_>) -> Roll {
     let outdated: Vec<i32> = (0..inp.sts)
         .filter(|o| pod(*o).is_some() && !updated_pod(*o))
         .collect();
+    if outdated.is_empty() && inp.rolling.is_none() {
+        // Nothing to roll and nothing rolled: pods being created (a new
+        // cluster, a scale-up) are not the roll's business.
+        return Roll {
+            partition: 0,
+            updated,
+            upgrading: cond(false, "UpToDate", format!("revision {}", r.update_revision)),
+            degraded: None,
+            rolling: None,
+            events: vec![],
+        };
+    }
     // A released pod that is not back yet: wait for it, or give up on it.
     if let Some(o) = (p..inp.sts).rev().find(|o| !back(*o)) {
         let since = inp
@@ -325,6 +337,8 @@ mod tests {
             unreachable: vec![],
             items_sent: 0,
             hinted: vec![],
+            cluster_id: "c".into(),
+            owners: vec![],
         }
     }
 
@@ -521,6 +535,19 @@ mod tests {
         rg(&mut f).unreachable = vec![node(3)];
         let r = run(&f);
         assert_eq!(r.partition, 3);
+    }
+
+    #[test]
+    fn new_pods_are_not_a_roll() {
+        // A new cluster: every pod on the update revision, some not Ready
+        // yet, nothing released: no Upgrading, no events.
+        let mut f = fx(0, &[0, 1, 2, 3]);
+        f.pods[3].ready = false;
+        f.pods.retain(|p| p.ordinal != 2);
+        let r = run(&f);
+        assert!(!r.upgrading.status);
+        assert!(r.events.is_empty(), "{:?}", r.events);
+        assert_eq!(r.rolling, None);
     }
 
     #[test]

@@ -1070,3 +1070,94 @@ async fn rolling_upgrade_under_load_fails_no_add() -> TestResult {
     drop(proxy);
     s.finish().await
 }
+
+/// Issue 15, acceptance 3: a member's pod comes back on an empty volume
+/// (its volume's directory wiped under the frozen node, as a lost disk would
+/// leave it, and the pod deleted; the stand-in keys a PVC's directory by the
+/// claim's name, so deleting the claim object alone loses nothing here): the
+/// operator sees its node answer for a cluster of its own, force-removes the
+/// member (marking it down first when it is the claimant), names the lost
+/// partitions in an event, and the pod joins again. The same for pod 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_volume_is_replaced_automatically() -> TestResult {
+    let _serial = SERIAL.lock().await;
+    let Some(s) = setup("op-lost").await? else {
+        return Ok(());
+    };
+    s.create(json!({"replicas": 4, "addressMode": "podIP", "ringSize": 32}))
+        .await?;
+    s.wait_available(4, Duration::from_secs(180)).await?;
+    let pods: Api<Pod> = s.ns.api();
+    let cookie = s.cookie().await?;
+    for victim in [2, 0] {
+        let pod = format!("demo-{victim}");
+        let node = format!("flavio@demo-{victim}.demo-headless.{}.svc", s.ns.name);
+        let p = pods.get(&pod).await?;
+        let pid = flavio_testenv::harness::container_pid(&p, "flavio").ok_or("no pid")?;
+        let t = Instant::now();
+        // The disk is gone: freeze the node (so it writes nothing more), empty
+        // its volume's directory, then delete the pod at once. The
+        // StatefulSet's new pod starts on the empty directory.
+        let signal = |sig: &str| {
+            std::process::Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .status()
+        };
+        assert!(signal("-STOP")?.success());
+        let dir = s.env.pvc_dir(&s.ns.name, &format!("data-{pod}"));
+        std::fs::remove_dir_all(&dir)?;
+        std::fs::create_dir_all(&dir)?;
+        pods.delete(&pod, &DeleteParams::default().grace_period(0))
+            .await?;
+        let _ = signal("-KILL");
+        let note = poll(
+            &format!("a VolumeLost event naming the partitions of {node}"),
+            Duration::from_secs(120),
+            || async {
+                let events: Api<k8s_openapi::api::core::v1::Event> = s.ns.api();
+                let l = events
+                    .list(&ListParams::default().fields("involvedObject.name=demo"))
+                    .await?
+                    .items;
+                Ok(l.into_iter()
+                    .filter(|e| e.reason.as_deref() == Some("VolumeLost"))
+                    .filter_map(|e| e.message)
+                    .find(|m| m.contains(&node) && m.contains("partitions it owned")))
+            },
+        )
+        .await?;
+        s.wait_available(4, Duration::from_secs(180)).await?;
+        eprintln!(
+            "{pod}: replaced and Available after {:?}; event: {note}",
+            t.elapsed()
+        );
+        // Every partition is owned by a valid member, the victim one again.
+        let seed = s.pod_addr(if victim == 0 { 1 } else { 0 }).await?;
+        let o = flavio_operator::ring::observe(&seed, &cookie).await?;
+        let valid: Vec<&str> = o
+            .view
+            .members
+            .iter()
+            .filter(|m| m.state == flavio_operator::decide::State::Valid)
+            .map(|m| m.name.as_str())
+            .collect();
+        assert!(
+            valid.contains(&node.as_str()),
+            "{node} is a member again: {valid:?}"
+        );
+        assert_eq!(o.view.owners.len(), 32);
+        for (p, owner) in &o.view.owners {
+            assert!(
+                valid.contains(&owner.as_str()),
+                "partition {p} owned by {owner}, not valid"
+            );
+        }
+        let fc = s.fcs.get("demo").await?;
+        assert_eq!(
+            fc.status.as_ref().and_then(|x| x.cluster_id.clone()),
+            Some(o.view.cluster_id.clone()),
+            "the operator still follows the cluster's ring"
+        );
+    }
+    s.finish().await
+}
