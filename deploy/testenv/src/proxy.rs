@@ -67,6 +67,8 @@ impl ServiceProxy {
                 let mut next = 0usize;
                 loop {
                     let Ok((mut inbound, _)) = listener.accept().await else {
+                        // Out of descriptors, say: do not spin.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     };
                     let target = ready.lock().ok().and_then(|r| {

@@ -180,7 +180,9 @@ impl<V: Vnode> Cluster<V> {
         let incarnation = match store.get_meta(INCARNATION_KEY)? {
             Some(b) => String::from_utf8_lossy(&b).into_owned(),
             None => {
-                let id = format!("{:016x}", rng.random::<u64>());
+                // Not from `rng`: a simulated run's seeded stream must not
+                // change with it (nothing depends on the value but equality).
+                let id = format!("{:016x}", rand::rng().random::<u64>());
                 store.put_meta(INCARNATION_KEY, id.as_bytes())?;
                 id
             }
