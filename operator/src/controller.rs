@@ -417,7 +417,13 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
             let Some(addr) = pod_addr(p).filter(|_| pod_ready(p)) else {
                 continue;
             };
-            if addr == *source || o.view.member(&node).is_none() {
+            // A joining node has not adopted the ring yet (its own cluster
+            // until then): only established members can have lost a volume.
+            let established = o
+                .view
+                .member(&node)
+                .is_some_and(|m| m.state != decide::State::Joining);
+            if addr == *source || !established {
                 continue;
             }
             match ring::identity(&addr, cookie).await {
