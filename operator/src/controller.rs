@@ -720,11 +720,12 @@ async fn membership_events(
 ) {
     ctx.metrics.action("commit");
     let lines = decide::change_lines(joins, leaves);
-    event(
+    event_for(
         ctx,
         fc,
         false,
         "PlanCommitted",
+        &format!("PlanCommitted:{id}"),
         format!(
             "plan {id} committed (ring version {version}): {}",
             lines.join(", ")
