@@ -634,7 +634,7 @@ async fn delete_cluster_waits_for_every_finalizer() -> TestResult {
     let fc: FlavioCluster = serde_json::from_value(json!({
         "apiVersion": "flaviodb.io/v1alpha1", "kind": "FlavioCluster",
         "metadata": {"name": "demo", "finalizers": ["example.com/hold"]},
-        "spec": {"replicas": 1, "addressMode": "podIP", "ringSize": 48}
+        "spec": {"replicas": 1, "addressMode": "podIP", "nVal": 1, "writeQuorum": 2}
     }))?;
     s.fcs.create(&PostParams::default(), &fc).await?;
     poll(

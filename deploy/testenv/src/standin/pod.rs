@@ -781,8 +781,11 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, pod: Pod, mut rx: watch::Receiv
             let grace = run.grace();
             run.terminate(grace).await;
             run.report().await;
-            run.delete_from_api().await;
+            // Free the address before the pod leaves the API: its
+            // replacement under the same name (a StatefulSet's) is created
+            // only after that, and must find its address free.
             run.cleanup();
+            run.delete_from_api().await;
             return;
         }
         run.check_kill();
