@@ -256,7 +256,8 @@ pub struct Cond {
 }
 
 impl Cond {
-    fn new(status: bool, reason: &str, message: impl Into<String>) -> Cond {
+    /// A condition value.
+    pub(crate) fn new(status: bool, reason: &str, message: impl Into<String>) -> Cond {
         Cond {
             status,
             reason: reason.into(),

@@ -182,23 +182,8 @@ pub async fn force_remove(claimant: &str, cookie: &Cookie, node: &str) -> Result
         Err(s) if s.message().contains("already has a staged change") => {}
         Err(s) => return Err(admin_err(claimant, s.message())),
     }
-    let plan = c
-        .plan(pb::PlanRequest {})
-        .await
-        .map_err(|s| admin_err(claimant, s.message()))?
-        .into_inner();
-    let got: Vec<String> = plan
-        .changes
-        .iter()
-        .map(|ch| format!("{} {}", ch.action, ch.node))
-        .collect();
-    if got.len() != 1 || !got[0].ends_with(node) {
-        let _ = c.clear(pb::ClearRequest {}).await;
-        return Err(Error::UnexpectedPlan(format!(
-            "staged the force-remove of {node}, the claimant plans {got:?}"
-        )));
-    }
-    commit(claimant, cookie, &plan.plan_id).await
+    let plan = plan_exactly(&mut c, claimant, vec![format!("force-remove {node}")]).await?;
+    commit(claimant, cookie, &plan.id).await
 }
 
 /// Stages `joins` (each on its own node, at `join_addrs`, targeting the member
@@ -234,6 +219,15 @@ pub async fn stage_and_plan(
             Err(s) => return Err(admin_err(claimant, s.message())),
         }
     }
+    let mut join_names: Vec<String> = joins.iter().map(|(n, _)| n.clone()).collect();
+    join_names.extend(staged_joins.iter().cloned());
+    plan_exactly(&mut c, claimant, change_lines(&join_names, leaves)).await
+}
+
+/// Plans on the claimant and checks that the plan holds exactly `want`
+/// (sorted `action node` lines); anything else makes it clear the staged
+/// changes and refuse: never commit what we did not ask for.
+async fn plan_exactly(c: &mut Admin, claimant: &str, want: Vec<String>) -> Result<PlanStatus> {
     let plan = c
         .plan(pb::PlanRequest {})
         .await
@@ -245,9 +239,6 @@ pub async fn stage_and_plan(
         .map(|ch| format!("{} {}", ch.action, ch.node))
         .collect();
     got.sort();
-    let mut join_names: Vec<String> = joins.iter().map(|(n, _)| n.clone()).collect();
-    join_names.extend(staged_joins.iter().cloned());
-    let want = change_lines(&join_names, leaves);
     if got != want {
         let _ = c.clear(pb::ClearRequest {}).await;
         return Err(Error::UnexpectedPlan(format!(

@@ -63,13 +63,22 @@ pub struct Roll {
 impl Roll {
     /// Nothing to roll (no StatefulSet yet, or the spec is refused).
     pub fn idle() -> Roll {
+        Roll::up_to_date(0, String::new(), vec![])
+    }
+
+    /// Every pod on the update revision: partition back to 0.
+    fn up_to_date(
+        updated: i32,
+        message: String,
+        events: Vec<(bool, &'static str, String)>,
+    ) -> Roll {
         Roll {
             partition: 0,
-            updated: 0,
-            upgrading: cond(false, "UpToDate", ""),
+            updated,
+            upgrading: Cond::new(false, "UpToDate", message),
             degraded: None,
             rolling: None,
-            events: vec![],
+            events,
         }
     }
 }
@@ -98,14 +107,6 @@ pub struct RollInput<'a> {
     pub now: i64,
 }
 
-fn cond(status: bool, reason: &str, message: impl Into<String>) -> Cond {
-    Cond {
-        status,
-        reason: reason.into(),
-        message: message.into(),
-    }
-}
-
 /// The step. See the module docs.
 pub fn roll(inp: &RollInput<'_>) -> Roll {
     let Some(r) = inp.rollout else {
@@ -119,7 +120,7 @@ pub fn roll(inp: &RollInput<'_>) -> Roll {
     let holding = |partition: i32, reason: &str, msg: String| Roll {
         partition,
         updated,
-        upgrading: cond(true, reason, msg),
+        upgrading: Cond::new(true, reason, msg),
         degraded: None,
         rolling: inp.rolling.cloned(),
         events: vec![],
@@ -164,14 +165,7 @@ pub fn roll(inp: &RollInput<'_>) -> Roll {
     if outdated.is_empty() && inp.rolling.is_none() {
         // Nothing to roll and nothing rolled: pods being created (a new
         // cluster, a scale-up) are not the roll's business.
-        return Roll {
-            partition: 0,
-            updated,
-            upgrading: cond(false, "UpToDate", format!("revision {}", r.update_revision)),
-            degraded: None,
-            rolling: None,
-            events: vec![],
-        };
+        return Roll::up_to_date(updated, format!("revision {}", r.update_revision), vec![]);
     }
     // A released pod that is not back yet: wait for it, or give up on it.
     if let Some(o) = (p..inp.sts).rev().find(|o| !back(*o)) {
@@ -196,7 +190,7 @@ pub fn roll(inp: &RollInput<'_>) -> Roll {
         );
         h.rolling = Some(Rolling { ordinal: o, since });
         if problem.is_some() || late {
-            h.degraded = Some(cond(
+            h.degraded = Some(Cond::new(
                 true,
                 "UpgradeStuck",
                 format!(
@@ -230,14 +224,7 @@ pub fn roll(inp: &RollInput<'_>) -> Roll {
                 format!("all {} pods run revision {}", inp.sts, r.update_revision),
             ));
         }
-        return Roll {
-            partition: 0,
-            updated,
-            upgrading: cond(false, "UpToDate", format!("revision {}", r.update_revision)),
-            degraded: None,
-            rolling: None,
-            events,
-        };
+        return Roll::up_to_date(updated, format!("revision {}", r.update_revision), events);
     };
     let release = |events: Vec<(bool, &'static str, String)>, why: &str| {
         let mut events = events;
@@ -254,7 +241,7 @@ pub fn roll(inp: &RollInput<'_>) -> Roll {
         Roll {
             partition: next,
             updated,
-            upgrading: cond(
+            upgrading: Cond::new(
                 true,
                 "RollingPod",
                 format!("restarting {}", (inp.pod)(next)),

@@ -294,6 +294,19 @@ impl Service {
         }
         Ok(())
     }
+
+    /// Runs a unary request, counting it in the metrics by `command`.
+    async fn measured<T>(
+        &self,
+        command: &str,
+        request: impl Future<Output = Result<T>>,
+    ) -> std::result::Result<Response<T>, Status> {
+        let t = Instant::now();
+        let r = request.await;
+        self.metrics
+            .request(command, t, r.as_ref().err().map(Error::code));
+        Ok(Response::new(r?))
+    }
 }
 
 type SessionStream = ReceiverStream<std::result::Result<pb::SessionReply, Status>>;
@@ -372,48 +385,36 @@ impl FlavioApi for Service {
         &self,
         _req: Request<pb::PingRequest>,
     ) -> std::result::Result<Response<pb::PingReply>, Status> {
-        let t = Instant::now();
-        let r = async {
+        self.measured("ping", async {
             self.check_member()?;
-            Ok::<_, Error>(self.app.ping().await?.into())
-        }
-        .await;
-        self.metrics
-            .request("ping", t, r.as_ref().err().map(Error::code));
-        Ok(Response::new(r?))
+            Ok(self.app.ping().await?.into())
+        })
+        .await
     }
 
     async fn add(
         &self,
         req: Request<pb::AddRequest>,
     ) -> std::result::Result<Response<pb::AddReply>, Status> {
-        let t = Instant::now();
-        let r = async {
+        self.measured("add", async {
             self.check_member()?;
             let r = req.into_inner();
             let opts = add_options(&r)?;
-            Ok::<_, Error>(self.app.add(r.a, r.b, opts).await?.into())
-        }
-        .await;
-        self.metrics
-            .request("add", t, r.as_ref().err().map(Error::code));
-        Ok(Response::new(r?))
+            Ok(self.app.add(r.a, r.b, opts).await?.into())
+        })
+        .await
     }
 
     async fn stats(
         &self,
         req: Request<pb::StatsRequest>,
     ) -> std::result::Result<Response<pb::StatsReply>, Status> {
-        let t = Instant::now();
-        let r = async {
+        self.measured("stats", async {
             self.check_member()?;
             let timeout = stats_timeout(req.get_ref())?;
-            Ok::<_, Error>(self.app.stats(timeout).await.into())
-        }
-        .await;
-        self.metrics
-            .request("stats", t, r.as_ref().err().map(Error::code));
-        Ok(Response::new(r?))
+            Ok(self.app.stats(timeout).await.into())
+        })
+        .await
     }
 
     type SessionStream = SessionStream;
