@@ -530,3 +530,71 @@ proptest! {
         prop_assert_eq!(claim(&c.owners, &members, t).expect("claim").path, ClaimPath::Unchanged);
     }
 }
+
+// ------------------------------------------------------------ locations
+
+/// Member `i` of `name(i)` is in zone `i % zones`.
+fn zone_of(zones: usize) -> impl Fn(&String) -> Option<String> {
+    move |n: &String| {
+        let i: usize = n.trim_start_matches("node").parse().unwrap_or(0);
+        Some(format!("zone{}", i % zones))
+    }
+}
+
+/// The fewest distinct zones any list of `n` partitions names.
+fn fewest_zones(owners: &[String], zone: &impl Fn(&String) -> Option<String>, n: usize) -> usize {
+    let s = owners.len();
+    (0..s)
+        .map(|i| {
+            let mut z: Vec<Option<String>> = (0..n).map(|k| zone(&owners[(i + k) % s])).collect();
+            z.sort();
+            z.dedup();
+            z.len()
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(claim_cases()))]
+
+    /// Location-aware claim, after members join a located ring: balance, node
+    /// spread no worse than the plain claim's, deterministic and stable; every
+    /// list of 3 on 3 distinct locations whenever there are at least 3
+    /// locations with equal members and the ring size is a multiple of both
+    /// the locations and the members (each location then holds exactly a
+    /// lattice of positions `locations` apart); every list on at least 2
+    /// locations whenever there are 2 or more.
+    #[test]
+    fn located_claim(
+        s in prop::sample::select(vec![16usize, 32, 64, 128]),
+        zones in 2usize..=8,
+        per_zone in 1usize..=4,
+        before in 1usize..=32,
+    ) {
+        let m = zones * per_zone;
+        let members: Vec<String> = (0..m).map(name).collect();
+        let zone = zone_of(zones);
+        let before = before.min(m);
+        let old_members = &members[..before];
+        let old = claim::claim_located(&vec![members[0].clone(); s], old_members, &zone, T, 3)
+            .expect("claim").owners;
+        let c = claim::claim_located(&old, &members, &zone, T, 3).expect("claim");
+        prop_assert!(is_balanced(&c.owners, &members), "{:?}", counts(&c.owners));
+        let plain = claim(&old, &members, T).expect("claim");
+        prop_assert!(
+            short_windows(&c.owners, T.min(m)) <= short_windows(&plain.owners, T.min(m)),
+            "node spread worse than the plain claim's"
+        );
+        let short = claim::location_short_windows(&c.owners, &zone, 3);
+        if zones >= 3 && s % zones == 0 && s % m == 0 {
+            prop_assert_eq!(short, 0, "lists of 3 off 3 zones");
+        }
+        prop_assert!(fewest_zones(&c.owners, &zone, 3) >= 2, "a list of 3 in one zone");
+        let mut reversed = members.clone();
+        reversed.reverse();
+        prop_assert_eq!(&claim::claim_located(&old, &reversed, &zone, T, 3).expect("claim"), &c);
+        let again = claim::claim_located(&c.owners, &members, &zone, T, 3).expect("claim");
+        prop_assert_eq!(again.path, ClaimPath::Unchanged);
+    }
+}

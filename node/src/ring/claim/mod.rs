@@ -89,6 +89,7 @@
 //! that carry data to new owners, and versions. Those live in the cluster
 //! layer; here a claim is a pure function of two lists.
 
+mod location;
 mod matching;
 mod spaced;
 mod stripe;
@@ -99,6 +100,11 @@ use crate::{Error, Result};
 use matching::Matching;
 use spaced::pick_spaced;
 use stripe::restripe;
+
+pub use location::{
+    DEFAULT_TARGET_LOCATION_N_VAL, claim_located, fewest_location_short_windows,
+    location_short_windows,
+};
 
 /// The default `target_n_val` of riak_core: spacing aims at 4 distinct owners
 /// in any 4 consecutive partitions.
