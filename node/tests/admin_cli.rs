@@ -24,6 +24,7 @@ fn member(i: u32, state: pb::MemberState, ring: f64) -> pb::MemberInfo {
         state: state as i32,
         ring_pct: ring,
         pending_pct: None,
+        location: String::new(),
     }
 }
 
@@ -128,6 +129,14 @@ impl Admin for Fake {
         self.staged(format!("remove request for {}", req.get_ref().node))
     }
 
+    async fn stage_location(
+        &self,
+        req: Request<pb::StageLocationRequest>,
+    ) -> Result<Response<pb::StageReply>, Status> {
+        let r = req.get_ref();
+        self.staged(format!("location of {} to {}", r.node, r.location))
+    }
+
     async fn stage_replace(
         &self,
         req: Request<pb::StageReplaceRequest>,
@@ -145,6 +154,7 @@ impl Admin for Fake {
                 action: "join".into(),
                 node: n(2),
                 new_node: String::new(),
+                location: String::new(),
             }],
             transitions: vec![pb::Transition {
                 members: vec![member(1, pb::MemberState::Valid, 100.0)],

@@ -60,6 +60,7 @@ fn m(i: u32, state: pb::MemberState, ring: f64, pending: Option<f64>) -> pb::Mem
         state: state as i32,
         ring_pct: ring,
         pending_pct: pending,
+        location: String::new(),
     }
 }
 
@@ -68,6 +69,7 @@ fn change(action: &str, node: u32, new_node: Option<u32>) -> pb::StagedChange {
         action: action.into(),
         node: n(node),
         new_node: new_node.map(n).unwrap_or_default(),
+        location: String::new(),
     }
 }
 
@@ -326,7 +328,7 @@ fn ring(pending: Vec<pb::PendingTransfer>, unreachable: &[u32]) -> pb::RingStatu
     pb::RingStatusReply {
         owners: vec![],
         cluster_id: String::new(),
-
+        short_location_preflists: 0,
         claimant: n(1),
         claimant_up: true,
         ring_ready: true,

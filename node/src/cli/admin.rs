@@ -18,6 +18,7 @@ use flavio_proto::v1 as pb;
 
 use super::admin_format as fmt;
 use super::{ClientArgs, Failure, Output};
+use crate::cluster::claimant::check_location;
 use crate::rpc::client::{self, Admin};
 
 /// Arguments of `flavio admin`.
@@ -90,6 +91,16 @@ enum ClusterCommand {
         /// The joining node that takes its place.
         new: String,
     },
+    /// Stage setting the location (rack, zone) of NODE (default: the node at --node):
+    /// claim then places the replicas of each preference list on distinct locations.
+    Location {
+        /// The location, e.g. zone-a.
+        #[arg(value_name = "LOCATION")]
+        location: String,
+        /// The member's name (default: the node at --node).
+        #[arg(value_name = "NODE")]
+        located: Option<String>,
+    },
     /// Show what the staged changes will do.
     Plan,
     /// Apply the last plan shown.
@@ -141,12 +152,19 @@ fn check(command: &AdminCommand) -> Result<(), Failure> {
         ClusterCommand::Leave {
             leaving: Some(node),
         }
-        | ClusterCommand::ForceRemove { removed: node } => vec![("NODE", node)],
+        | ClusterCommand::ForceRemove { removed: node }
+        | ClusterCommand::Location {
+            located: Some(node),
+            ..
+        } => vec![("NODE", node)],
         ClusterCommand::Replace { old, new } | ClusterCommand::ForceReplace { old, new } => {
             vec![("OLD", old), ("NEW", new)]
         }
         _ => vec![],
     };
+    if let ClusterCommand::Location { location, .. } = c {
+        check_location(location).map_err(|e| Failure::usage(e.to_string()))?;
+    }
     for (what, name) in names {
         if name.trim().is_empty() {
             return Err(Failure::usage(format!("{what} must not be empty")));
@@ -225,6 +243,13 @@ async fn cluster(admin: &mut Admin, c: ClusterCommand, out: Output) -> Result<()
                 force,
             };
             admin.stage_replace(req).await?
+        }
+        ClusterCommand::Location { location, located } => {
+            let req = pb::StageLocationRequest {
+                node: located.unwrap_or_default(),
+                location,
+            };
+            admin.stage_location(req).await?
         }
         ClusterCommand::Plan => {
             let r = admin.plan(pb::PlanRequest {}).await?.into_inner();

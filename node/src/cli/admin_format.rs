@@ -360,7 +360,9 @@ pub fn transfers(reply: &pb::TransfersReply) -> String {
 }
 
 fn change_line(c: &pb::StagedChange) -> String {
-    let details = if c.new_node.is_empty() {
+    let details = if !c.location.is_empty() {
+        format!("{} to {}", quoted(&c.node), c.location)
+    } else if c.new_node.is_empty() {
         quoted(&c.node)
     } else {
         format!("{} with {}", quoted(&c.node), quoted(&c.new_node))
@@ -469,6 +471,7 @@ pub fn member_json(m: &pb::MemberInfo) -> Value {
         "state": state_name(m.state()),
         "ring_pct": m.ring_pct,
         "pending_pct": m.pending_pct,
+        "location": opt_str(&m.location),
     })
 }
 
@@ -514,9 +517,11 @@ pub fn ring_status_json(r: &pb::RingStatusReply) -> Value {
         "n_val": r.n_val,
         "preflists": r.preflists,
         "short_preflists": r.short_preflists,
+        "short_location_preflists": r.short_location_preflists,
         "owners": r.owners.iter().map(|o| json!({
             "partition": o.partition,
             "node": o.node,
+            "location": opt_str(&o.location),
         })).collect::<Vec<_>>(),
     })
 }
@@ -552,6 +557,7 @@ pub fn plan_json(r: &pb::PlanReply) -> Value {
             "action": c.action,
             "node": c.node,
             "new_node": opt_str(&c.new_node),
+            "location": opt_str(&c.location),
         })).collect::<Vec<_>>(),
         "warnings": r.warnings,
         "transitions": r.transitions.iter().map(|t| json!({
@@ -617,6 +623,7 @@ mod tests {
                 state: state as i32,
                 ring_pct: ring,
                 pending_pct: pending,
+                location: String::new(),
             };
             membership(&[m]).lines().nth(3).map(str::to_string)
         };

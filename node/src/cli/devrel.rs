@@ -714,6 +714,7 @@ mod tests {
             state: state as i32,
             ring_pct: 50.0,
             pending_pct: None,
+            location: String::new(),
         }
     }
 

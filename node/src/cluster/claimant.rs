@@ -21,7 +21,10 @@ use std::collections::BTreeMap;
 use sha1::{Digest, Sha1};
 
 use super::state::{Member, MemberState, RingState, Transfer};
-use crate::ring::claim::{DEFAULT_TARGET_N_VAL, short_windows};
+use crate::ring::claim::{
+    DEFAULT_TARGET_LOCATION_N_VAL, DEFAULT_TARGET_N_VAL, fewest_location_short_windows,
+    location_short_windows, short_windows,
+};
 use crate::ring::{PartitionId, Ring};
 use crate::{Error, Result};
 
@@ -48,6 +51,15 @@ pub enum Change {
         /// The joining node that takes its place.
         new: String,
     },
+    /// riak_core 3.x's `cluster location`: `node` runs at `location`, and
+    /// claim spreads preference lists across locations. Staged beside the
+    /// node's other change (a join, typically), not instead of it.
+    Location {
+        /// The member (or joining node).
+        node: String,
+        /// Its location (a rack, a zone).
+        location: String,
+    },
 }
 
 impl Change {
@@ -59,6 +71,7 @@ impl Change {
             Change::ForceRemove(_) => "force-remove",
             Change::Replace { .. } => "replace",
             Change::ForceReplace { .. } => "force-replace",
+            Change::Location { .. } => "set-location",
         }
     }
 
@@ -67,6 +80,15 @@ impl Change {
         match self {
             Change::Join(n) | Change::Leave(n) | Change::ForceRemove(n) => n,
             Change::Replace { old, .. } | Change::ForceReplace { old, .. } => old,
+            Change::Location { node, .. } => node,
+        }
+    }
+
+    /// The location, for `set-location`.
+    pub fn location(&self) -> Option<&str> {
+        match self {
+            Change::Location { location, .. } => Some(location),
+            _ => None,
         }
     }
 
@@ -102,6 +124,8 @@ pub struct MemberLine {
     /// Ring share once this transition's transfers are done; `None` when
     /// nothing is pending.
     pub pending_pct: Option<f64>,
+    /// Its location, when set.
+    pub location: Option<String>,
 }
 
 /// What the cluster looks like after one transition of a plan.
@@ -174,6 +198,7 @@ pub fn add_joining(ring: &RingState, node: &str, addr: &str) -> Result<RingState
         Member {
             addr: addr.to_string(),
             state: MemberState::Joining,
+            location: None,
         },
     );
     Ok(next.stamp(ring))
@@ -297,15 +322,25 @@ impl Staging {
                 .filter(|s| s.is_active() || *s == MemberState::Down)
         };
         let node = change.node().to_string();
+        if let Change::Location { node, location } = &change {
+            return self.stage_location(ring, node, location);
+        }
         let folded_join =
             |c: &Change| matches!(c, Change::Join(j) if change.new_node() == Some(j.as_str()));
-        if self.changes.iter().filter(|c| !folded_join(c)).any(|c| {
-            c.node() == node
-                || c.new_node() == Some(node.as_str())
-                || change
-                    .new_node()
-                    .is_some_and(|n| c.node() == n || c.new_node() == Some(n))
-        }) {
+        let membership = |c: &&Change| !matches!(c, Change::Location { .. });
+        if self
+            .changes
+            .iter()
+            .filter(membership)
+            .filter(|c| !folded_join(c))
+            .any(|c| {
+                c.node() == node
+                    || c.new_node() == Some(node.as_str())
+                    || change
+                        .new_node()
+                        .is_some_and(|n| c.node() == n || c.new_node() == Some(n))
+            })
+        {
             return refuse(format!(
                 "{} already has a staged change; run 'cluster clear' to start over",
                 quoted(&node)
@@ -313,6 +348,8 @@ impl Staging {
         }
         let valid_count = ring.members_in(MemberState::Valid).len();
         match &change {
+            // Staged above.
+            Change::Location { .. } => {}
             Change::Join(n) => {
                 if state(n) != Some(MemberState::Joining) {
                     return refuse(format!("{} is not joining this cluster", quoted(n)));
@@ -396,6 +433,7 @@ impl Staging {
                 quoted(old),
                 quoted(new)
             ),
+            Change::Location { .. } => String::new(),
         };
         // A join staged for a node that a replace names is folded into the replace.
         if let Some(new) = change.new_node() {
@@ -404,6 +442,42 @@ impl Staging {
         self.changes.push(change);
         self.plan = None;
         Ok(message)
+    }
+
+    /// Stages `node`'s location: one per node, a later one replacing it.
+    fn stage_location(&mut self, ring: &RingState, node: &str, location: &str) -> Result<String> {
+        check_location(location)?;
+        let state = ring.state_of(node);
+        if !state.is_some_and(|s| s.is_active() || s == MemberState::Down) {
+            return Err(Error::FailedPrecondition(format!(
+                "Failed: {} is not a member of the cluster",
+                quoted(node)
+            )));
+        }
+        self.changes
+            .retain(|c| !matches!(c, Change::Location { node: n, .. } if n == node));
+        let unchanged = ring
+            .members
+            .get(node)
+            .is_some_and(|m| m.location.as_deref() == Some(location));
+        if !unchanged {
+            self.changes.push(Change::Location {
+                node: node.to_string(),
+                location: location.to_string(),
+            });
+        }
+        self.plan = None;
+        Ok(if unchanged {
+            format!(
+                "Success: {} is already at location {location}",
+                quoted(node)
+            )
+        } else {
+            format!(
+                "Success: staged changing location of {} to {location}",
+                quoted(node)
+            )
+        })
     }
 
     /// Computes the plan for the staged changes on `ring`. `ready` says
@@ -486,6 +560,22 @@ impl Staging {
     }
 }
 
+/// A location is a short printable name: what a zone or rack label holds.
+pub fn check_location(location: &str) -> Result<()> {
+    let ok = !location.is_empty()
+        && location.len() <= 253
+        && location
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "invalid location {location:?}: use 1 to 253 of letters, digits and - _ . / :"
+        )))
+    }
+}
+
 fn check_settled(ring: &RingState, ready: bool) -> Result<()> {
     if !ready {
         return Err(Error::FailedPrecondition(
@@ -550,6 +640,7 @@ pub fn member_lines(ring: &RingState, pending_owners: Option<&Ring>) -> Vec<Memb
             state: m.state,
             ring_pct: ring.owners.pct(name),
             pending_pct: pending_owners.map(|o| o.pct(name)),
+            location: m.location.clone(),
         })
         .collect();
     lines.sort_by(|a, b| {
@@ -574,6 +665,39 @@ fn spread_warning(owners: &Ring, valid: usize) -> Vec<String> {
         format!(
             "{short} of {} preference lists of {window} partitions will not be on {window} distinct nodes",
             owners.len()
+        ),
+    ]
+}
+
+/// riak's warning when locations are in use and some preference list of
+/// [`DEFAULT_TARGET_LOCATION_N_VAL`] partitions would hold two replicas in
+/// one location, followed by how many lists fall short and how few the
+/// counts allow.
+pub fn location_warning(
+    owners: &Ring,
+    location_of: &dyn Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let members = owners.members();
+    let mut locations: Vec<Option<String>> = members.iter().map(|m| location_of(m)).collect();
+    if locations.iter().all(Option::is_none) {
+        return Vec::new();
+    }
+    let n = DEFAULT_TARGET_LOCATION_N_VAL;
+    let short = location_short_windows(owners.as_slice(), |o| location_of(o), n);
+    if short == 0 {
+        return Vec::new();
+    }
+    // Members without a location count as one each.
+    let unlocated = locations.iter().filter(|l| l.is_none()).count();
+    locations.sort();
+    locations.dedup();
+    let distinct = locations.iter().flatten().count() + unlocated;
+    vec![
+        "Not all replicas will be on distinct locations".into(),
+        format!(
+            "{short} of {} preference lists of {n} partitions will not be on {n} distinct locations ({distinct} locations; the fewest possible is {})",
+            owners.len(),
+            fewest_location_short_windows(owners.len(), distinct, n)
         ),
     ]
 }
@@ -613,6 +737,11 @@ fn compute_plan(ring: &RingState, changes: &[Change]) -> Result<Plan> {
                 }
                 owners.replace_member(old, new);
             }
+            Change::Location { node, location } => {
+                if let Some(m) = next.members.get_mut(node) {
+                    m.location = Some(location.clone());
+                }
+            }
         }
     }
     let valid: Vec<String> = next.members_in(MemberState::Valid);
@@ -629,7 +758,18 @@ fn compute_plan(ring: &RingState, changes: &[Change]) -> Result<Plan> {
             target.replace_member(old, new);
         }
     }
-    let (claimed, _) = target.claim(&valid, DEFAULT_TARGET_N_VAL)?;
+    let location_of = |n: &str| next.members.get(n).and_then(|m| m.location.clone());
+    let (claimed, _) = target.claim_located(
+        &valid,
+        &location_of,
+        DEFAULT_TARGET_N_VAL,
+        DEFAULT_TARGET_LOCATION_N_VAL,
+    )?;
+    let spread = |owners: &Ring| {
+        let mut w = spread_warning(owners, valid.len());
+        w.extend(location_warning(owners, &location_of));
+        w
+    };
     // Partitions of force-removed members change owner at commit, without
     // handoff: there is nobody to hand off from.
     for (_, from, to) in owners.transfers(&claimed) {
@@ -664,7 +804,7 @@ fn compute_plan(ring: &RingState, changes: &[Change]) -> Result<Plan> {
         members: member_lines(&next, Some(&claimed)),
         transfers: pair_counts(next.pending.iter().map(|t| (t.from.clone(), t.to.clone()))),
         reassigned: pair_counts(reassigned.into_iter()),
-        warnings: spread_warning(&claimed, valid.len()),
+        warnings: spread(&claimed),
     };
     let mut transitions = vec![first];
     // Leavers go away once their handoffs are done: riak shows that as a
@@ -686,7 +826,7 @@ fn compute_plan(ring: &RingState, changes: &[Change]) -> Result<Plan> {
             members: member_lines(&after, None),
             transfers: Vec::new(),
             reassigned: Vec::new(),
-            warnings: spread_warning(&claimed, valid.len()),
+            warnings: spread(&claimed),
         });
     }
     let mut h = Sha1::new();

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::ring::RingSize;
-use crate::ring::claim::short_windows;
+use crate::ring::claim::{location_short_windows, short_windows};
 
 fn n(i: u32) -> String {
     format!("flavio{i}@127.0.0.1")
@@ -533,4 +533,125 @@ fn random_membership_changes_keep_replicas_apart() {
 /// The owner of each partition, as plain names for the pure claim checks.
 fn names(owners: &crate::ring::Ring) -> Vec<String> {
     owners.owners().map(|(_, o)| o.to_string()).collect()
+}
+
+/// Joins nodes 2..=6 with node `i` at `zone{i % zones}` (node 1 too, staged
+/// with them), on a ring of `size`. Returns the plan.
+fn located_plan(size: u64, zones: u32) -> (RingState, Plan) {
+    let mut ring = singleton(size);
+    let mut s = Staging::default();
+    for i in 2..=6 {
+        ring = add_joining(&ring, &n(i), &addr(i)).expect("joining");
+        s.stage(&ring, Change::Join(n(i))).expect("staged");
+    }
+    for i in 1..=6 {
+        let msg = s
+            .stage(
+                &ring,
+                Change::Location {
+                    node: n(i),
+                    location: format!("zone{}", i % zones),
+                },
+            )
+            .expect("location staged beside the join");
+        assert_eq!(
+            msg,
+            format!(
+                "Success: staged changing location of '{}' to zone{}",
+                n(i),
+                i % zones
+            )
+        );
+    }
+    let plan = s.make_plan(&ring, true).expect("plan").clone();
+    (ring, plan)
+}
+
+#[test]
+fn locations_spread_preference_lists_and_the_plan_says_when_they_cannot() {
+    let location_of = |r: &RingState| {
+        let members = r.members.clone();
+        move |n: &String| members.get(n).and_then(|m| m.location.clone())
+    };
+    // Four zones on a ring of 64: every list of 3 on 3 zones.
+    let mut ring = singleton(64);
+    let mut s = Staging::default();
+    for i in 2..=8 {
+        ring = add_joining(&ring, &n(i), &addr(i)).expect("joining");
+        s.stage(&ring, Change::Join(n(i))).expect("staged");
+    }
+    for i in 1..=8 {
+        let location = format!("zone{}", i % 4);
+        s.stage(
+            &ring,
+            Change::Location {
+                node: n(i),
+                location,
+            },
+        )
+        .expect("staged");
+    }
+    let plan = s.make_plan(&ring, true).expect("plan").clone();
+    assert!(
+        plan.transitions[0].warnings.is_empty(),
+        "{:?}",
+        plan.transitions[0].warnings
+    );
+    let ring = settle(s.commit(&ring, true, None).expect("commit"));
+    let owners: Vec<String> = ring.owners.owners().map(|(_, o)| o.to_string()).collect();
+    assert_eq!(location_short_windows(&owners, location_of(&ring), 3), 0);
+    assert_eq!(short_windows(&owners, 4), 0);
+
+    // Three zones on 64: the fewest lists short that the counts allow (2),
+    // and the plan says so, as riak's does.
+    let (_, plan) = located_plan(64, 3);
+    let w = &plan.transitions[0].warnings;
+    assert_eq!(w[0], "Not all replicas will be on distinct locations");
+    assert!(
+        w[1].starts_with("2 of 64 preference lists of 3 partitions"),
+        "{w:?}"
+    );
+    assert_eq!(
+        plan.changes
+            .iter()
+            .filter(|c| c.action() == "set-location")
+            .count(),
+        6
+    );
+
+    // Two zones: no list of 3 on 3 zones.
+    let (_, plan) = located_plan(64, 2);
+    let w = &plan.transitions[0].warnings;
+    assert!(w[1].starts_with("64 of 64 preference lists"), "{w:?}");
+}
+
+#[test]
+fn location_staging_refusals_and_replacement() {
+    let ring = grow(singleton(16), 2, 4);
+    let mut s = Staging::default();
+    let loc = |node: String, location: &str| Change::Location {
+        node,
+        location: location.into(),
+    };
+    assert!(s.stage(&ring, loc(n(9), "zone-a")).is_err(), "not a member");
+    assert!(s.stage(&ring, loc(n(2), "")).is_err(), "empty");
+    assert!(s.stage(&ring, loc(n(2), "zone a")).is_err(), "space");
+    s.stage(&ring, loc(n(2), "zone-a")).expect("staged");
+    s.stage(&ring, loc(n(2), "zone-b")).expect("restaged");
+    assert_eq!(s.changes(), &[loc(n(2), "zone-b")]);
+    // A member's other change can be staged beside its location.
+    s.stage(&ring, Change::Leave(n(2)))
+        .expect("leave beside location");
+    let plan = s.make_plan(&ring, true).expect("plan").clone();
+    let ring = s.commit(&ring, true, None).expect("commit");
+    assert_eq!(
+        ring.members.get(&n(2)).and_then(|m| m.location.as_deref()),
+        Some("zone-b")
+    );
+    assert!(!plan.transitions.is_empty());
+    // Staging the location a member already has changes nothing.
+    let mut s = Staging::default();
+    let msg = s.stage(&ring, loc(n(2), "zone-b")).expect("same");
+    assert!(msg.contains("already at location"), "{msg}");
+    assert!(s.changes().is_empty());
 }

@@ -112,6 +112,7 @@ mod tests {
             Member {
                 addr: "b:1".into(),
                 state: MemberState::Valid,
+                location: None,
             },
         );
         if pending {

@@ -192,6 +192,7 @@ mod tests {
                 Member {
                     addr: format!("a{i}"),
                     state: MemberState::Valid,
+                    location: None,
                 },
             );
         }

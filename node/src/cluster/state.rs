@@ -47,7 +47,7 @@
 //! giver no longer owns the partition) the claimant repairs with an
 //! ordinary write (`claimant::repair`).
 //!
-//! Left out: per-node metadata beyond a name and address.
+//! Left out: per-node metadata beyond a name, an address and a location.
 
 use std::collections::BTreeMap;
 
@@ -109,6 +109,11 @@ pub struct Member {
     pub addr: String,
     /// Its state.
     pub state: MemberState,
+    /// Where it runs (a rack, a zone), set by `cluster location`: claim
+    /// places the replicas of a preference list on distinct locations.
+    /// `None` until set; a member without one counts as a location of its
+    /// own.
+    pub location: Option<String>,
 }
 
 /// One pending ownership change.
@@ -184,6 +189,7 @@ impl RingState {
             Member {
                 addr: addr.to_string(),
                 state: MemberState::Valid,
+                location: None,
             },
         );
         RingState {
@@ -314,7 +320,8 @@ pub fn join(a: &RingState, b: &RingState) -> RingState {
             None => true,
             Some(ma) => {
                 let ga = a.stamps.member(n);
-                (gb, state_rank(mb.state), &mb.addr) > (ga, state_rank(ma.state), &ma.addr)
+                (gb, state_rank(mb.state), &mb.addr, &mb.location)
+                    > (ga, state_rank(ma.state), &ma.addr, &ma.location)
             }
         };
         if take {
@@ -450,6 +457,7 @@ mod tests {
                 Member {
                     addr: format!("127.0.0.1:{}", i + 1),
                     state: MemberState::Valid,
+                    location: None,
                 },
             );
         }

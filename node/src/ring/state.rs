@@ -154,6 +154,19 @@ impl Ring {
         members: &[S],
         target_n_val: usize,
     ) -> Result<(Ring, ClaimPath)> {
+        // Without locations the located claim is exactly the plain one.
+        self.claim_located(members, &|_| None, target_n_val, 0)
+    }
+
+    /// [`Ring::claim`] with members' locations ([`claim::claim_located`]):
+    /// `location_of` gives a member's location, `None` when it has none.
+    pub fn claim_located<S: AsRef<str>>(
+        &self,
+        members: &[S],
+        location_of: &dyn Fn(&str) -> Option<String>,
+        target_n_val: usize,
+        target_location_n_val: usize,
+    ) -> Result<(Ring, ClaimPath)> {
         let mut names: Vec<Arc<str>> = self.owners.clone();
         names.sort_unstable();
         names.dedup();
@@ -164,7 +177,13 @@ impl Ring {
         if members.iter().any(|m| m.is_empty()) {
             return Err(Error::InvalidArgument("a member name is empty".into()));
         }
-        let Claim { owners, path } = claim::claim(&self.owners, &members, target_n_val)?;
+        let Claim { owners, path } = claim::claim_located(
+            &self.owners,
+            &members,
+            |m: &Arc<str>| location_of(m),
+            target_n_val,
+            target_location_n_val,
+        )?;
         Ok((
             Ring {
                 size: self.size,

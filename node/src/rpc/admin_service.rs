@@ -10,8 +10,8 @@ use flavio_proto::v1::admin_server::Admin as AdminApi;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::Cluster;
-use crate::cluster::claimant::{Change, MemberLine, PairCount, Plan, member_lines};
-use crate::ring::claim::short_windows;
+use crate::cluster::claimant::{Change, MemberLine, PairCount, Plan, check_location, member_lines};
+use crate::ring::claim::{location_short_windows, short_windows};
 use crate::rpc::convert::member_state_to_pb;
 use crate::rpc::peer::{AdminRpc, Peers};
 use crate::vnode::Vnode;
@@ -52,6 +52,7 @@ fn member_info(l: &MemberLine, addr: &str) -> pb::MemberInfo {
         state: member_state_to_pb(l.state),
         ring_pct: l.ring_pct,
         pending_pct: l.pending_pct,
+        location: l.location.clone().unwrap_or_default(),
     }
 }
 
@@ -74,6 +75,7 @@ fn plan_reply(plan: &Plan, addr_of: &dyn Fn(&str) -> String) -> pb::PlanReply {
                 action: c.action().to_string(),
                 node: c.node().to_string(),
                 new_node: c.new_node().unwrap_or_default().to_string(),
+                location: c.location().unwrap_or_default().to_string(),
             })
             .collect(),
         transitions: plan
@@ -134,6 +136,8 @@ impl<V: Vnode> AdminApi for AdminService<V> {
     ) -> Result<Response<pb::RingStatusReply>, Status> {
         let snap = self.cluster.ring();
         let ring = &snap.ring;
+        let location_of = |n: &str| ring.members.get(n).and_then(|m| m.location.clone());
+        let located = ring.members.values().any(|m| m.location.is_some());
         let unreachable = self.cluster.unreachable();
         let claimant_up =
             ring.claimant == self.cluster.me() || !unreachable.contains(&ring.claimant);
@@ -180,8 +184,19 @@ impl<V: Vnode> AdminApi for AdminService<V> {
                 .map(|(p, n)| pb::PartitionOwner {
                     partition: master.partition_name(p).to_string(),
                     node: n.to_string(),
+                    location: location_of(n).unwrap_or_default(),
                 })
                 .collect(),
+            short_location_preflists: if located {
+                u32::try_from(location_short_windows(
+                    ring.owners.as_slice(),
+                    |o| location_of(o),
+                    self.n_val,
+                ))
+                .unwrap_or(u32::MAX)
+            } else {
+                0
+            },
             cluster_id: ring.cluster_id.clone(),
             short_preflists: u32::try_from(short_windows(ring.owners.as_slice(), self.n_val))
                 .unwrap_or(u32::MAX),
@@ -302,6 +317,28 @@ impl<V: Vnode> AdminApi for AdminService<V> {
                 self.cluster.stage(Change::ForceRemove(r.node)).await?,
             )),
             Some(mut c) => c.stage_remove(r).await,
+        }
+    }
+
+    async fn stage_location(
+        &self,
+        req: Request<pb::StageLocationRequest>,
+    ) -> Result<Response<pb::StageReply>, Status> {
+        let mut r = req.into_inner();
+        if r.node.is_empty() {
+            r.node = self.cluster.me().to_string();
+        }
+        check_location(&r.location)?;
+        match self.claimant()? {
+            None => Ok(stage_reply(
+                self.cluster
+                    .stage(Change::Location {
+                        node: r.node,
+                        location: r.location,
+                    })
+                    .await?,
+            )),
+            Some(mut c) => c.stage_location(r).await,
         }
     }
 

@@ -150,6 +150,7 @@ impl From<&RingState> for pb::RingState {
                     addr: m.addr.clone(),
                     state: member_state_to_pb(m.state),
                     generation: r.stamps.members.get(name).copied().unwrap_or(0),
+                    location: m.location.clone().unwrap_or_default(),
                 })
                 .collect(),
             format: RING_FORMAT,
@@ -187,6 +188,7 @@ impl TryFrom<pb::RingState> for RingState {
                 Member {
                     addr: m.addr,
                     state: member_state_from_pb(m.state)?,
+                    location: Some(m.location).filter(|l| !l.is_empty()),
                 },
             );
         }
@@ -587,6 +589,7 @@ mod tests {
             Member {
                 addr: "127.0.0.1:2".into(),
                 state: MemberState::Joining,
+                location: None,
             },
         );
         r.pending.push(Transfer {

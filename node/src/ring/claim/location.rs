@@ -126,7 +126,12 @@ pub fn claim_located<N: Clone + Ord>(
         loc.push(id);
     }
     let rank = |o: &N| sorted.binary_search(&o).ok();
-    let Some(start) = plain.owners.iter().map(rank).collect::<Option<Vec<usize>>>() else {
+    let Some(start) = plain
+        .owners
+        .iter()
+        .map(rank)
+        .collect::<Option<Vec<usize>>>()
+    else {
         return Ok(plain);
     };
     let before: Vec<Option<usize>> = current.iter().map(rank).collect();
@@ -136,7 +141,13 @@ pub fn claim_located<N: Clone + Ord>(
     // The search's location windows ask for min(n, locations) distinct, so
     // with fewer locations than n its floor is that of every location once.
     let floor = fewest_short_windows(s, next_id, target_location_n_val);
-    let moves = |o: &[usize]| before.iter().zip(o).filter(|(b, o)| **b != Some(**o)).count();
+    let moves = |o: &[usize]| {
+        before
+            .iter()
+            .zip(o)
+            .filter(|(b, o)| **b != Some(**o))
+            .count()
+    };
     let rank_of = |o: &[usize]| (search.score(o), moves(o));
     // Mending a ring far from spread across locations (a stripe made
     // without them) costs a step per window and ends worse than the
@@ -198,7 +209,9 @@ fn interleaved(loc: &[usize], before: &[Option<usize>], s: usize) -> Vec<usize> 
             .filter(|p| before[*p] == Some(seq[(p + rot) % m]))
             .count()
     };
-    let rot = (0..m).max_by_key(|r| (kept(*r), std::cmp::Reverse(*r))).unwrap_or(0);
+    let rot = (0..m)
+        .max_by_key(|r| (kept(*r), std::cmp::Reverse(*r)))
+        .unwrap_or(0);
     (0..s).map(|p| seq[(p + rot) % m]).collect()
 }
 
@@ -229,7 +242,9 @@ fn zoned(loc: &[usize], before: &[Option<usize>], s: usize) -> Vec<usize> {
             .filter(|p| before[*p] == Some(base[(p + rot) % s]))
             .count()
     };
-    let rot = (0..s).max_by_key(|r| (kept(*r), std::cmp::Reverse(*r))).unwrap_or(0);
+    let rot = (0..s)
+        .max_by_key(|r| (kept(*r), std::cmp::Reverse(*r)))
+        .unwrap_or(0);
     (0..s).map(|p| base[(p + rot) % s]).collect()
 }
 
@@ -272,7 +287,13 @@ impl<'a> Search<'a> {
 
     /// Whether the window of `len` starting at `i` has fewer than `want`
     /// distinct values of `f`.
-    fn short(owners: &[usize], i: usize, len: usize, want: usize, f: impl Fn(usize) -> usize) -> bool {
+    fn short(
+        owners: &[usize],
+        i: usize,
+        len: usize,
+        want: usize,
+        f: impl Fn(usize) -> usize,
+    ) -> bool {
         if want <= 1 {
             return false;
         }
@@ -437,11 +458,16 @@ mod tests {
     }
 
     /// The fewest distinct zones any list of `n` names.
-    fn fewest_zones(owners: &[String], zone: impl Fn(&String) -> Option<String>, n: usize) -> usize {
+    fn fewest_zones(
+        owners: &[String],
+        zone: impl Fn(&String) -> Option<String>,
+        n: usize,
+    ) -> usize {
         let s = owners.len();
         (0..s)
             .map(|i| {
-                let mut z: Vec<Option<String>> = (0..n).map(|k| zone(&owners[(i + k) % s])).collect();
+                let mut z: Vec<Option<String>> =
+                    (0..n).map(|k| zone(&owners[(i + k) % s])).collect();
                 z.sort();
                 z.dedup();
                 z.len()
