@@ -220,6 +220,17 @@ pub fn ring_status(reply: &pb::RingStatusReply) -> String {
                 reply.short_preflists, reply.preflists
             );
         }
+        // Only with locations set (`cluster location`).
+        let located = reply.owners.iter().any(|o| !o.location.is_empty());
+        if located && reply.short_location_preflists == 0 {
+            let _ = writeln!(out, "All of them are on distinct locations");
+        } else if located {
+            let _ = writeln!(
+                out,
+                "{} of {} preference lists of {n} are not on distinct locations",
+                reply.short_location_preflists, reply.preflists
+            );
+        }
         let _ = writeln!(out);
     }
 
