@@ -318,6 +318,41 @@ fn rollout_of(sts: &StatefulSet, wanted_hash: &str) -> Option<crate::rollout::Ro
     })
 }
 
+/// The Kubernetes node label that names a node's zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// The zone of each scheduled pod's Kubernetes node, by ordinal, and a
+/// warning when nodes cannot be read (the operator's RBAC lacks `get
+/// nodes`): then no location is set and claim ignores zones.
+async fn zones_of(c: &Client, pods: &[(i32, &Pod)]) -> (Vec<(i32, String)>, Option<String>) {
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.clone());
+    let mut by_node: std::collections::BTreeMap<String, Option<String>> = Default::default();
+    let mut zones = Vec::new();
+    for (o, p) in pods {
+        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            continue;
+        };
+        if !by_node.contains_key(&node) {
+            let zone = match api.get_opt(&node).await {
+                Ok(n) => n.and_then(|n| n.labels().get(ZONE_LABEL).cloned()),
+                Err(e) => {
+                    return (
+                        Vec::new(),
+                        Some(format!(
+                            "cannot read Kubernetes nodes ({e}): members get no zone, and replicas may share one"
+                        )),
+                    );
+                }
+            };
+            by_node.insert(node.clone(), zone);
+        }
+        if let Some(Some(z)) = by_node.get(&node) {
+            zones.push((*o, z.clone()));
+        }
+    }
+    (zones, None)
+}
+
 fn pod_addr(p: &Pod) -> Option<String> {
     p.status
         .as_ref()
@@ -354,6 +389,7 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
             problem: pod_problem(p),
         })
         .collect();
+    let (zones, zone_problem) = zones_of(c, &by_ordinal).await;
     let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), &ns);
     let pvc_prefix = format!("{}-{}-", children::DATA_VOLUME, naming.cluster);
     let pvcs: Vec<i32> = pvc_api
@@ -409,6 +445,9 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
             }
         }
     }
+    if let (Some((_, o)), Some(problem)) = (&mut observed, zone_problem) {
+        o.warnings.push(problem);
+    }
     // Members whose Ready pod answers for another cluster: lost volumes.
     let mut lost: Vec<i32> = Vec::new();
     if let (Some((source, o)), Some(cookie)) = (&observed, &cookie) {
@@ -457,6 +496,7 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
         ring: observed.as_ref().map(|(_, o)| &o.view),
         lost: &lost,
         rollout: rollout.as_ref(),
+        zones: &zones,
         now: now.as_second(),
     });
 
@@ -554,6 +594,7 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
                 joins,
                 staged_joins,
                 leaves,
+                locations,
                 commit,
             } => {
                 let joiners: Vec<(String, String)> = joins
@@ -564,13 +605,20 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
                             .ok_or(Error::Missing("a Ready joiner's pod IP"))
                     })
                     .collect::<Result<_>>()?;
-                let plan =
-                    ring::stage_and_plan(&claimant, cookie, &joiners, staged_joins, leaves).await?;
+                let plan = ring::stage_and_plan(
+                    &claimant,
+                    cookie,
+                    &joiners,
+                    staged_joins,
+                    leaves,
+                    locations,
+                )
+                .await?;
                 if *commit {
                     let v = ring::commit(&claimant, cookie, &plan.id).await?;
                     let all_joins: Vec<String> =
                         joins.iter().chain(staged_joins).cloned().collect();
-                    membership_events(ctx, fc, &all_joins, leaves, &plan.id, v).await;
+                    membership_events(ctx, fc, &all_joins, leaves, &plan, v).await;
                 } else {
                     event(
                         ctx,
@@ -596,7 +644,11 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
                 match ring::commit(&claimant, cookie, id).await {
                     Ok(v) => {
                         let (joins, leaves) = split_changes(plan.as_ref());
-                        membership_events(ctx, fc, &joins, &leaves, id, v).await;
+                        let plan = plan.unwrap_or_else(|| crate::crd::PlanStatus {
+                            id: id.clone(),
+                            ..Default::default()
+                        });
+                        membership_events(ctx, fc, &joins, &leaves, &plan, v).await;
                     }
                     Err(e) => {
                         // The claimant no longer has this plan (restart, ring
@@ -715,20 +767,25 @@ async fn membership_events(
     fc: &FlavioCluster,
     joins: &[String],
     leaves: &[String],
-    id: &str,
+    plan: &crate::crd::PlanStatus,
     version: u64,
 ) {
     ctx.metrics.action("commit");
-    let lines = decide::change_lines(joins, leaves);
+    let id = &plan.id;
+    let warned = if plan.warnings.is_empty() {
+        String::new()
+    } else {
+        format!("; the claimant warns: {}", plan.warnings.join("; "))
+    };
     event_for(
         ctx,
         fc,
-        false,
+        !plan.warnings.is_empty(),
         "PlanCommitted",
         &format!("PlanCommitted:{id}"),
         format!(
-            "plan {id} committed (ring version {version}): {}",
-            lines.join(", ")
+            "plan {id} committed (ring version {version}): {}{warned}",
+            plan.changes.join(", ")
         ),
     )
     .await;
@@ -804,7 +861,10 @@ pub fn status_of(
         ready_replicas: i32::try_from(pods.iter().filter(|p| p.ready).count()).unwrap_or(i32::MAX),
         updated_replicas: d.roll.updated,
         selector: Some(children::selector_string(fc)),
-        warnings: crate::crd::warnings(&fc.spec),
+        warnings: crate::crd::warnings(&fc.spec)
+            .into_iter()
+            .chain(ring.iter().flat_map(|o| o.warnings.iter().cloned()))
+            .collect(),
         member_count: ring
             .map(|o| o.members.iter().filter(|m| m.state == "valid").count())
             .and_then(|n| i32::try_from(n).ok())

@@ -301,16 +301,21 @@ pub struct MemberStatus {
 }
 
 /// A plan published for approval.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanStatus {
     /// The claimant's plan id; approve with the annotation naming it.
     pub id: String,
-    /// The staged changes, as `join <node>` / `leave <node>`.
+    /// The staged changes, as `join <node>` / `leave <node>` /
+    /// `set-location <node> <zone>`.
     pub changes: Vec<String>,
     /// Transfers the plan starts.
     #[serde(default)]
     pub transfers: u32,
+    /// The claimant's warnings about the resulting ring (replicas not on
+    /// distinct nodes or locations, replicas lost).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The operator's record of a membership change in flight.

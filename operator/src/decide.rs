@@ -40,9 +40,15 @@
 //!   follows the ring of the cluster id recorded in status, never the
 //!   one-member ring a fresh pod 0 has.
 //!
+//! - **Zones.** Each member's location is the `topology.kubernetes.io/zone`
+//!   of its pod's Kubernetes node, staged with `cluster location` in the
+//!   same plan as its join (or alone, for members placed before), so claim
+//!   puts the replicas of a preference list in distinct zones as far as the
+//!   zone and ring counts allow; status warns when they do not.
+//!
 //! What it leaves out: recording each member's data-directory incarnation in
 //! the ring (the node reports its own; a lost volume is recognised by the
-//! cluster id it answers with), and placing replicas by zone.
+//! cluster id it answers with).
 
 use crate::crd::{
     FlavioClusterSpec, FlavioClusterStatus, Intent, PlanStatus, Progress, Retention, validate,
@@ -108,6 +114,8 @@ pub struct Member {
     pub ring_pct: f64,
     /// Percent owned after pending transfers.
     pub pending_pct: Option<f64>,
+    /// Its location in the ring (`cluster location`), if set.
+    pub location: Option<String>,
 }
 
 /// A pending ownership change.
@@ -149,6 +157,11 @@ pub struct RingView {
     pub cluster_id: String,
     /// Every partition (decimal ring index) and its owner.
     pub owners: Vec<(String, String)>,
+    /// Preference lists of `n_val` not on `n_val` distinct locations (0
+    /// when no member has a location).
+    pub short_location_preflists: u32,
+    /// The node's n_val and how many preference lists the ring has.
+    pub n_val: u32,
 }
 
 impl RingView {
@@ -202,6 +215,9 @@ pub struct Input<'a> {
     pub lost: &'a [i32],
     /// The StatefulSet's revisions, `None` before it exists.
     pub rollout: Option<&'a crate::rollout::Rollout>,
+    /// The zone (`topology.kubernetes.io/zone` of its Kubernetes node) of
+    /// each scheduled pod, by ordinal; pods on unlabelled nodes are absent.
+    pub zones: &'a [(i32, String)],
     /// Unix seconds.
     pub now: i64,
 }
@@ -221,6 +237,8 @@ pub enum Action {
         staged_joins: Vec<String>,
         /// Node names to leave.
         leaves: Vec<String>,
+        /// Locations to set (`cluster location`): node and zone.
+        locations: Vec<(String, String)>,
         /// Commit right away (autoCommit).
         commit: bool,
     },
@@ -305,12 +323,22 @@ pub struct Decision {
     pub requeue: Requeue,
 }
 
-/// The staged changes of a join/leave set, as the plan and status spell them.
-pub fn change_lines(joins: &[String], leaves: &[String]) -> Vec<String> {
+/// The staged changes of a join/leave/location set, as the plan and status
+/// spell them.
+pub fn change_lines(
+    joins: &[String],
+    leaves: &[String],
+    locations: &[(String, String)],
+) -> Vec<String> {
     let mut v: Vec<String> = joins
         .iter()
         .map(|n| format!("join {n}"))
         .chain(leaves.iter().map(|n| format!("leave {n}")))
+        .chain(
+            locations
+                .iter()
+                .map(|(n, l)| format!("set-location {n} {l}")),
+        )
         .collect();
     v.sort();
     v
@@ -546,6 +574,25 @@ fn membership(inp: &Input<'_>) -> Decision {
         .map(|m| m.name.clone())
         .collect();
     leaves.sort_by_key(|n| std::cmp::Reverse(ord(n)));
+    // Zones: every wanted member (or joiner) on a zone-labelled Kubernetes
+    // node carries that zone as its location, so claim spreads preference
+    // lists across zones. A pod keeps its zone across restarts (its volume
+    // is zonal), so this changes only when a member is new or was placed
+    // before locations were set.
+    let mut locations: Vec<(String, String)> = inp
+        .zones
+        .iter()
+        .filter(|(o, _)| *o < desired)
+        .map(|(o, z)| (naming.node(*o), z.clone()))
+        .filter(|(n, z)| {
+            joins.contains(n)
+                || ring.member(n).is_some_and(|m| {
+                    matches!(m.state, State::Valid | State::Joining)
+                        && m.location.as_deref() != Some(z.as_str())
+                })
+        })
+        .collect();
+    locations.sort();
     let leave_running = live
         .iter()
         .any(|m| matches!(m.state, State::Leaving | State::Exiting));
@@ -572,6 +619,7 @@ fn membership(inp: &Input<'_>) -> Decision {
     let ready = |o: i32| inp.pods.iter().any(|p| p.ordinal == o && p.ready);
     let all_wanted_ready = wanted.iter().all(|(o, _)| ready(*o));
     let available_now = all_wanted_ready
+        && locations.is_empty()
         && joins.is_empty()
         && staged_joins.is_empty()
         && live.len() == wanted.len()
@@ -631,7 +679,7 @@ fn membership(inp: &Input<'_>) -> Decision {
 
     // A published plan: commit on approval, clear when outdated, else wait.
     if let Some(plan) = &status.plan {
-        let expected = change_lines(&union(&joins, &staged_joins), &leaves);
+        let expected = change_lines(&union(&joins, &staged_joins), &leaves, &locations);
         let mut have = plan.changes.clone();
         have.sort();
         if have != expected {
@@ -670,7 +718,7 @@ fn membership(inp: &Input<'_>) -> Decision {
         return finish(d);
     }
 
-    if joins.is_empty() && staged_joins.is_empty() && leaves.is_empty() {
+    if joins.is_empty() && staged_joins.is_empty() && leaves.is_empty() && locations.is_empty() {
         if !ring.pending.is_empty() {
             wait(
                 &mut d,
@@ -747,7 +795,7 @@ fn membership(inp: &Input<'_>) -> Decision {
         intent.leaving = union(&still_leaving, &leaves);
         d.intent = intent;
     }
-    let lines = change_lines(&union(&joins, &staged_joins), &leaves);
+    let lines = change_lines(&union(&joins, &staged_joins), &leaves, &locations);
     wait(
         &mut d,
         if commit { "Committing" } else { "Planning" },
@@ -757,6 +805,7 @@ fn membership(inp: &Input<'_>) -> Decision {
         joins,
         staged_joins,
         leaves,
+        locations,
         commit,
     };
     finish(d)

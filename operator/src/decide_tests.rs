@@ -20,6 +20,7 @@ fn member(o: i32, state: State) -> Member {
         state,
         ring_pct: 0.0,
         pending_pct: None,
+        location: None,
     }
 }
 
@@ -36,6 +37,8 @@ fn ring(members: &[(i32, State)]) -> RingView {
         hinted: vec![],
         cluster_id: "c".into(),
         owners: vec![],
+        short_location_preflists: 0,
+        n_val: 3,
     }
 }
 
@@ -67,6 +70,7 @@ struct Fx {
     pvcs: Vec<i32>,
     ring: Option<RingView>,
     lost: Vec<i32>,
+    zones: Vec<(i32, String)>,
     now: i64,
 }
 
@@ -87,6 +91,7 @@ fn fx(replicas: i32, sts: i32, ring_: Option<RingView>) -> Fx {
         pvcs: (0..sts).collect(),
         ring: ring_,
         lost: vec![],
+        zones: vec![],
         now: 1_000,
     }
 }
@@ -130,6 +135,7 @@ fn run(f: &Fx) -> Decision {
         ring: f.ring.as_ref(),
         lost: &f.lost,
         rollout: None,
+        zones: &f.zones,
         now: f.now,
     })
 }
@@ -139,7 +145,21 @@ fn change(joins: &[i32], leaves: &[i32], commit: bool) -> Action {
         joins: joins.iter().map(|o| n(*o)).collect(),
         staged_joins: vec![],
         leaves: leaves.iter().map(|o| n(*o)).collect(),
+        locations: vec![],
         commit,
+    }
+}
+
+fn change_with_locations(locations: &[(i32, &str)]) -> Action {
+    Action::Change {
+        joins: vec![],
+        staged_joins: vec![],
+        leaves: vec![],
+        locations: locations
+            .iter()
+            .map(|(o, z)| (n(*o), z.to_string()))
+            .collect(),
+        commit: true,
     }
 }
 
@@ -148,8 +168,9 @@ fn plan(id: &str, joins: &[i32], leaves: &[i32]) -> PlanStatus {
     let l: Vec<String> = leaves.iter().map(|o| n(*o)).collect();
     PlanStatus {
         id: id.into(),
-        changes: change_lines(&j, &l),
+        changes: change_lines(&j, &l, &[]),
         transfers: 10,
+        warnings: vec![],
     }
 }
 
@@ -393,6 +414,7 @@ fn rows() -> Vec<Row> {
             joins: vec![],
             staged_joins: vec![n(3)],
             leaves: vec![],
+            locations: vec![],
             commit: true,
         },
         "ScalingUp",
@@ -579,6 +601,65 @@ fn rows() -> Vec<Row> {
         Action::Nothing,
         "Degraded",
         "InvalidRingSize",
+    );
+
+    // --- zones
+    let zone = |o: i32| (o, format!("zone-{}", o % 3));
+    let mut f = fx(4, 4, Some(ring(&valid(3))));
+    f.zones = (0..4).map(zone).collect();
+    row(
+        "zones: a joiner's zone is staged with its join, members' with it",
+        f,
+        Some(4),
+        Action::Change {
+            joins: vec![n(3)],
+            staged_joins: vec![],
+            leaves: vec![],
+            locations: (0..4).map(|o| (n(o), format!("zone-{}", o % 3))).collect(),
+            commit: true,
+        },
+        "ScalingUp",
+        "Committing",
+    );
+    let mut r = ring(&valid(3));
+    for m in &mut r.members {
+        let o = naming().ordinal(&m.name).unwrap_or(0);
+        m.location = Some(format!("zone-{}", o % 3));
+    }
+    let mut f = fx(3, 3, Some(r.clone()));
+    f.zones = (0..3).map(zone).collect();
+    row(
+        "zones: locations as the zones say: nothing to do",
+        f,
+        Some(3),
+        Action::Nothing,
+        "Available",
+        "Stable",
+    );
+    let mut f = fx(3, 3, Some(r.clone()));
+    f.zones = vec![
+        (0, "zone-0".into()),
+        (1, "zone-2".into()),
+        (2, "zone-2".into()),
+    ];
+    row(
+        "zones: a member whose zone changed gets its new location",
+        f,
+        Some(3),
+        change_with_locations(&[(1, "zone-2")]),
+        "ScalingUp",
+        "Committing",
+    );
+    let mut f = fx(3, 3, Some(r.clone()));
+    f.zones = vec![(0, "zone-0".into()), (1, "zone-2".into())];
+    f.ring.as_mut().map(|r| r.pending.push(transfer("0", 0, 1)));
+    row(
+        "zones: a location waits for pending transfers like any change",
+        f,
+        Some(3),
+        Action::Nothing,
+        "ScalingUp",
+        "TransfersPending",
     );
 
     // --- no ring view

@@ -21,6 +21,9 @@ pub struct Observed {
     pub view: RingView,
     /// For status.
     pub members: Vec<MemberStatus>,
+    /// What status warns of about this ring's placement (replicas sharing
+    /// a zone).
+    pub warnings: Vec<String>,
 }
 
 fn admin_err(node: &str, s: impl std::fmt::Display) -> Error {
@@ -101,6 +104,7 @@ pub async fn observe(addr: &str, cookie: &Cookie) -> Result<Observed> {
             state: state(m.state),
             ring_pct: m.ring_pct,
             pending_pct: m.pending_pct,
+            location: Some(m.location.clone()).filter(|l| !l.is_empty()),
         })
         .collect();
     let status_members = members
@@ -112,7 +116,23 @@ pub async fn observe(addr: &str, cookie: &Cookie) -> Result<Observed> {
             pending_pct: m.pending_pct.map(|p| (p * 10.0).round() / 10.0),
         })
         .collect();
+    let located = rs.owners.iter().any(|o| !o.location.is_empty());
+    let warnings = if located && rs.short_location_preflists > 0 {
+        let mut zones: Vec<&str> = rs.owners.iter().map(|o| o.location.as_str()).collect();
+        zones.sort_unstable();
+        zones.dedup();
+        vec![format!(
+            "Not all replicas are on distinct locations: {} of {} preference lists of {n} partitions are not on {n} distinct zones (members are in {} zones)",
+            rs.short_location_preflists,
+            rs.owners.len(),
+            zones.len(),
+            n = rs.n_val,
+        )]
+    } else {
+        Vec::new()
+    };
     Ok(Observed {
+        warnings,
         view: RingView {
             members,
             ring_ready: rs.ring_ready,
@@ -138,6 +158,8 @@ pub async fn observe(addr: &str, cookie: &Cookie) -> Result<Observed> {
                 .into_iter()
                 .map(|o| (o.partition, o.node))
                 .collect(),
+            short_location_preflists: rs.short_location_preflists,
+            n_val: rs.n_val,
         },
         members: status_members,
     })
@@ -199,6 +221,7 @@ pub async fn stage_and_plan(
     joins: &[(String, String)],
     staged_joins: &[String],
     leaves: &[String],
+    locations: &[(String, String)],
 ) -> Result<PlanStatus> {
     let mut c = connect(claimant, cookie).await?;
     for (_, addr) in joins {
@@ -219,9 +242,24 @@ pub async fn stage_and_plan(
             Err(s) => return Err(admin_err(claimant, s.message())),
         }
     }
+    // A location is staged after its node's join: the claimant needs the
+    // node in the ring (as joining) to place it. Restaging replaces.
+    for (node, location) in locations {
+        c.stage_location(pb::StageLocationRequest {
+            node: node.clone(),
+            location: location.clone(),
+        })
+        .await
+        .map_err(|s| admin_err(claimant, s.message()))?;
+    }
     let mut join_names: Vec<String> = joins.iter().map(|(n, _)| n.clone()).collect();
     join_names.extend(staged_joins.iter().cloned());
-    plan_exactly(&mut c, claimant, change_lines(&join_names, leaves)).await
+    plan_exactly(
+        &mut c,
+        claimant,
+        change_lines(&join_names, leaves, locations),
+    )
+    .await
 }
 
 /// Plans on the claimant and checks that the plan holds exactly `want`
@@ -236,7 +274,10 @@ async fn plan_exactly(c: &mut Admin, claimant: &str, want: Vec<String>) -> Resul
     let mut got: Vec<String> = plan
         .changes
         .iter()
-        .map(|ch| format!("{} {}", ch.action, ch.node))
+        .map(|ch| match ch.location.as_str() {
+            "" => format!("{} {}", ch.action, ch.node),
+            l => format!("{} {} {l}", ch.action, ch.node),
+        })
         .collect();
     got.sort();
     if got != want {
@@ -249,6 +290,14 @@ async fn plan_exactly(c: &mut Admin, claimant: &str, want: Vec<String>) -> Resul
         id: plan.plan_id,
         changes: got,
         transfers: plan.transitions.iter().map(|t| t.total_transfers).sum(),
+        warnings: plan
+            .warnings
+            .iter()
+            .chain(plan.transitions.iter().flat_map(|t| &t.warnings))
+            .cloned()
+            .collect::<std::collections::BTreeSet<String>>()
+            .into_iter()
+            .collect(),
     })
 }
 

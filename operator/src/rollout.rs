@@ -314,6 +314,7 @@ mod tests {
                     state: State::Valid,
                     ring_pct: 0.0,
                     pending_pct: None,
+                    location: None,
                 })
                 .collect(),
             ring_ready: true,
@@ -326,6 +327,8 @@ mod tests {
             hinted: vec![],
             cluster_id: "c".into(),
             owners: vec![],
+            short_location_preflists: 0,
+            n_val: 3,
         }
     }
 
