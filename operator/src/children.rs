@@ -17,8 +17,9 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
     PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements, WeightedPodAffinityTerm,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -216,6 +217,23 @@ fn spread_over_nodes(fc: &FlavioCluster) -> Affinity {
                     },
                 },
             ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The cluster's pods spread evenly over zones (`topology.kubernetes.io/zone`
+/// of their Kubernetes nodes), so that the operator can give members in
+/// distinct zones and claim can put replicas there. `ScheduleAnyway`: a
+/// cluster in one zone, or on nodes without the label, still schedules.
+fn spread_over_zones(fc: &FlavioCluster) -> TopologySpreadConstraint {
+    TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: crate::controller::ZONE_LABEL.into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(fc)),
             ..Default::default()
         }),
         ..Default::default()
@@ -481,6 +499,7 @@ fn build_statefulset(
                             .unwrap_or_else(|| spread_over_nodes(fc)),
                     ),
                     image_pull_secrets: spec.image_pull_secrets.clone(),
+                    topology_spread_constraints: Some(vec![spread_over_zones(fc)]),
                     ..Default::default()
                 }),
             },
