@@ -95,13 +95,20 @@ fn every_option_renders_every_kind() {
     ] {
         assert!(k.iter().any(|x| x == kind), "all-options lacks a {kind}");
     }
-    // The default install is namespaced and creates no cluster.
-    let default = kinds(&load(&repo().join("deploy/rendered/default.yaml")));
+    // The default install is namespaced and creates no cluster; its one
+    // cluster-wide grant is reading nodes (their zone labels).
+    let objects = load(&repo().join("deploy/rendered/default.yaml"));
+    let default = kinds(&objects);
     assert!(default.iter().any(|x| x == "Role"));
-    assert!(
-        !default
-            .iter()
-            .any(|x| x == "ClusterRole" || x == "FlavioCluster" || x == "Job")
+    assert!(!default.iter().any(|x| x == "FlavioCluster" || x == "Job"));
+    let cluster_rules: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o.value["kind"] == "ClusterRole")
+        .map(|o| &o.value["rules"])
+        .collect();
+    assert_eq!(
+        cluster_rules,
+        vec![&serde_json::json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}])]
     );
 }
 
@@ -176,24 +183,31 @@ fn operator_pods_run_non_root_with_a_read_only_root_and_no_capabilities() {
     }
 }
 
-/// The chart's Role/ClusterRole grants exactly what the operator's own RBAC
-/// manifest (written next to its code) lists: no more, no less.
+/// The chart's Roles/ClusterRoles for the operator (the uninstall hook's
+/// aside) grant exactly what the operator's own RBAC manifest (written next
+/// to its code) lists: no more, no less.
 #[test]
 fn chart_rbac_is_the_operators_least_privilege_list() {
-    let rules_of = |file: &str, kind: &str| -> Value {
-        load(&repo().join(file))
+    let rules_of = |file: &str| -> Vec<String> {
+        let mut rules: Vec<String> = load(&repo().join(file))
             .into_iter()
-            .find(|o| o.value["kind"] == kind)
-            .unwrap_or_else(|| panic!("{file}: no {kind}"))
-            .value["rules"]
-            .clone()
+            .filter(|o| o.value["kind"] == "Role" || o.value["kind"] == "ClusterRole")
+            .filter(|o| {
+                !o.value["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .ends_with("-uninstall")
+            })
+            .flat_map(|o| o.value["rules"].as_array().cloned().unwrap_or_default())
+            .map(|r| r.to_string())
+            .collect();
+        assert!(!rules.is_empty(), "{file}: no rules");
+        rules.sort();
+        rules
     };
-    let operator = rules_of("deploy/operator/rbac.yaml", "ClusterRole");
-    assert_eq!(
-        rules_of("deploy/manifests/flavio-operator.yaml", "ClusterRole"),
-        operator
-    );
-    assert_eq!(rules_of("deploy/rendered/default.yaml", "Role"), operator);
+    let operator = rules_of("deploy/operator/rbac.yaml");
+    assert_eq!(rules_of("deploy/manifests/flavio-operator.yaml"), operator);
+    assert_eq!(rules_of("deploy/rendered/default.yaml"), operator);
 }
 
 #[test]
