@@ -1161,3 +1161,151 @@ async fn a_lost_volume_is_replaced_automatically() -> TestResult {
     }
     s.finish().await
 }
+
+/// A cluster of `replicas` pods in a namespace whose pods the stand-in
+/// spreads over its first `zones` zone nodes. Returns the setup, the
+/// Available FlavioCluster and the ring as `admin ring-status --output json`
+/// prints it inside pod 0.
+async fn zoned_cluster(
+    prefix: &str,
+    zones: usize,
+    replicas: usize,
+    ring_size: u32,
+) -> Result<Option<(Setup, FlavioCluster, serde_json::Value)>, Box<dyn std::error::Error>> {
+    let Some(s) = setup(prefix).await? else {
+        return Ok(None);
+    };
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(s.ns.client());
+    namespaces
+        .patch(
+            &s.ns.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                flavio_testenv::standin::ZONES_LABEL: zones.to_string()
+            }}})),
+        )
+        .await?;
+    s.create(json!({"replicas": replicas, "addressMode": "podIP", "ringSize": ring_size}))
+        .await?;
+    let fc = s.wait_available(replicas, Duration::from_secs(300)).await?;
+    let pods: Api<Pod> = s.ns.api();
+    let out = exec_in_pod(
+        &pods,
+        "demo-0",
+        None,
+        &["flavio", "admin", "ring-status", "--output", "json"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    if !out.status.success() {
+        return Err(format!("ring-status: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let ring: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    // Every member's location is its pod's node's zone.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(s.ns.client());
+    let owners = ring["owners"].as_array().ok_or("no owners")?;
+    for o in 0..replicas {
+        let p = pods.get(&format!("demo-{o}")).await?;
+        let node = p.spec.and_then(|s| s.node_name).ok_or("unscheduled")?;
+        let zone = nodes
+            .get(&node)
+            .await?
+            .metadata
+            .labels
+            .and_then(|l| l.get(flavio_testenv::standin::ZONE_LABEL).cloned())
+            .ok_or("a node without a zone")?;
+        let name = format!("flavio@demo-{o}.demo-headless.{}.svc", s.ns.name);
+        for owner in owners.iter().filter(|x| x["node"] == name.as_str()) {
+            assert_eq!(owner["location"], zone.as_str(), "{name} on {node}");
+        }
+    }
+    Ok(Some((s, fc, ring)))
+}
+
+/// Per preference list of 3 (one starting at each partition): distinct
+/// nodes and distinct zones.
+fn lists_of_three(ring: &serde_json::Value) -> Vec<(usize, usize)> {
+    let owners = ring["owners"].as_array().cloned().unwrap_or_default();
+    let s = owners.len();
+    (0..s)
+        .map(|i| {
+            let distinct = |key: &str| {
+                let mut v: Vec<String> = (0..3)
+                    .map(|k| owners[(i + k) % s][key].to_string())
+                    .collect();
+                v.sort();
+                v.dedup();
+                v.len()
+            };
+            (distinct("node"), distinct("location"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn zones_spread_every_preference_list() -> TestResult {
+    let _serial = SERIAL.lock().await;
+    // Three zones, six pods, ring 64. Three zones cannot hold every list of
+    // three on a ring whose size is not a multiple of 3: the fewest lists
+    // on two zones is 2 (see ring::claim::location), and claim reaches it.
+    let three = async {
+        let Some((s, fc, ring)) = zoned_cluster("op-zones3", 3, 6, 64).await? else {
+            return Ok::<_, Box<dyn std::error::Error>>(None);
+        };
+        let lists = lists_of_three(&ring);
+        assert_eq!(lists.len(), 64);
+        assert!(lists.iter().all(|(n, _)| *n == 3), "a list on two nodes");
+        assert!(lists.iter().all(|(_, z)| *z >= 2), "a list in one zone");
+        let short = lists.iter().filter(|(_, z)| *z < 3).count();
+        eprintln!("3 zones, 6 pods, ring 64: {short} of 64 lists of 3 on two zones");
+        assert_eq!(short, 2, "the fewest the counts allow");
+        assert_eq!(ring["short_location_preflists"], 2);
+        let warnings = fc.status.map(|st| st.warnings).unwrap_or_default();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("2 of 64 preference lists")),
+            "{warnings:?}"
+        );
+        Ok(Some(s))
+    };
+    // Two zones: no list of three can be on three zones; the plan warns and
+    // the cluster's status says so.
+    let two = async {
+        let Some((s, fc, ring)) = zoned_cluster("op-zones2", 2, 4, 32).await? else {
+            return Ok::<_, Box<dyn std::error::Error>>(None);
+        };
+        let lists = lists_of_three(&ring);
+        assert!(lists.iter().all(|(n, z)| *n == 3 && *z == 2), "{lists:?}");
+        assert_eq!(ring["short_location_preflists"], 32);
+        let warnings = fc.status.map(|st| st.warnings).unwrap_or_default();
+        eprintln!("2 zones: status warnings {warnings:?}");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("32 of 32 preference lists") && w.contains("2 zones")),
+            "{warnings:?}"
+        );
+        let events: Api<k8s_openapi::api::core::v1::Event> = s.ns.api();
+        let committed: Vec<String> = events
+            .list(&ListParams::default().fields("involvedObject.name=demo"))
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("PlanCommitted"))
+            .filter_map(|e| e.message)
+            .collect();
+        assert!(
+            committed
+                .iter()
+                .any(|m| m.contains("Not all replicas will be on distinct locations")),
+            "{committed:?}"
+        );
+        Ok(Some(s))
+    };
+    let (three, two) = tokio::join!(three, two);
+    for s in [three?, two?].into_iter().flatten() {
+        s.finish().await?;
+    }
+    Ok(())
+}

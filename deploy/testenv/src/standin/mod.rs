@@ -1,8 +1,13 @@
-//! The kubelet stand-in: one Node whose pods are host processes.
+//! The kubelet stand-in: Nodes whose pods are host processes.
 //!
 //! It registers a Node, binds every unscheduled pod that matches its label
 //! selector to that node (there is no scheduler in the test environment), and runs
-//! one worker per pod bound to it. A worker gives the pod a loopback IP, lays out
+//! one worker per pod bound to it. It also registers one Node per zone of
+//! [`Config::zones`], labelled `topology.kubernetes.io/zone`: pods of a
+//! namespace labelled [`ZONES_LABEL`]` = N` are bound to the first N of them,
+//! each to the zone with the fewest of the namespace's pods (a scheduler's
+//! zone spread), and a pod recreated under its name to its zone again (as a
+//! zonal volume would pin it). A worker gives the pod a loopback IP, lays out
 //! its volumes as host directories, starts each container's command as a host
 //! process with the environment the kubelet would build, restarts crashed
 //! processes, runs exec probes, reports status, and on deletion sends SIGTERM,
@@ -45,6 +50,13 @@ pub use process::{PidRecord, is_alive, read_pidfiles};
 /// SIGKILLs the pod's running container processes (as if they crashed).
 pub const KILL_ANNOTATION: &str = "testenv.flaviodb.io/kill";
 
+/// The Kubernetes node label naming a node's zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// Namespace label asking for zones: its value N binds the namespace's pods
+/// to the stand-in's first N zone nodes.
+pub const ZONES_LABEL: &str = "testenv.flaviodb.io/zones";
+
 /// The scheme of the `containerID`s the stand-in reports: `testenv://<pid>`.
 pub const CONTAINER_ID_SCHEME: &str = "testenv://";
 
@@ -72,6 +84,8 @@ pub struct Config {
     pub apiserver: Option<(String, u16)>,
     /// Where to serve `kubectl logs` (see the `logs` module), if anywhere.
     pub logs_endpoint: Option<LogsEndpoint>,
+    /// Zones: one more Node each, named `<node_name>-<zone>`.
+    pub zones: Vec<String>,
 }
 
 /// TLS endpoint for the API server's `kubectl logs` proxying.
@@ -99,7 +113,20 @@ impl Config {
             restart_backoff_max: Duration::from_secs(16),
             apiserver: None,
             logs_endpoint: None,
+            zones: ["zone-a", "zone-b", "zone-c"].map(String::from).to_vec(),
         }
+    }
+
+    /// The Node of zone `zone`.
+    pub fn zone_node(&self, zone: &str) -> String {
+        format!("{}-{zone}", self.node_name)
+    }
+
+    /// Every Node this stand-in runs pods for.
+    pub fn node_names(&self) -> Vec<String> {
+        std::iter::once(self.node_name.clone())
+            .chain(self.zones.iter().map(|z| self.zone_node(z)))
+            .collect()
     }
 
     /// The host directory of a PersistentVolumeClaim; it outlives pods.
@@ -187,6 +214,9 @@ struct Shared {
     client: Client,
     cfg: Config,
     ips: Mutex<IpPool>,
+    /// The zone (index into `cfg.zones`) each pod was bound to, by
+    /// `namespace/name`: a pod recreated under its name goes there again.
+    zone_of: Mutex<HashMap<String, usize>>,
 }
 
 impl Shared {
@@ -257,13 +287,16 @@ pub async fn run(
         }
         let _ = std::fs::remove_file(cfg.pid_dir().join(rec.pid.to_string()));
     }
-    node::register(&client, &cfg).await?;
+    node::register(&client, &cfg, &cfg.node_name, None).await?;
+    for z in &cfg.zones {
+        node::register(&client, &cfg, &cfg.zone_node(z), Some(z)).await?;
+    }
     let kubelet_port = cfg.logs_endpoint.as_ref().map_or(0, |l| l.addr.port());
-    let heartbeat = tokio::spawn(node::heartbeat(
-        client.clone(),
-        cfg.node_name.clone(),
-        kubelet_port,
-    ));
+    let heartbeats: Vec<JoinHandle<()>> = cfg
+        .node_names()
+        .into_iter()
+        .map(|n| tokio::spawn(node::heartbeat(client.clone(), n, kubelet_port)))
+        .collect();
     let log_server = cfg.logs_endpoint.clone().map(|l| {
         let dir = cfg.state_dir.join("logs");
         tokio::spawn(async move {
@@ -274,6 +307,7 @@ pub async fn run(
     });
     let shared = Arc::new(Shared {
         ips: Mutex::new(IpPool::new(cfg.ip_first, cfg.ip_last)),
+        zone_of: Mutex::new(HashMap::new()),
         client: client.clone(),
         cfg,
     });
@@ -318,7 +352,9 @@ pub async fn run(
         workers.retain(|_, w| !w.handle.is_finished());
     }
     tracing::info!("stand-in stopping: terminating {} pod(s)", workers.len());
-    heartbeat.abort();
+    for h in heartbeats {
+        h.abort();
+    }
     if let Some(h) = log_server {
         h.abort();
     }
@@ -351,7 +387,7 @@ fn on_pod(
                 tokio::spawn(async move { bind(&shared, &pod).await });
             }
         }
-        Some(n) if n == shared.cfg.node_name => {
+        Some(n) if shared.cfg.node_names().contains(&n) => {
             if let Some(w) = workers.get(&uid) {
                 let _ = w.tx.send(PodMsg::Update(Box::new(pod)));
                 return;
@@ -370,21 +406,64 @@ fn on_pod(
     }
 }
 
+/// The Node for a pod: a zone node when its namespace asks for zones (see
+/// the module docs), else the stand-in's own.
+async fn node_for(shared: &Shared, ns: &str, name: &str) -> String {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(shared.client.clone());
+    let zones = match namespaces.get_opt(ns).await {
+        Ok(Some(n)) => n
+            .labels()
+            .get(ZONES_LABEL)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(shared.cfg.zones.len()),
+        Ok(None) => 0,
+        Err(e) => {
+            tracing::warn!(%ns, "cannot read the namespace for its zones: {e}");
+            0
+        }
+    };
+    if zones == 0 {
+        return shared.cfg.node_name.clone();
+    }
+    let key = format!("{ns}/{name}");
+    let Ok(mut zone_of) = shared.zone_of.lock() else {
+        return shared.cfg.node_name.clone();
+    };
+    let z = match zone_of.get(&key) {
+        Some(z) if *z < zones => *z,
+        _ => {
+            let prefix = format!("{ns}/");
+            let mut count = vec![0usize; zones];
+            for (k, z) in zone_of.iter() {
+                if k.starts_with(&prefix) && *z < zones && *k != key {
+                    count[*z] += 1;
+                }
+            }
+            let z = (0..zones).min_by_key(|z| (count[*z], *z)).unwrap_or(0);
+            zone_of.insert(key, z);
+            z
+        }
+    };
+    shared.cfg.zone_node(&shared.cfg.zones[z])
+}
+
 async fn bind(shared: &Shared, pod: &Pod) {
     let ns = pod.namespace().unwrap_or_else(|| "default".into());
     let name = pod.name_any();
+    let node = node_for(shared, &ns, &name).await;
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
     let body = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Binding",
         "metadata": { "name": name, "namespace": ns },
-        "target": { "apiVersion": "v1", "kind": "Node", "name": shared.cfg.node_name },
+        "target": { "apiVersion": "v1", "kind": "Node", "name": node },
     });
     match api
         .create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &body)
         .await
     {
-        Ok(_) => tracing::info!(pod = %format!("{ns}/{name}"), "bound"),
+        Ok(_) => tracing::info!(pod = %format!("{ns}/{name}"), %node, "bound"),
         Err(e) => tracing::warn!(pod = %format!("{ns}/{name}"), "bind failed: {e}"),
     }
 }

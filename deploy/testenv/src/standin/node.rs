@@ -56,21 +56,28 @@ fn node_status(name: &str, kubelet_port: u16) -> Value {
     })
 }
 
-/// Creates (or adopts) the Node and marks it Ready.
-pub(crate) async fn register(client: &Client, cfg: &Config) -> Result<()> {
+/// Creates (or adopts) the Node `name`, labelled with `zone` if any, and
+/// marks it Ready.
+pub(crate) async fn register(
+    client: &Client,
+    cfg: &Config,
+    name: &str,
+    zone: Option<&str>,
+) -> Result<()> {
     let api: Api<Node> = Api::all(client.clone());
+    let mut labels = json!({
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "testenv.flaviodb.io/stand-in": "true",
+    });
+    if let Some(z) = zone {
+        labels[super::ZONE_LABEL] = json!(z);
+    }
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {
-            "name": cfg.node_name,
-            "labels": {
-                "kubernetes.io/hostname": cfg.node_name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "testenv.flaviodb.io/stand-in": "true",
-            }
-        }
+        "metadata": { "name": name, "labels": labels }
     }))?;
     match api.create(&PostParams::default(), &node).await {
         Ok(_) => {}
@@ -78,10 +85,10 @@ pub(crate) async fn register(client: &Client, cfg: &Config) -> Result<()> {
         Err(e) => return Err(e.into()),
     }
     api.patch_status(
-        &cfg.node_name,
+        name,
         &PatchParams::default(),
         &Patch::Merge(node_status(
-            &cfg.node_name,
+            name,
             cfg.logs_endpoint.as_ref().map_or(0, |l| l.addr.port()),
         )),
     )
