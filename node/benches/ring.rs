@@ -94,7 +94,7 @@ fn settled_ring(size: u64, m: usize) -> RingState {
     let mut ring = RingState::singleton("bench".into(), size, &members[0], &addr(0));
     let mut staging = Staging::default();
     for (i, name) in members.iter().enumerate().skip(1) {
-        ring = add_joining(&ring, name, &addr(i)).expect("joining");
+        ring = add_joining(&ring, name, &addr(i), None).expect("joining");
         staging
             .stage(&ring, Change::Join(name.clone()))
             .expect("staged");
@@ -114,7 +114,7 @@ fn plans(c: &mut Criterion) {
     group.sample_size(10);
     let ring = settled_ring(1024, 64);
     let joiner = "flavio64@10.0.0.64";
-    let joining = add_joining(&ring, joiner, "10.0.0.64:10017").expect("joining");
+    let joining = add_joining(&ring, joiner, "10.0.0.64:10017", None).expect("joining");
     group.bench_function("join_one/1024/64", |b| {
         b.iter(|| {
             let mut s = Staging::default();

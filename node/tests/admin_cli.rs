@@ -25,6 +25,7 @@ fn member(i: u32, state: pb::MemberState, ring: f64) -> pb::MemberInfo {
         ring_pct: ring,
         pending_pct: None,
         location: String::new(),
+        incarnation: String::new(),
     }
 }
 

@@ -61,6 +61,7 @@ fn m(i: u32, state: pb::MemberState, ring: f64, pending: Option<f64>) -> pb::Mem
         ring_pct: ring,
         pending_pct: pending,
         location: String::new(),
+        incarnation: String::new(),
     }
 }
 

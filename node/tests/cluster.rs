@@ -466,3 +466,68 @@ async fn a_dead_claimant_is_marked_down_and_force_removed() {
     every_vnode_answers(n2).await;
     adds_work(&dev.nodes[1]);
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// The ring records the data directory each member joined with (its
+/// incarnation id, in member-status), and a node started on another
+/// member's directory (a copied or swapped volume) refuses to serve as
+/// itself, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_refuses_another_members_data_directory() {
+    let mut dev = Devrel::start(2);
+    let mut a1 = admin(&dev.nodes[0].addr).await;
+    join_first(&dev, 1).await;
+    commit_plan(&mut a1).await;
+    let ms = wait_settled(&mut a1, 2, Duration::from_secs(30)).await;
+    let incarnations: BTreeSet<&str> = ms.members.iter().map(|m| m.incarnation.as_str()).collect();
+    assert_eq!(incarnations.len(), 2, "{:?}", ms.members);
+    assert!(!incarnations.contains(""), "{:?}", ms.members);
+    let json = dev.nodes[1].json(&["admin", "member-status"]);
+    assert!(json["members"][0]["incarnation"].is_string(), "{json}");
+
+    let (n2, n1) = (dev.nodes.remove(1), dev.nodes.remove(0));
+    assert!(n2.terminate().success());
+    assert!(n1.terminate().success());
+    let copy = dev._dir.path().join("copy-of-dev1");
+    copy_dir(&dev._dir.path().join("dev1"), &copy);
+    let mut child = common::flavio(dev._dir.path())
+        .args(["serve", "--name", &name(2), "--listen"])
+        .arg(format!("127.0.0.1:{}", common::free_port()))
+        .arg("--data-dir")
+        .arg(&copy)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the node served on another member's directory");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(!status.success());
+    assert!(err.contains("belongs to another member"), "{err}");
+}

@@ -465,9 +465,21 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
             if addr == *source || !established {
                 continue;
             }
+            // The ring records the incarnation each member joined with: a
+            // node of this cluster answering with another one runs on a
+            // directory that is not this member's (swapped volumes).
+            let recorded = o.view.member(&node).and_then(|m| m.incarnation.clone());
             match ring::identity(&addr, cookie).await {
                 Ok((id, incarnation)) if !id.is_empty() && id != o.view.cluster_id => {
                     tracing::warn!(%node, %incarnation, "member answers for another cluster: its volume was lost");
+                    lost.push(*ord);
+                }
+                Ok((_, incarnation))
+                    if recorded
+                        .as_ref()
+                        .is_some_and(|r| !incarnation.is_empty() && *r != incarnation) =>
+                {
+                    tracing::warn!(%node, %incarnation, ?recorded, "member answers with another data directory than it joined with");
                     lost.push(*ord);
                 }
                 Ok(_) => {}

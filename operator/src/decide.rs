@@ -46,9 +46,11 @@
 //!   puts the replicas of a preference list in distinct zones as far as the
 //!   zone and ring counts allow; status warns when they do not.
 //!
-//! What it leaves out: recording each member's data-directory incarnation in
-//! the ring (the node reports its own; a lost volume is recognised by the
-//! cluster id it answers with).
+//!   A member answering with another data-directory incarnation than the
+//!   ring recorded at its join (a swapped volume) is replaced the same way.
+//!
+//! What it leaves out: members of rings made before incarnations were
+//! recorded have none, and only the cluster id catches their lost volumes.
 
 use crate::crd::{
     FlavioClusterSpec, FlavioClusterStatus, Intent, PlanStatus, Progress, Retention, validate,
@@ -116,6 +118,8 @@ pub struct Member {
     pub pending_pct: Option<f64>,
     /// Its location in the ring (`cluster location`), if set.
     pub location: Option<String>,
+    /// The data-directory incarnation id the ring records for it, if any.
+    pub incarnation: Option<String>,
 }
 
 /// A pending ownership change.

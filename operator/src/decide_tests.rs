@@ -21,6 +21,7 @@ fn member(o: i32, state: State) -> Member {
         ring_pct: 0.0,
         pending_pct: None,
         location: None,
+        incarnation: None,
     }
 }
 
@@ -652,7 +653,9 @@ fn rows() -> Vec<Row> {
     );
     let mut f = fx(3, 3, Some(r.clone()));
     f.zones = vec![(0, "zone-0".into()), (1, "zone-2".into())];
-    f.ring.as_mut().map(|r| r.pending.push(transfer("0", 0, 1)));
+    if let Some(r) = f.ring.as_mut() {
+        r.pending.push(transfer("0", 0, 1));
+    }
     row(
         "zones: a location waits for pending transfers like any change",
         f,

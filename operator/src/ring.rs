@@ -105,6 +105,7 @@ pub async fn observe(addr: &str, cookie: &Cookie) -> Result<Observed> {
             ring_pct: m.ring_pct,
             pending_pct: m.pending_pct,
             location: Some(m.location.clone()).filter(|l| !l.is_empty()),
+            incarnation: Some(m.incarnation.clone()).filter(|i| !i.is_empty()),
         })
         .collect();
     let status_members = members

@@ -315,6 +315,7 @@ mod tests {
                     ring_pct: 0.0,
                     pending_pct: None,
                     location: None,
+                    incarnation: None,
                 })
                 .collect(),
             ring_ready: true,

@@ -483,6 +483,7 @@ pub fn member_json(m: &pb::MemberInfo) -> Value {
         "ring_pct": m.ring_pct,
         "pending_pct": m.pending_pct,
         "location": opt_str(&m.location),
+        "incarnation": opt_str(&m.incarnation),
     })
 }
 
@@ -635,6 +636,7 @@ mod tests {
                 ring_pct: ring,
                 pending_pct: pending,
                 location: String::new(),
+                incarnation: String::new(),
             };
             membership(&[m]).lines().nth(3).map(str::to_string)
         };

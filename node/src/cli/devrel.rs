@@ -715,6 +715,7 @@ mod tests {
             ring_pct: 50.0,
             pending_pct: None,
             location: String::new(),
+            incarnation: String::new(),
         }
     }
 

@@ -126,6 +126,8 @@ pub struct MemberLine {
     pub pending_pct: Option<f64>,
     /// Its location, when set.
     pub location: Option<String>,
+    /// Its data directory's incarnation id, when the ring records it.
+    pub incarnation: Option<String>,
 }
 
 /// What the cluster looks like after one transition of a plan.
@@ -175,8 +177,14 @@ fn quoted(n: &str) -> String {
 }
 
 /// Adds a joining node to the ring (riak's join: the node appears as
-/// `joining` before any plan). Returns the new ring.
-pub fn add_joining(ring: &RingState, node: &str, addr: &str) -> Result<RingState> {
+/// `joining` before any plan), with its data directory's incarnation id when
+/// known. Returns the new ring.
+pub fn add_joining(
+    ring: &RingState,
+    node: &str,
+    addr: &str,
+    incarnation: Option<&str>,
+) -> Result<RingState> {
     if let Some(m) = ring.members.get(node) {
         if m.state.is_active() {
             return Err(Error::FailedPrecondition(format!(
@@ -199,6 +207,7 @@ pub fn add_joining(ring: &RingState, node: &str, addr: &str) -> Result<RingState
             addr: addr.to_string(),
             state: MemberState::Joining,
             location: None,
+            incarnation: incarnation.map(str::to_string),
         },
     );
     Ok(next.stamp(ring))
@@ -641,6 +650,7 @@ pub fn member_lines(ring: &RingState, pending_owners: Option<&Ring>) -> Vec<Memb
             ring_pct: ring.owners.pct(name),
             pending_pct: pending_owners.map(|o| o.pct(name)),
             location: m.location.clone(),
+            incarnation: m.incarnation.clone(),
         })
         .collect();
     lines.sort_by(|a, b| {

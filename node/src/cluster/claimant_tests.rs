@@ -27,7 +27,7 @@ fn singleton(size: u64) -> RingState {
 fn grow(mut ring: RingState, from: u32, to: u32) -> RingState {
     let mut s = Staging::default();
     for i in from..=to {
-        ring = add_joining(&ring, &n(i), &addr(i)).expect("joining");
+        ring = add_joining(&ring, &n(i), &addr(i), None).expect("joining");
         s.stage(&ring, Change::Join(n(i))).expect("staged");
     }
     s.make_plan(&ring, true).expect("plan");
@@ -49,7 +49,7 @@ fn tutorial_join_of_three_nodes() {
     let mut ring = singleton(64);
     let mut s = Staging::default();
     for i in 2..=4 {
-        ring = add_joining(&ring, &n(i), &addr(i)).expect("joining");
+        ring = add_joining(&ring, &n(i), &addr(i), None).expect("joining");
         let msg = s.stage(&ring, Change::Join(n(i))).expect("staged");
         assert_eq!(msg, format!("Success: staged join request for '{}'", n(i)));
     }
@@ -183,7 +183,7 @@ fn force_remove_reassigns_without_handoff() {
 #[test]
 fn replace_hands_exactly_the_old_partitions_to_the_new_node() {
     let mut ring = grow(singleton(64), 2, 4);
-    ring = add_joining(&ring, &n(5), &addr(5)).expect("joining");
+    ring = add_joining(&ring, &n(5), &addr(5), None).expect("joining");
     let mut s = Staging::default();
     s.stage(&ring, Change::Join(n(5))).expect("join staged");
     let msg = s
@@ -241,7 +241,7 @@ fn refusals_carry_riaks_reasons() {
         err(s.stage(&leaving, Change::Leave(n(3)))).contains("already in the process of leaving")
     );
     assert!(
-        add_joining(&ring, &n(2), &addr(2)).is_err(),
+        add_joining(&ring, &n(2), &addr(2), None).is_err(),
         "already a member"
     );
 }
@@ -249,7 +249,7 @@ fn refusals_carry_riaks_reasons() {
 #[test]
 fn commit_applies_only_the_plan_shown() {
     let mut ring = singleton(64);
-    ring = add_joining(&ring, &n(2), &addr(2)).expect("joining");
+    ring = add_joining(&ring, &n(2), &addr(2), None).expect("joining");
     let mut s = Staging::default();
     s.stage(&ring, Change::Join(n(2))).expect("staged");
     let e = s.commit(&ring, true, None).expect_err("no plan yet");
@@ -261,7 +261,7 @@ fn commit_applies_only_the_plan_shown() {
         "another plan id"
     );
     // The ring moves on (a third node joins): the plan is stale.
-    let moved = add_joining(&ring, &n(3), &addr(3)).expect("joining");
+    let moved = add_joining(&ring, &n(3), &addr(3), None).expect("joining");
     let e = s.commit(&moved, true, Some(&plan.id)).expect_err("stale");
     assert!(
         e.to_string().contains("the ring changed since the plan"),
@@ -273,7 +273,7 @@ fn commit_applies_only_the_plan_shown() {
     let committed = s.commit(&ring, true, None).expect("commit");
     // While transfers are pending, no new plan.
     let mut s2 = Staging::default();
-    let with3 = add_joining(&committed, &n(3), &addr(3)).expect("joining");
+    let with3 = add_joining(&committed, &n(3), &addr(3), None).expect("joining");
     s2.stage(&with3, Change::Join(n(3))).expect("staged");
     let e = s2.make_plan(&with3, true).expect_err("pending");
     assert!(e.to_string().contains("still pending"), "{e}");
@@ -284,7 +284,7 @@ fn commit_applies_only_the_plan_shown() {
 #[test]
 fn completing_a_transfer_twice_is_harmless() {
     let mut ring = singleton(16);
-    ring = add_joining(&ring, &n(2), &addr(2)).expect("joining");
+    ring = add_joining(&ring, &n(2), &addr(2), None).expect("joining");
     let mut s = Staging::default();
     s.stage(&ring, Change::Join(n(2))).expect("staged");
     s.make_plan(&ring, true).expect("plan");
@@ -306,7 +306,7 @@ fn completing_a_transfer_twice_is_harmless() {
 fn clear_removes_joining_members_who_may_then_join_again() {
     let ring = grow(singleton(16), 2, 2);
     let mut s = Staging::default();
-    let with3 = add_joining(&ring, &n(3), &addr(3)).expect("joining");
+    let with3 = add_joining(&ring, &n(3), &addr(3), None).expect("joining");
     s.stage(&with3, Change::Join(n(3))).expect("staged");
     s.clear();
     let cleared = remove_joining(&with3).expect("a joining member to remove");
@@ -320,7 +320,7 @@ fn clear_removes_joining_members_who_may_then_join_again() {
     assert_eq!(cleared.owners, with3.owners, "nothing moves");
     assert!(remove_joining(&cleared).is_none(), "nothing left to clear");
     // The removed node may join again, and then commit as any join.
-    let again = add_joining(&cleared, &n(3), &addr(3)).expect("joins again");
+    let again = add_joining(&cleared, &n(3), &addr(3), None).expect("joins again");
     s.stage(&again, Change::Join(n(3))).expect("staged again");
     s.make_plan(&again, true).expect("plan");
     let done = settle(s.commit(&again, true, None).expect("commit"));
@@ -368,7 +368,7 @@ fn a_down_claimant_hands_the_role_to_the_member_that_marked_it() {
 fn a_member_down_mid_rebalance_can_still_be_force_removed() {
     let ring = grow(singleton(16), 2, 2);
     let mut s = Staging::default();
-    let with3 = add_joining(&ring, &n(3), &addr(3)).expect("joining");
+    let with3 = add_joining(&ring, &n(3), &addr(3), None).expect("joining");
     s.stage(&with3, Change::Join(n(3))).expect("staged");
     s.make_plan(&with3, true).expect("plan");
     let moving = s.commit(&with3, true, None).expect("commit");
@@ -390,7 +390,7 @@ fn a_member_down_mid_rebalance_can_still_be_force_removed() {
             .expect("changed");
     }
     assert!(!down.pending.is_empty(), "n3's transfers are left");
-    let again = add_joining(&down, &n(3), &addr(3)).expect_err("a down member cannot rejoin");
+    let again = add_joining(&down, &n(3), &addr(3), None).expect_err("a down member cannot rejoin");
     assert!(again.to_string().contains("is down"), "{again}");
     s.stage(&down, Change::ForceRemove(n(3))).expect("staged");
     let plan = s
@@ -435,7 +435,7 @@ fn random_membership_changes_keep_replicas_apart() {
             let joiner = |ring: &mut RingState, next: &mut u32| {
                 let j = *next;
                 *next += 1;
-                *ring = add_joining(ring, &n(j), &addr(j)).expect("joining");
+                *ring = add_joining(ring, &n(j), &addr(j), None).expect("joining");
                 n(j)
             };
             let changes = rng.random_range(1..=2);
@@ -541,7 +541,7 @@ fn located_plan(size: u64, zones: u32) -> (RingState, Plan) {
     let mut ring = singleton(size);
     let mut s = Staging::default();
     for i in 2..=6 {
-        ring = add_joining(&ring, &n(i), &addr(i)).expect("joining");
+        ring = add_joining(&ring, &n(i), &addr(i), None).expect("joining");
         s.stage(&ring, Change::Join(n(i))).expect("staged");
     }
     for i in 1..=6 {
@@ -577,7 +577,7 @@ fn locations_spread_preference_lists_and_the_plan_says_when_they_cannot() {
     let mut ring = singleton(64);
     let mut s = Staging::default();
     for i in 2..=8 {
-        ring = add_joining(&ring, &n(i), &addr(i)).expect("joining");
+        ring = add_joining(&ring, &n(i), &addr(i), None).expect("joining");
         s.stage(&ring, Change::Join(n(i))).expect("staged");
     }
     for i in 1..=8 {

@@ -113,6 +113,7 @@ mod tests {
                 addr: "b:1".into(),
                 state: MemberState::Valid,
                 location: None,
+                incarnation: None,
             },
         );
         if pending {

@@ -193,6 +193,7 @@ mod tests {
                     addr: format!("a{i}"),
                     state: MemberState::Valid,
                     location: None,
+                    incarnation: None,
                 },
             );
         }

@@ -145,6 +145,18 @@ impl<V: Vnode> Cluster<V> {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
+        // Made once per data directory: a member that comes back with a
+        // new one lost its volume (and its counts).
+        let incarnation = match store.get_meta(INCARNATION_KEY)? {
+            Some(b) => String::from_utf8_lossy(&b).into_owned(),
+            None => {
+                // Not from `rng`: a simulated run's seeded stream must not
+                // change with it (nothing depends on the value but equality).
+                let id = format!("{:016x}", rand::rng().random::<u64>());
+                store.put_meta(INCARNATION_KEY, id.as_bytes())?;
+                id
+            }
+        };
         let ring = match store.get_meta(RING_KEY)? {
             Some(bytes) => {
                 let ring = codec.decode(&bytes)?;
@@ -163,7 +175,8 @@ impl<V: Vnode> Cluster<V> {
                     size,
                     &config.name,
                     &config.addr,
-                );
+                )
+                .with_incarnation(&config.name, &incarnation);
                 store.put_meta(RING_KEY, &codec.encode(&ring))?;
                 ring
             }
@@ -175,18 +188,20 @@ impl<V: Vnode> Cluster<V> {
                 ring.members.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         }
-        // Made once per data directory: a member that comes back with a
-        // new one lost its volume (and its counts).
-        let incarnation = match store.get_meta(INCARNATION_KEY)? {
-            Some(b) => String::from_utf8_lossy(&b).into_owned(),
-            None => {
-                // Not from `rng`: a simulated run's seeded stream must not
-                // change with it (nothing depends on the value but equality).
-                let id = format!("{:016x}", rand::rng().random::<u64>());
-                store.put_meta(INCARNATION_KEY, id.as_bytes())?;
-                id
-            }
-        };
+        // A directory made for another member (copied from its volume) must
+        // not serve as this one: the ring records who joined with it.
+        if let Some(recorded) = ring
+            .members
+            .get(&config.name)
+            .and_then(|m| m.incarnation.as_deref())
+            .filter(|r| *r != incarnation)
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "the data directory {} has incarnation {incarnation}, but the ring records {} as joined with incarnation {recorded}: it belongs to another member; start this node on its own data directory (or an empty one, to be replaced)",
+                store.dir().display(),
+                config.name
+            )));
+        }
         let view = View::new(ring.clone());
         let liveness = Arc::new(Liveness::new(&config.name, config.detect_after));
         liveness.watch(ring.members.keys().map(String::as_str));
@@ -595,7 +610,8 @@ impl<V: Vnode> Cluster<V> {
                      requests until it joins a cluster or restarts"
                 );
                 let id = new_cluster_id(&mut lock(&self.inner.rng));
-                let fresh = RingState::singleton(id, ring.size(), &self.inner.me, &self.inner.addr);
+                let fresh = RingState::singleton(id, ring.size(), &self.inner.me, &self.inner.addr)
+                    .with_incarnation(&self.inner.me, &self.inner.incarnation);
                 lock(&self.inner.seen).clear();
                 // Whatever this node still holds is no longer the cluster's:
                 // after a leave every partition was handed off (a copy left
@@ -1101,6 +1117,7 @@ impl<V: Vnode> Cluster<V> {
             node: self.inner.me.clone(),
             addr: self.inner.addr.clone(),
             ring_size: snap.ring.size().get(),
+            incarnation: self.inner.incarnation.clone(),
         };
         let ring = self
             .inner
@@ -1162,7 +1179,10 @@ impl<V: Vnode> Cluster<V> {
         }
         let node = req.node.clone();
         let ring = self
-            .mutate(|ring| claimant::add_joining(ring, &req.node, &req.addr).map(Some))
+            .mutate(|ring| {
+                let incarnation = Some(req.incarnation.as_str()).filter(|i| !i.is_empty());
+                claimant::add_joining(ring, &req.node, &req.addr, incarnation).map(Some)
+            })
             .await?
             .ok_or_else(|| Error::Rpc("join produced no ring".into()))?;
         lock(&self.inner.staging).stage(&ring, Change::Join(node))?;

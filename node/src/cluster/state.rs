@@ -114,6 +114,11 @@ pub struct Member {
     /// `None` until set; a member without one counts as a location of its
     /// own.
     pub location: Option<String>,
+    /// The incarnation id of the data directory it joined with (made when
+    /// the directory was first opened): a node answering under this name
+    /// with another one is not this member (its volume was lost or
+    /// swapped). `None` for members of rings made before it was recorded.
+    pub incarnation: Option<String>,
 }
 
 /// One pending ownership change.
@@ -181,6 +186,15 @@ pub struct RingState {
 }
 
 impl RingState {
+    /// This ring with `node`'s incarnation id recorded (a one-member ring
+    /// made by the node itself, before anyone else saw it: not a write).
+    pub fn with_incarnation(mut self, node: &str, incarnation: &str) -> RingState {
+        if let Some(m) = self.members.get_mut(node) {
+            m.incarnation = Some(incarnation.to_string());
+        }
+        self
+    }
+
     /// A new one-member cluster: `node` owns every partition.
     pub fn singleton(cluster_id: String, size: RingSize, node: &str, addr: &str) -> RingState {
         let mut members = BTreeMap::new();
@@ -190,6 +204,7 @@ impl RingState {
                 addr: addr.to_string(),
                 state: MemberState::Valid,
                 location: None,
+                incarnation: None,
             },
         );
         RingState {
@@ -320,8 +335,19 @@ pub fn join(a: &RingState, b: &RingState) -> RingState {
             None => true,
             Some(ma) => {
                 let ga = a.stamps.member(n);
-                (gb, state_rank(mb.state), &mb.addr, &mb.location)
-                    > (ga, state_rank(ma.state), &ma.addr, &ma.location)
+                (
+                    gb,
+                    state_rank(mb.state),
+                    &mb.addr,
+                    &mb.location,
+                    &mb.incarnation,
+                ) > (
+                    ga,
+                    state_rank(ma.state),
+                    &ma.addr,
+                    &ma.location,
+                    &ma.incarnation,
+                )
             }
         };
         if take {
@@ -458,6 +484,7 @@ mod tests {
                     addr: format!("127.0.0.1:{}", i + 1),
                     state: MemberState::Valid,
                     location: None,
+                    incarnation: None,
                 },
             );
         }

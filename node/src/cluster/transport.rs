@@ -129,6 +129,8 @@ pub struct JoinRequest {
     pub addr: String,
     /// Its ring size (must be the cluster's).
     pub ring_size: u32,
+    /// Its data directory's incarnation id.
+    pub incarnation: String,
 }
 
 /// Opens a handoff stream.

@@ -53,6 +53,7 @@ fn member_info(l: &MemberLine, addr: &str) -> pb::MemberInfo {
         ring_pct: l.ring_pct,
         pending_pct: l.pending_pct,
         location: l.location.clone().unwrap_or_default(),
+        incarnation: l.incarnation.clone().unwrap_or_default(),
     }
 }
 

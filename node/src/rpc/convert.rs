@@ -151,6 +151,7 @@ impl From<&RingState> for pb::RingState {
                     state: member_state_to_pb(m.state),
                     generation: r.stamps.members.get(name).copied().unwrap_or(0),
                     location: m.location.clone().unwrap_or_default(),
+                    incarnation: m.incarnation.clone().unwrap_or_default(),
                 })
                 .collect(),
             format: RING_FORMAT,
@@ -189,6 +190,7 @@ impl TryFrom<pb::RingState> for RingState {
                     addr: m.addr,
                     state: member_state_from_pb(m.state)?,
                     location: Some(m.location).filter(|l| !l.is_empty()),
+                    incarnation: Some(m.incarnation).filter(|i| !i.is_empty()),
                 },
             );
         }
@@ -476,6 +478,7 @@ impl From<JoinRequest> for pb::JoinRequest {
             node: j.node,
             addr: j.addr,
             ring_size: j.ring_size,
+            incarnation: j.incarnation,
         }
     }
 }
@@ -486,6 +489,7 @@ impl From<pb::JoinRequest> for JoinRequest {
             node: j.node,
             addr: j.addr,
             ring_size: j.ring_size,
+            incarnation: j.incarnation,
         }
     }
 }
@@ -590,6 +594,7 @@ mod tests {
                 addr: "127.0.0.1:2".into(),
                 state: MemberState::Joining,
                 location: None,
+                incarnation: None,
             },
         );
         r.pending.push(Transfer {
