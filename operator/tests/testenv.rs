@@ -1303,8 +1303,23 @@ async fn zones_spread_every_preference_list() -> TestResult {
         );
         Ok(Some(s))
     };
-    let (three, two) = tokio::join!(three, two);
-    for s in [three?, two?].into_iter().flatten() {
+    // Four zones of two pods on a ring of 64 (a multiple of 4): every list of
+    // three on three zones, and no warning.
+    let four = async {
+        let Some((s, fc, ring)) = zoned_cluster("op-zones4", 4, 8, 64).await? else {
+            return Ok::<_, Box<dyn std::error::Error>>(None);
+        };
+        let lists = lists_of_three(&ring);
+        assert_eq!(lists.len(), 64);
+        assert!(lists.iter().all(|(n, z)| *n == 3 && *z == 3), "{lists:?}");
+        assert_eq!(ring["short_location_preflists"], 0);
+        let warnings = fc.status.map(|st| st.warnings).unwrap_or_default();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        eprintln!("4 zones, 8 pods, ring 64: every list of 3 on 3 zones");
+        Ok(Some(s))
+    };
+    let (three, two, four) = tokio::join!(three, two, four);
+    for s in [three?, two?, four?].into_iter().flatten() {
         s.finish().await?;
     }
     Ok(())

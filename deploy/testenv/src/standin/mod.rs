@@ -113,7 +113,9 @@ impl Config {
             restart_backoff_max: Duration::from_secs(16),
             apiserver: None,
             logs_endpoint: None,
-            zones: ["zone-a", "zone-b", "zone-c"].map(String::from).to_vec(),
+            zones: ["zone-a", "zone-b", "zone-c", "zone-d"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 
