@@ -8,8 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::cluster::{Admin, Devrel, admin, commit_plan, golden, join_first, name, wait_settled};
-use common::{COOKIE, NodeProc};
-use flavio_node::rpc::Cookie;
+use common::NodeProc;
 use flavio_proto::v1 as pb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +129,7 @@ fn load(
                 tasks.push(tokio::spawn(async move {
                     let client = flavio_node::rpc::Client::connect(
                         &addr,
-                        Cookie::new(COOKIE).expect("cookie"),
+                        common::credentials(),
                     )
                     .await
                     .expect("connect");
@@ -172,7 +171,7 @@ fn load(
 }
 
 async fn total_ops(addr: &str) -> (u64, BTreeMap<String, u64>) {
-    let client = flavio_node::rpc::Client::connect(addr, Cookie::new(COOKIE).expect("cookie"))
+    let client = flavio_node::rpc::Client::connect(addr, common::credentials())
         .await
         .expect("connect");
     let s = client

@@ -212,6 +212,8 @@ async fn session_answers_many_requests_in_flight_by_id() {
         handoff_concurrency: 2,
         detect_after: std::time::Duration::from_secs(1),
         metrics_listen: None,
+        tls: None,
+        max_connections: flavio_node::rpc::server::DEFAULT_MAX_CONNECTIONS,
     })
     .await
     .expect("node");

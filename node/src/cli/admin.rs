@@ -114,8 +114,7 @@ enum ClusterCommand {
 }
 
 async fn connect(args: &ClientArgs) -> Result<Admin, Failure> {
-    let cookie = args.cookie()?;
-    Ok(client::admin(&args.node, cookie).await?)
+    Ok(client::admin(&args.node, args.credentials()?).await?)
 }
 
 /// Prints `text` as is (the renderers end their lines) or the JSON document

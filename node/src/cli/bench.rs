@@ -361,12 +361,12 @@ async fn unary_worker(
 }
 
 pub(super) async fn run(args: BenchArgs, client: ClientArgs) -> Result<(), Failure> {
-    let cookie = client.cookie()?;
+    let credentials = client.credentials()?;
     let mut nodes = vec![client.node.clone()];
     nodes.extend(args.also.iter().cloned());
     let mut clients = Vec::new();
     for n in &nodes {
-        clients.push(Client::connect(n, cookie.clone()).await?);
+        clients.push(Client::connect(n, credentials.clone()).await?);
     }
     let started = Instant::now();
     let deadline = started + args.duration;

@@ -47,8 +47,7 @@ pub struct StatsArgs {
 }
 
 async fn connect(args: &ClientArgs) -> Result<Client, Failure> {
-    let cookie = args.cookie()?;
-    Ok(Client::connect(&args.node, cookie).await?)
+    Ok(Client::connect(&args.node, args.credentials()?).await?)
 }
 
 fn print_json(v: &serde_json::Value) {
@@ -162,16 +161,11 @@ pub(super) async fn stats(args: StatsArgs, client: ClientArgs) -> Result<(), Fai
 
 pub(super) async fn health(args: ClientArgs) -> Result<(), Failure> {
     // Health needs no cookie: probes must work without the secret.
-    let channel = crate::rpc::client::endpoint(&args.node)?
-        .connect()
+    let channel = crate::rpc::client::channel(&args.node, args.client_tls()?.as_ref())
         .await
         .map_err(|e| Failure {
             code: 1,
-            message: format!(
-                "cannot reach node {}: {}",
-                args.node,
-                crate::rpc::client::source_chain(&e)
-            ),
+            message: e.to_string(),
         })?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let r = health

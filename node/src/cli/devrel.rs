@@ -19,6 +19,11 @@
 //! Restarting devrel on an existing DIR restarts the same nodes with their
 //! persisted rings; members already in node 1's cluster are not joined again.
 //!
+//! With `--tls`, devrel makes a CA and a certificate per node (and one for
+//! clients) under `DIR/tls` on the first run, and every node serves TLS
+//! with them (mutual TLS between nodes); it prints the `FLAVIO_TLS_*`
+//! exports the CLI then needs.
+//!
 //! Left out: changing N of a running devrel (use `flavio admin cluster ...`
 //! against its nodes), and cleaning up after a SIGKILL of devrel itself (the
 //! nodes are then left running; stop them by pid).
@@ -33,8 +38,10 @@ use flavio_proto::v1 as pb;
 
 use super::admin_format as fmt;
 use super::{Failure, serve};
+use crate::rpc::client::{self, Admin, Credentials};
+use crate::rpc::pki::{Authority, TlsFiles};
+use crate::rpc::tls::ClientTls;
 use crate::rpc::Cookie;
-use crate::rpc::client::{self, Admin};
 use crate::rpc::server::shutdown_signal;
 
 /// Most nodes a devrel starts: enough to exercise claim, few enough for a laptop.
@@ -74,6 +81,61 @@ pub struct DevrelArgs {
     /// between nodes can be cut by address (deploy/faults).
     #[arg(long)]
     spread_hosts: bool,
+    /// Serve TLS: a CA and node certificates are made under DIR/tls on the
+    /// first run (kept after), and nodes require each other's certificates.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: every client must present a certificate too
+    /// (`flavio serve --tls-client-auth require`).
+    #[arg(long, requires = "tls")]
+    tls_require_client_cert: bool,
+}
+
+/// The files of a devrel with `--tls`: `DIR/tls/ca.crt`, `dev{i}.crt`/`.key`
+/// per node, `client.crt`/`.key` for the CLI.
+#[derive(Clone, Debug)]
+pub struct DevTls {
+    /// One per node, in node order.
+    pub nodes: Vec<TlsFiles>,
+    /// For clients.
+    pub client: TlsFiles,
+}
+
+/// How long devrel's certificates are valid.
+const DEVREL_CERT_VALIDITY: Duration = Duration::from_secs(365 * 86400);
+
+/// Makes (or finds, from an earlier run) the CA and certificates of `nodes`
+/// under `dir/tls`. Any file missing makes all of them again, with a new CA.
+pub fn devrel_tls(dir: &Path, nodes: &[DevNode]) -> crate::Result<DevTls> {
+    let tls_dir = dir.join("tls");
+    let files = DevTls {
+        nodes: (1..=nodes.len())
+            .map(|i| TlsFiles::in_dir(&tls_dir, &format!("dev{i}")))
+            .collect(),
+        client: TlsFiles::in_dir(&tls_dir, "client"),
+    };
+    let all_there = files
+        .nodes
+        .iter()
+        .chain([&files.client])
+        .all(|f| f.cert.exists() && f.key.exists() && f.ca.exists());
+    if all_there {
+        return Ok(files);
+    }
+    std::fs::create_dir_all(&tls_dir).map_err(|source| crate::Error::Io {
+        context: format!("creating {}", tls_dir.display()),
+        source,
+    })?;
+    let ca = Authority::new("flavio devrel CA", DEVREL_CERT_VALIDITY)?;
+    crate::rpc::pki::write_atomic(&tls_dir.join("ca.key"), ca.ca().key_pem.as_bytes(), true)?;
+    for (n, f) in nodes.iter().zip(&files.nodes) {
+        let host = n.addr.rsplit_once(':').map_or(n.addr.as_str(), |(h, _)| h);
+        let issued = ca.issue(&[host.to_string(), "localhost".into()], DEVREL_CERT_VALIDITY)?;
+        f.write(&issued, ca.ca())?;
+    }
+    let client = ca.issue(&["flavio-client".into()], DEVREL_CERT_VALIDITY)?;
+    files.client.write(&client, ca.ca())?;
+    Ok(files)
 }
 
 /// Where one devrel node lives.
@@ -278,6 +340,7 @@ fn spawn(
     node: &DevNode,
     ring_size: u64,
     cookie_file: Option<&Path>,
+    tls: Option<(&TlsFiles, bool)>,
 ) -> Result<Child, Failure> {
     let io = |what: &str, e: std::io::Error| failure(format!("{what}: {e}"));
     std::fs::create_dir_all(&node.data_dir)
@@ -302,13 +365,34 @@ fn spawn(
     if let Some(f) = cookie_file {
         cmd.arg("--cookie-file").arg(f);
     }
+    // The node's TLS comes from its arguments only: a FLAVIO_TLS_* in
+    // devrel's own environment (a client's) must not leak into it.
+    for v in ["FLAVIO_TLS_CA", "FLAVIO_TLS_CERT", "FLAVIO_TLS_KEY", "FLAVIO_TLS_CLIENT_AUTH"] {
+        cmd.env_remove(v);
+    }
+    if let Some((f, require)) = tls {
+        cmd.arg("--tls-cert")
+            .arg(&f.cert)
+            .arg("--tls-key")
+            .arg(&f.key)
+            .arg("--tls-ca")
+            .arg(&f.ca)
+            .arg("--require-tls");
+        if require {
+            cmd.args(["--tls-client-auth", "require"]);
+        }
+    }
     cmd.spawn()
         .map_err(|e| io(&format!("starting {} ({})", node.name, exe.display()), e))
 }
 
 /// Waits until the node answers health checks as SERVING, failing early if
 /// its process exits (a port in use, a bad data directory, ...).
-async fn wait_healthy(procs: &mut Procs, node: &DevNode) -> Result<(), Failure> {
+async fn wait_healthy(
+    procs: &mut Procs,
+    node: &DevNode,
+    tls: Option<&ClientTls>,
+) -> Result<(), Failure> {
     let t0 = Instant::now();
     loop {
         if let Some((name, status)) = procs.exited() {
@@ -317,7 +401,7 @@ async fn wait_healthy(procs: &mut Procs, node: &DevNode) -> Result<(), Failure> 
                 log_tail(&node.log, 10)
             )));
         }
-        match client::is_serving(&node.addr).await {
+        match client::is_serving(&node.addr, tls).await {
             Ok(true) => return Ok(()),
             Ok(false) | Err(_) if t0.elapsed() < HEALTH_TIMEOUT => {}
             Ok(false) => return Err(failure(format!("{} is not serving", node.name))),
@@ -355,9 +439,13 @@ fn port_free(node: &DevNode) -> Result<(), Failure> {
 /// Stages, plans and commits the joins of `joiners` to node 1. A fresh join
 /// reaches the claimant by gossip, so until it does node 1 may refuse to plan
 /// (ring not ready) or show fewer changes: retry for a while.
-async fn join_all(first: &DevNode, joiners: &[&DevNode], cookie: &Cookie) -> Result<(), Failure> {
+async fn join_all(
+    first: &DevNode,
+    joiners: &[&DevNode],
+    credentials: &Credentials,
+) -> Result<(), Failure> {
     for n in joiners {
-        let mut admin = client::admin(&n.addr, cookie.clone()).await?;
+        let mut admin = client::admin(&n.addr, credentials.clone()).await?;
         let r = admin
             .stage_join(pb::StageJoinRequest {
                 target: first.addr.clone(),
@@ -367,7 +455,7 @@ async fn join_all(first: &DevNode, joiners: &[&DevNode], cookie: &Cookie) -> Res
             .into_inner();
         println!("{}", r.message);
     }
-    let mut admin = client::admin(&first.addr, cookie.clone()).await?;
+    let mut admin = client::admin(&first.addr, credentials.clone()).await?;
     let t0 = Instant::now();
     let mut last = String::from("no plan yet");
     while t0.elapsed() < PLAN_TIMEOUT {
@@ -483,6 +571,7 @@ fn usage(
     nodes: &[DevNode],
     dir: &Path,
     cookie_file: Option<&Path>,
+    tls: Option<&DevTls>,
     bin_dir: Option<&Path>,
 ) -> String {
     let mut s = format!(
@@ -501,6 +590,14 @@ fn usage(
     match cookie_file {
         Some(f) => s.push_str(&format!("  export FLAVIO_COOKIE_FILE={}\n", f.display())),
         None => s.push_str("  # the nodes use FLAVIO_COOKIE from this environment\n"),
+    }
+    if let Some(t) = tls {
+        s.push_str(&format!(
+            "  export FLAVIO_TLS_CA={} FLAVIO_TLS_CERT={} FLAVIO_TLS_KEY={}\n",
+            t.client.ca.display(),
+            t.client.cert.display(),
+            t.client.key.display()
+        ));
     }
     let addr = |i: usize| nodes[i.min(nodes.len() - 1)].addr.as_str();
     s.push_str(&format!("  flavio ping --node {}\n", addr(0)));
@@ -533,11 +630,28 @@ pub(super) async fn run(args: DevrelArgs) -> Result<(), Failure> {
         None => None,
     };
     let (cookie, cookie_file) = cluster_cookie(cookie_file.as_deref(), env.as_deref(), &dir)?;
+    let tls = if args.tls {
+        Some(devrel_tls(&dir, &nodes)?)
+    } else {
+        None
+    };
+    let client_tls = match &tls {
+        Some(t) => Some(ClientTls::from_files(
+            &t.client.ca,
+            Some((&t.client.cert, &t.client.key)),
+        )?),
+        None => None,
+    };
+    let setup = Setup {
+        credentials: Credentials::new(cookie, client_tls),
+        cookie_file,
+        tls,
+    };
     let exe = std::env::current_exe()
         .map_err(|e| failure(format!("cannot find the flavio executable: {e}")))?;
 
     let mut procs = Procs::default();
-    let result = supervise(&mut procs, &exe, &nodes, &args, &dir, &cookie, cookie_file).await;
+    let result = supervise(&mut procs, &exe, &nodes, &args, &dir, &setup).await;
     // Stop on every path, success or not, while the runtime still runs.
     let count = procs.0.len();
     if count > 0 {
@@ -547,6 +661,14 @@ pub(super) async fn run(args: DevrelArgs) -> Result<(), Failure> {
     result
 }
 
+/// What every node of a devrel shares: how to reach them, the cookie file,
+/// the certificates.
+struct Setup {
+    credentials: Credentials,
+    cookie_file: Option<PathBuf>,
+    tls: Option<DevTls>,
+}
+
 /// Starts the cluster and keeps it running until Ctrl-C or SIGTERM.
 async fn supervise(
     procs: &mut Procs,
@@ -554,13 +676,12 @@ async fn supervise(
     nodes: &[DevNode],
     args: &DevrelArgs,
     dir: &Path,
-    cookie: &Cookie,
-    cookie_file: Option<PathBuf>,
+    setup: &Setup,
 ) -> Result<(), Failure> {
     // One signal watcher for the whole run: Ctrl-C during start-up aborts it.
     let mut stop = shutdown_signal();
     tokio::select! {
-        r = start(procs, exe, nodes, args, cookie, cookie_file.as_deref()) => r?,
+        r = start(procs, exe, nodes, args, setup) => r?,
         _ = &mut stop => return Err(failure("interrupted during start-up")),
     }
     let exe = std::env::current_exe().ok();
@@ -568,7 +689,16 @@ async fn supervise(
         .as_deref()
         .and_then(Path::parent)
         .filter(|d| !on_path(d));
-    print!("{}", usage(nodes, dir, cookie_file.as_deref(), bin_dir));
+    print!(
+        "{}",
+        usage(
+            nodes,
+            dir,
+            setup.cookie_file.as_deref(),
+            setup.tls.as_ref(),
+            bin_dir
+        )
+    );
 
     // Run until told to stop; say so if a node dies meanwhile, but keep the
     // others up: the user may be testing exactly that.
@@ -595,14 +725,24 @@ async fn start(
     exe: &Path,
     nodes: &[DevNode],
     args: &DevrelArgs,
-    cookie: &Cookie,
-    cookie_file: Option<&Path>,
+    setup: &Setup,
 ) -> Result<(), Failure> {
     for n in nodes {
         port_free(n)?;
     }
-    for n in nodes {
-        let child = spawn(exe, n, args.ring_size, cookie_file)?;
+    for (i, n) in nodes.iter().enumerate() {
+        let tls = setup
+            .tls
+            .as_ref()
+            .and_then(|t| t.nodes.get(i))
+            .map(|f| (f, args.tls_require_client_cert));
+        let child = spawn(
+            exe,
+            n,
+            args.ring_size,
+            setup.cookie_file.as_deref(),
+            tls,
+        )?;
         procs.push(&n.name, child);
         eprintln!(
             "started {} on {} (log: {})",
@@ -611,13 +751,14 @@ async fn start(
             n.log.display()
         );
     }
+    let credentials = &setup.credentials;
     for n in nodes {
-        wait_healthy(procs, n).await?;
+        wait_healthy(procs, n, credentials.tls.as_ref()).await?;
     }
     let (first, rest) = nodes
         .split_first()
         .ok_or_else(|| failure("no nodes to start"))?;
-    let mut admin = client::admin(&first.addr, cookie.clone()).await?;
+    let mut admin = client::admin(&first.addr, credentials.clone()).await?;
     if rest.is_empty() {
         // One node is a cluster by itself: nothing to join or wait for, so
         // member-status is only shown when the node can give it.
@@ -637,7 +778,7 @@ async fn start(
         .filter(|n| !members.members.iter().any(|m| m.name == n.name))
         .collect();
     if !joiners.is_empty() {
-        join_all(first, &joiners, cookie).await?;
+        join_all(first, &joiners, credentials).await?;
     }
     let limit = Duration::from_secs(args.settle_timeout);
     let members = wait_settled(&mut admin, nodes, limit).await?;
@@ -769,7 +910,13 @@ mod tests {
     #[test]
     fn usage_names_the_cookie_and_the_nodes() {
         let nodes = layout(1, 10017, Path::new("/d"), false).expect("valid");
-        let u = usage(&nodes, Path::new("/d"), Some(Path::new("/d/cookie")), None);
+        let u = usage(
+            &nodes,
+            Path::new("/d"),
+            Some(Path::new("/d/cookie")),
+            None,
+            None,
+        );
         assert!(u.contains("export FLAVIO_COOKIE_FILE=/d/cookie"), "{u}");
         assert!(u.contains("flavio stats --node 127.0.0.1:10017"), "{u}");
     }

@@ -18,7 +18,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::rpc::Cookie;
+use crate::rpc::tls::ClientTls;
+use crate::rpc::{Cookie, Credentials};
 use crate::{Error, Result};
 
 /// The default node address: riak's dev1 port from the tutorial.
@@ -83,9 +84,53 @@ pub struct ClientArgs {
     /// Output format (client and admin commands).
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,
+    /// CA certificate (PEM) that node certificates chain to: turns TLS on.
+    /// `serve` trusts peers and clients by it.
+    #[arg(long, env = "FLAVIO_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Certificate (PEM) to present: a node's own (`serve`, required with
+    /// TLS), a client's when nodes require one.
+    #[arg(long, env = "FLAVIO_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "FLAVIO_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ClientArgs {
+    /// The certificate and key to present, if any; one without the other
+    /// is a usage error.
+    pub fn tls_identity(&self) -> Result<Option<(&Path, &Path)>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Ok(Some((c.as_path(), k.as_path()))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(Error::InvalidArgument(
+                "--tls-cert needs --tls-key (FLAVIO_TLS_KEY)".into(),
+            )),
+            (None, Some(_)) => Err(Error::InvalidArgument(
+                "--tls-key needs --tls-cert (FLAVIO_TLS_CERT)".into(),
+            )),
+        }
+    }
+
+    /// TLS for a client command: on with --tls-ca (FLAVIO_TLS_CA).
+    pub fn client_tls(&self) -> Result<Option<ClientTls>> {
+        let identity = self.tls_identity()?;
+        match &self.tls_ca {
+            Some(ca) => ClientTls::from_files(ca, identity).map(Some),
+            None if identity.is_some() => Err(Error::InvalidArgument(
+                "a TLS certificate without --tls-ca (FLAVIO_TLS_CA): name the CA that verifies the nodes"
+                    .into(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The cookie, and TLS when configured.
+    pub fn credentials(&self) -> Result<Credentials> {
+        Ok(Credentials::new(self.cookie()?, self.client_tls()?))
+    }
+
     /// The cookie a client sends; there must be one.
     pub fn cookie(&self) -> Result<Cookie> {
         let env = std::env::var("FLAVIO_COOKIE").ok();
@@ -238,7 +283,7 @@ fn run(cli: Cli) -> std::result::Result<(), Failure> {
     match cli.command {
         Command::Serve(args) => {
             serve::init_logging(&args);
-            runtime(true)?.block_on(serve::run(args))
+            runtime(true)?.block_on(serve::run(args, cli.client))
         }
         Command::Bench(args) => runtime(true)?.block_on(bench::run(args, cli.client)),
         Command::Devrel(args) => {

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::{Failure, home_cookie_path};
+use super::{ClientArgs, Failure, home_cookie_path};
+use std::sync::Arc;
 use crate::app::Defaults;
 use crate::ring::RingSize;
 use crate::rpc::Cookie;
-use crate::rpc::server::{Node, ServeConfig, shutdown_signal};
+use crate::rpc::server::{DEFAULT_MAX_CONNECTIONS, Node, ServeConfig, shutdown_signal};
+use crate::rpc::tls::{ClientAuth, NodeTls, TlsFiles};
 use crate::vnode::Durability;
 use crate::{Error, Result};
 
@@ -75,6 +77,64 @@ pub struct ServeArgs {
     /// HOST:PORT, or `off`. Default: the listen address's host, port + 1.
     #[arg(long, env = "FLAVIO_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// With TLS on (--tls-cert, --tls-key, --tls-ca): whether every client
+    /// must present a certificate signed by the CA (`require`), or only
+    /// other nodes (`optional`; clients then authenticate by the cookie
+    /// alone, over TLS).
+    #[arg(long, value_enum, env = "FLAVIO_TLS_CLIENT_AUTH", default_value_t = TlsClientAuth::Optional)]
+    tls_client_auth: TlsClientAuth,
+    /// Refuse to start without TLS: the cookie must never cross the network
+    /// in clear.
+    #[arg(long, env = "FLAVIO_REQUIRE_TLS")]
+    require_tls: bool,
+    /// Connections open at once (clients' and peers'); more are closed as
+    /// they arrive, with a log line.
+    #[arg(long, env = "FLAVIO_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    max_connections: u32,
+}
+
+/// `--tls-client-auth`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TlsClientAuth {
+    /// Nodes present certificates to each other; clients may.
+    Optional,
+    /// Every connection presents a certificate of the CA.
+    Require,
+}
+
+/// The node's TLS from the global `--tls-*` options: all three files, or
+/// none (then `--require-tls` refuses to start).
+fn node_tls(
+    client: &ClientArgs,
+    auth: TlsClientAuth,
+    require: bool,
+) -> std::result::Result<Option<Arc<NodeTls>>, Failure> {
+    let identity = client.tls_identity()?;
+    let auth = match auth {
+        TlsClientAuth::Optional => ClientAuth::Optional,
+        TlsClientAuth::Require => ClientAuth::Require,
+    };
+    match (identity, &client.tls_ca) {
+        (Some((cert, key)), Some(ca)) => Ok(Some(NodeTls::load(
+            TlsFiles {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+                ca: ca.clone(),
+            },
+            auth,
+        )?)),
+        (None, None) if require => Err(Failure::usage(
+            "--require-tls: TLS is off; pass --tls-cert, --tls-key and --tls-ca \
+             (FLAVIO_TLS_CERT, FLAVIO_TLS_KEY, FLAVIO_TLS_CA)",
+        )),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(Failure::usage(
+            "--tls-cert needs --tls-ca (FLAVIO_TLS_CA): the CA that verifies peers",
+        )),
+        (None, Some(_)) => Err(Failure::usage(
+            "--tls-ca needs the node's own --tls-cert and --tls-key (FLAVIO_TLS_CERT, FLAVIO_TLS_KEY)",
+        )),
+    }
 }
 
 /// The `/metrics` address: `arg` (`off` for none), else `listen`'s port + 1.
@@ -157,7 +217,7 @@ pub(super) fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
     f.write_all(text.as_bytes()).map_err(io)
 }
 
-pub(super) async fn run(args: ServeArgs) -> std::result::Result<(), Failure> {
+pub(super) async fn run(args: ServeArgs, client: ClientArgs) -> std::result::Result<(), Failure> {
     let ring_size = RingSize::new(args.ring_size)?;
     if args.n_val == 0 || args.w_val == 0 || args.w_val > args.n_val {
         return Err(Failure::usage(format!(
@@ -171,6 +231,7 @@ pub(super) async fn run(args: ServeArgs) -> std::result::Result<(), Failure> {
             args.n_val
         )));
     }
+    let tls = node_tls(&client, args.tls_client_auth, args.require_tls)?;
     let cookie = server_cookie(args.cookie_file.as_deref())?;
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
     let metrics_listen = metrics_addr(args.metrics_listen.as_deref(), args.listen)?;
@@ -196,6 +257,8 @@ pub(super) async fn run(args: ServeArgs) -> std::result::Result<(), Failure> {
         advertise: args.advertise,
         handoff_concurrency: args.handoff_concurrency as usize,
         detect_after: Duration::from_millis(args.detect_ms),
+        tls,
+        max_connections: args.max_connections as usize,
     };
     let node = Node::start(config).await?;
     if let Some(a) = node.metrics_addr() {

@@ -9,7 +9,39 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use super::Cookie;
+use super::net;
+use super::tls::ClientTls;
 use crate::{Error, Result};
+
+/// What a caller needs to reach nodes: the cluster cookie, and TLS when the
+/// nodes serve it.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// Sent with every call.
+    pub cookie: Cookie,
+    /// `Some` when nodes speak TLS.
+    pub tls: Option<ClientTls>,
+}
+
+impl From<Cookie> for Credentials {
+    fn from(cookie: Cookie) -> Self {
+        Credentials { cookie, tls: None }
+    }
+}
+
+impl Credentials {
+    /// The cookie, over TLS when `tls` is set.
+    pub fn new(cookie: Cookie, tls: Option<ClientTls>) -> Credentials {
+        Credentials { cookie, tls }
+    }
+}
+
+/// A channel to the node at `addr`, connected now.
+pub async fn channel(addr: &str, tls: Option<&ClientTls>) -> Result<Channel> {
+    net::connect(endpoint(addr)?, tls)
+        .await
+        .map_err(|e| Error::Rpc(format!("cannot reach node {addr}: {}", source_chain(&e))))
+}
 
 /// The generated client with the cookie attached to every call.
 pub type Raw = FlavioClient<InterceptedService<Channel, CookieLayer>>;
@@ -65,13 +97,11 @@ pub fn endpoint(addr: &str) -> Result<Endpoint> {
 
 impl Client {
     /// Connects to the node at `addr` (`host:port`).
-    pub async fn connect(addr: &str, cookie: Cookie) -> Result<Client> {
-        let channel = endpoint(addr)?
-            .connect()
-            .await
-            .map_err(|e| Error::Rpc(format!("cannot reach node {addr}: {}", source_chain(&e))))?;
+    pub async fn connect(addr: &str, credentials: impl Into<Credentials>) -> Result<Client> {
+        let c = credentials.into();
+        let channel = channel(addr, c.tls.as_ref()).await?;
         Ok(Client {
-            raw: FlavioClient::with_interceptor(channel, CookieLayer(cookie)),
+            raw: FlavioClient::with_interceptor(channel, CookieLayer(c.cookie)),
         })
     }
 
@@ -111,23 +141,18 @@ impl Client {
 pub type Admin = AdminClient<InterceptedService<Channel, CookieLayer>>;
 
 /// Connects an Admin client to the node at `addr` (`host:port`).
-pub async fn admin(addr: &str, cookie: Cookie) -> Result<Admin> {
-    let channel = endpoint(addr)?
-        .connect()
-        .await
-        .map_err(|e| Error::Rpc(format!("cannot reach node {addr}: {}", source_chain(&e))))?;
-    Ok(AdminClient::with_interceptor(channel, CookieLayer(cookie)))
+pub async fn admin(addr: &str, credentials: impl Into<Credentials>) -> Result<Admin> {
+    let c = credentials.into();
+    let channel = channel(addr, c.tls.as_ref()).await?;
+    Ok(AdminClient::with_interceptor(channel, CookieLayer(c.cookie)))
 }
 
 /// Asks the node at `addr` whether the `flavio.v1.Flavio` service is SERVING
 /// (`grpc.health.v1`, no cookie needed). `Ok(false)` means it answered
 /// NOT_SERVING; an unreachable node or a failed call is an error.
-pub async fn is_serving(addr: &str) -> Result<bool> {
+pub async fn is_serving(addr: &str, tls: Option<&ClientTls>) -> Result<bool> {
     use tonic_health::pb::health_check_response::ServingStatus;
-    let channel = endpoint(addr)?
-        .connect()
-        .await
-        .map_err(|e| Error::Rpc(format!("cannot reach node {addr}: {}", source_chain(&e))))?;
+    let channel = channel(addr, tls).await?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let r = health
         .check(tonic_health::pb::HealthCheckRequest {

@@ -12,8 +12,11 @@ pub mod auth;
 pub mod client;
 pub mod cluster_service;
 pub mod convert;
+pub mod net;
 pub mod peer;
+pub mod pki;
 pub mod server;
+pub mod tls;
 
 pub use auth::Cookie;
-pub use client::Client;
+pub use client::{Client, Credentials};

@@ -24,7 +24,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use super::Cookie;
-use super::client::{CookieLayer, endpoint, source_chain};
+use super::client::{CookieLayer, Credentials, endpoint, source_chain};
+use super::net;
+use super::tls::ClientTls;
 use super::convert;
 use crate::cluster::state::{RingState, Transfer};
 use crate::cluster::transport::{
@@ -56,6 +58,7 @@ struct Link {
 /// Every peer this node talks to, by address.
 pub struct Peers {
     cookie: Cookie,
+    tls: Option<ClientTls>,
     links: Mutex<HashMap<String, Arc<Link>>>,
     /// The address connections to peers leave from, when the node listens
     /// on one address: peers (and firewall rules) then see each node by
@@ -70,9 +73,11 @@ const FAIL_FAST: Duration = Duration::from_millis(300);
 
 impl Peers {
     /// No connections yet; they open on first use.
-    pub fn new(cookie: Cookie) -> Peers {
+    pub fn new(credentials: impl Into<Credentials>) -> Peers {
+        let Credentials { cookie, tls } = credentials.into();
         Peers {
             cookie,
+            tls,
             links: Mutex::new(HashMap::new()),
             local: None,
         }
@@ -92,10 +97,11 @@ impl Peers {
         if let Some(l) = links.get(addr) {
             return Ok(Arc::clone(l));
         }
-        let channel = endpoint(addr)?
-            .timeout(Duration::from_secs(10))
-            .local_address(self.local)
-            .connect_lazy();
+        let channel = net::lazy(
+            endpoint(addr)?.timeout(Duration::from_secs(10)),
+            self.tls.as_ref(),
+            self.local,
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         let link = Arc::new(Link {
             tx,

@@ -13,7 +13,6 @@ use flavio_proto::v1::flavio_server::{Flavio as FlavioApi, FlavioServer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 use flavio_proto::v1::admin_server::AdminServer;
@@ -21,6 +20,9 @@ use flavio_proto::v1::cluster_server::ClusterServer;
 
 use super::Cookie;
 use super::admin_service::AdminService;
+use super::client::Credentials;
+use super::net;
+use super::tls::NodeTls;
 use super::cluster_service::ClusterService;
 use super::convert::{ProtoRingCodec, add_options, stats_timeout};
 use super::peer::Peers;
@@ -71,7 +73,18 @@ pub struct ServeConfig {
     pub detect_after: std::time::Duration,
     /// Where `/metrics` is served over plain HTTP (`None`: not at all).
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS for every connection, in and out (`None`: plain TCP).
+    pub tls: Option<Arc<NodeTls>>,
+    /// Connections open at once, clients' and peers' together; more are
+    /// closed as they arrive.
+    pub max_connections: usize,
 }
+
+/// The default of [`ServeConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// How often a node looks at its TLS files for a new certificate.
+const TLS_RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A node that has opened its store and bound its port but not yet served.
 pub struct Node {
@@ -106,7 +119,11 @@ impl Node {
             .advertise
             .clone()
             .unwrap_or_else(|| bound.to_string());
-        let peers = Arc::new(Peers::new(config.cookie.clone()).leaving_from(bound.ip()));
+        let credentials = Credentials::new(
+            config.cookie.clone(),
+            config.tls.as_ref().map(|t| t.client()),
+        );
+        let peers = Arc::new(Peers::new(credentials).leaving_from(bound.ip()));
         let cluster = Cluster::open(
             ClusterConfig {
                 name: config.name.clone(),
@@ -207,19 +224,33 @@ impl Node {
         );
         let peer = ClusterServer::with_interceptor(ClusterService::new(cluster.clone()), {
             let cookie = cookie.clone();
-            move |req| cookie.check(req)
+            let tls = config.tls.is_some();
+            move |req: Request<()>| {
+                // With TLS, only nodes call each other's Cluster service, and
+                // every node has a certificate of the cluster's CA: a client
+                // without one holding the cookie is still not a node.
+                if tls && req.peer_certs().is_none() {
+                    return Err(Status::permission_denied(
+                        "calls between nodes need a certificate signed by the cluster CA",
+                    ));
+                }
+                cookie.check(req)
+            }
         });
         tracing::info!(
             node = %config.name,
             listen = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
             ring_size = %config.ring_size,
             data_dir = %config.data_dir.display(),
+            tls = match &config.tls {
+                None => "off",
+                Some(t) if t.client_auth() == super::tls::ClientAuth::Require => "on, client certificates required",
+                Some(_) => "on",
+            },
             "node serving"
         );
-        // A custom incoming stream bypasses the builder's socket options, so
-        // set no-delay here: without it a unary call waits out Nagle's delay
-        // (about 40 ms per call).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let throttle = Arc::new(net::Throttle::new());
+        let tls_watch = config.tls.as_ref().map(|t| t.watch(TLS_RELOAD_EVERY));
         let health_on_stop = health.clone();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let goodbye = cluster.clone();
@@ -238,13 +269,33 @@ impl Node {
                 .await;
             let _ = stopping_tx.send(());
         };
-        let server = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+        let router = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(api)
             .add_service(admin)
-            .add_service(peer)
-            .serve_with_incoming_shutdown(incoming, shutdown);
+            .add_service(peer);
+        let (server, acceptor): (Pin<Box<dyn Future<Output = _> + Send>>, _) = match &config.tls {
+            Some(tls) => {
+                let (incoming, acceptor) = net::tls(
+                    listener,
+                    config.max_connections,
+                    Arc::clone(tls),
+                    Arc::clone(&throttle),
+                );
+                (
+                    Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown)),
+                    acceptor,
+                )
+            }
+            None => {
+                let (incoming, acceptor) =
+                    net::plain(listener, config.max_connections, Arc::clone(&throttle));
+                (
+                    Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown)),
+                    acceptor,
+                )
+            }
+        };
         // A graceful stop waits for every connection to close, but peers and
         // sessions keep long-lived streams open: after a grace period for the
         // requests in flight, stop anyway.
@@ -262,6 +313,10 @@ impl Node {
                 Ok(())
             }
         };
+        acceptor.abort();
+        if let Some(t) = tls_watch {
+            t.abort();
+        }
         // Stop vnodes and flush even if serving failed, so nothing
         // acknowledged is left unwritten.
         let stopped = master.shutdown().await;

@@ -3,24 +3,20 @@
 
 use std::time::{Duration, Instant};
 
-use flavio_node::rpc::Cookie;
 use flavio_node::rpc::client::CookieLayer;
 use flavio_proto::v1 as pb;
 use flavio_proto::v1::admin_client::AdminClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use super::{COOKIE, NodeProc};
+use super::NodeProc;
 
 pub type Admin = AdminClient<InterceptedService<Channel, CookieLayer>>;
 
 pub async fn admin(addr: &str) -> Admin {
-    let ch = flavio_node::rpc::client::endpoint(addr)
-        .expect("endpoint")
-        .connect()
+    flavio_node::rpc::client::admin(addr, super::credentials())
         .await
-        .expect("connect");
-    AdminClient::with_interceptor(ch, CookieLayer::new(Cookie::new(COOKIE).expect("cookie")))
+        .expect("connect")
 }
 
 pub fn golden(file: &str) -> String {

@@ -13,6 +13,58 @@ use std::time::{Duration, Instant};
 
 pub const COOKIE: &str = "test-cookie-8f3a";
 
+/// The certificates every node and client of this test process uses when
+/// `FLAVIO_TEST_TLS` is set (e.g. `FLAVIO_TEST_TLS=1 cargo test --test
+/// cluster`): one CA, one certificate for 127.0.0.1 and localhost that
+/// nodes serve and clients present.
+pub struct TestTls {
+    pub files: flavio_node::rpc::pki::TlsFiles,
+}
+
+pub fn test_tls() -> Option<&'static TestTls> {
+    static TLS: std::sync::OnceLock<Option<TestTls>> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        std::env::var_os("FLAVIO_TEST_TLS")
+            .filter(|v| !v.is_empty() && v != "0")
+            .map(|_| {
+                let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                    .join(format!("test-tls-{}", std::process::id()));
+                std::fs::create_dir_all(&dir).expect("tls dir");
+                TestTls {
+                    files: make_certs(&dir, "node", &["127.0.0.1", "localhost"]),
+                }
+            })
+    })
+    .as_ref()
+}
+
+/// A CA and one certificate for `names` under `dir` (`ca.crt`,
+/// `NAME.crt`, `NAME.key`).
+pub fn make_certs(dir: &Path, name: &str, names: &[&str]) -> flavio_node::rpc::pki::TlsFiles {
+    use flavio_node::rpc::pki::{Authority, TlsFiles};
+    let day = Duration::from_secs(86400);
+    let ca = Authority::new("test CA", day).expect("ca");
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let issued = ca.issue(&names, day).expect("issue");
+    let files = TlsFiles::in_dir(dir, name);
+    files.write(&issued, ca.ca()).expect("write certificates");
+    std::fs::write(dir.join("ca.key"), &ca.ca().key_pem).expect("write ca key");
+    files
+}
+
+/// What a test's own gRPC clients use: the cookie, and TLS when on.
+pub fn credentials() -> flavio_node::rpc::Credentials {
+    let cookie = flavio_node::rpc::Cookie::new(COOKIE).expect("cookie");
+    let tls = test_tls().map(|t| {
+        flavio_node::rpc::tls::ClientTls::from_files(
+            &t.files.ca,
+            Some((&t.files.cert, &t.files.key)),
+        )
+        .expect("client TLS")
+    });
+    flavio_node::rpc::Credentials::new(cookie, tls)
+}
+
 pub fn flavio_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_flavio"))
 }
@@ -41,6 +93,11 @@ pub fn flavio(home: &Path) -> Command {
             "RUST_LOG",
             std::env::var("FLAVIO_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         );
+    if let Some(t) = test_tls() {
+        c.env("FLAVIO_TLS_CA", &t.files.ca)
+            .env("FLAVIO_TLS_CERT", &t.files.cert)
+            .env("FLAVIO_TLS_KEY", &t.files.key);
+    }
     c
 }
 
