@@ -7,8 +7,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::cluster::{Admin, Devrel, admin, commit_plan, golden, join_first, name, wait_settled};
 use common::NodeProc;
+use common::cluster::{Admin, Devrel, admin, commit_plan, golden, join_first, name, wait_settled};
 use flavio_proto::v1 as pb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,12 +127,9 @@ fn load(
                 let addr = addrs[c % addrs.len()].clone();
                 let stop = std::sync::Arc::clone(&stop);
                 tasks.push(tokio::spawn(async move {
-                    let client = flavio_node::rpc::Client::connect(
-                        &addr,
-                        common::credentials(),
-                    )
-                    .await
-                    .expect("connect");
+                    let client = flavio_node::rpc::Client::connect(&addr, common::credentials())
+                        .await
+                        .expect("connect");
                     let (mut ok, mut tried, mut errors) = (0u64, 0u64, Vec::new());
                     let mut i = 0i64;
                     // Bounded: stops on the flag or after 100k adds.

@@ -4,26 +4,12 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::flavio;
-
-/// A base port whose four devrel ports (base, +10, +20, +30) are free now.
-fn free_base() -> u16 {
-    for _ in 0..50 {
-        let base = common::free_port();
-        if base > 65_000 {
-            continue;
-        }
-        if (0..4).all(|i| TcpListener::bind(("127.0.0.1", base + 10 * i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no free base port");
-}
 
 /// The devrel process; on drop it gets SIGTERM (so it stops its nodes) and
 /// is killed only if it does not exit.
@@ -71,7 +57,7 @@ fn devrel_of_four_reproduces_the_tutorial_and_stops_its_nodes() {
     let home = tempfile::tempdir().expect("tempdir");
     let out_path = home.path().join("devrel.out");
     let err_path = home.path().join("devrel.err");
-    let base = free_base();
+    let base = common::free_base();
     let mut devrel = Devrel(
         flavio(home.path())
             .args(["devrel", "--nodes", "4", "--base-port", &base.to_string()])

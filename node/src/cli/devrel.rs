@@ -38,11 +38,11 @@ use flavio_proto::v1 as pb;
 
 use super::admin_format as fmt;
 use super::{Failure, serve};
+use crate::rpc::Cookie;
 use crate::rpc::client::{self, Admin, Credentials};
 use crate::rpc::pki::{Authority, TlsFiles};
-use crate::rpc::tls::ClientTls;
-use crate::rpc::Cookie;
 use crate::rpc::server::shutdown_signal;
+use crate::rpc::tls::ClientTls;
 
 /// Most nodes a devrel starts: enough to exercise claim, few enough for a laptop.
 pub const MAX_NODES: u32 = 16;
@@ -130,7 +130,10 @@ pub fn devrel_tls(dir: &Path, nodes: &[DevNode]) -> crate::Result<DevTls> {
     crate::rpc::pki::write_atomic(&tls_dir.join("ca.key"), ca.ca().key_pem.as_bytes(), true)?;
     for (n, f) in nodes.iter().zip(&files.nodes) {
         let host = n.addr.rsplit_once(':').map_or(n.addr.as_str(), |(h, _)| h);
-        let issued = ca.issue(&[host.to_string(), "localhost".into()], DEVREL_CERT_VALIDITY)?;
+        let issued = ca.issue(
+            &[host.to_string(), "localhost".into()],
+            DEVREL_CERT_VALIDITY,
+        )?;
         f.write(&issued, ca.ca())?;
     }
     let client = ca.issue(&["flavio-client".into()], DEVREL_CERT_VALIDITY)?;
@@ -367,7 +370,12 @@ fn spawn(
     }
     // The node's TLS comes from its arguments only: a FLAVIO_TLS_* in
     // devrel's own environment (a client's) must not leak into it.
-    for v in ["FLAVIO_TLS_CA", "FLAVIO_TLS_CERT", "FLAVIO_TLS_KEY", "FLAVIO_TLS_CLIENT_AUTH"] {
+    for v in [
+        "FLAVIO_TLS_CA",
+        "FLAVIO_TLS_CERT",
+        "FLAVIO_TLS_KEY",
+        "FLAVIO_TLS_CLIENT_AUTH",
+    ] {
         cmd.env_remove(v);
     }
     if let Some((f, require)) = tls {
@@ -736,13 +744,7 @@ async fn start(
             .as_ref()
             .and_then(|t| t.nodes.get(i))
             .map(|f| (f, args.tls_require_client_cert));
-        let child = spawn(
-            exe,
-            n,
-            args.ring_size,
-            setup.cookie_file.as_deref(),
-            tls,
-        )?;
+        let child = spawn(exe, n, args.ring_size, setup.cookie_file.as_deref(), tls)?;
         procs.push(&n.name, child);
         eprintln!(
             "started {} on {} (log: {})",

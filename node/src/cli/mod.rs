@@ -214,7 +214,20 @@ pub fn status_line(s: &tonic::Status) -> String {
         Code::Internal => "internal error",
         _ => "failed",
     };
-    let msg = s.message().replace('\n', " ");
+    let mut msg = s.message().replace('\n', " ");
+    // A status made on this side from a failed connection says only
+    // "transport error": its cause (a refused certificate, a reset) is in
+    // the source chain.
+    if let Some(cause) = std::error::Error::source(s) {
+        let chain = crate::rpc::client::source_chain(cause);
+        if !msg.contains(&chain) {
+            msg = if msg.is_empty() {
+                chain
+            } else {
+                format!("{msg}: {chain}")
+            };
+        }
+    }
     if msg.is_empty() {
         format!("{what} ({:?})", s.code())
     } else {

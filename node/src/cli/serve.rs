@@ -7,7 +7,6 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::{ClientArgs, Failure, home_cookie_path};
-use std::sync::Arc;
 use crate::app::Defaults;
 use crate::ring::RingSize;
 use crate::rpc::Cookie;
@@ -15,6 +14,7 @@ use crate::rpc::server::{DEFAULT_MAX_CONNECTIONS, Node, ServeConfig, shutdown_si
 use crate::rpc::tls::{ClientAuth, NodeTls, TlsFiles};
 use crate::vnode::Durability;
 use crate::{Error, Result};
+use std::sync::Arc;
 
 /// Log format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -144,7 +144,10 @@ pub type Admin = AdminClient<InterceptedService<Channel, CookieLayer>>;
 pub async fn admin(addr: &str, credentials: impl Into<Credentials>) -> Result<Admin> {
     let c = credentials.into();
     let channel = channel(addr, c.tls.as_ref()).await?;
-    Ok(AdminClient::with_interceptor(channel, CookieLayer(c.cookie)))
+    Ok(AdminClient::with_interceptor(
+        channel,
+        CookieLayer(c.cookie),
+    ))
 }
 
 /// Asks the node at `addr` whether the `flavio.v1.Flavio` service is SERVING

@@ -33,8 +33,12 @@ pub const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Logs a refusal at most once per [`LOG_EVERY`] and peer, with the count of
 /// those not logged since: a client hammering the port cannot flood the log.
 pub struct Throttle {
-    seen: Mutex<HashMap<(IpAddr, &'static str), (Instant, u64)>>,
+    /// Per peer address and kind of refusal: when it was last logged, and
+    /// how many were silenced since.
+    seen: Mutex<HashMap<ThrottleKey, (Instant, u64)>>,
 }
+
+type ThrottleKey = (IpAddr, &'static str);
 
 impl Default for Throttle {
     fn default() -> Self {
@@ -161,7 +165,14 @@ pub fn plain(
                 continue;
             };
             let _ = peer;
-            if tx.send(Ok(Conn { io: tcp, _slot: slot })).await.is_err() {
+            if tx
+                .send(Ok(Conn {
+                    io: tcp,
+                    _slot: slot,
+                }))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -191,15 +202,23 @@ pub fn tls(
             let tx = tx.clone();
             let throttle = Arc::clone(&throttle);
             tokio::spawn(async move {
+                if speaks_plain_http2(&tcp).await {
+                    if let Some(p) = peer
+                        && throttle.admit(p.ip(), "plaintext").is_some()
+                    {
+                        tracing::warn!(peer = %p, "refused a client that connected without TLS");
+                    }
+                    refuse_plaintext(tcp).await;
+                    return;
+                }
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(io)) => {
                         let _ = tx.send(Ok(Conn { io, _slot: slot })).await;
                     }
                     Ok(Err(e)) => {
-                        if let (Some(p), Some(n)) = (
-                            peer,
-                            peer.and_then(|p| throttle.admit(p.ip(), "handshake")),
-                        ) {
+                        if let (Some(p), Some(n)) =
+                            (peer, peer.and_then(|p| throttle.admit(p.ip(), "handshake")))
+                        {
                             tracing::warn!(
                                 peer = %p,
                                 silenced = n,
@@ -220,6 +239,38 @@ pub fn tls(
         }
     });
     (ReceiverStream::new(rx), task)
+}
+
+/// What a client that speaks plain gRPC to a TLS node is told.
+pub const PLAINTEXT_REFUSED: &str = "this node speaks TLS only and the client connected without it: \
+     pass --tls-ca FILE (FLAVIO_TLS_CA), the CA of the cluster's certificates";
+
+/// Whether the connection starts like plain HTTP/2 (its preface, `PRI *
+/// HTTP/2.0`) rather than a TLS ClientHello (byte 0x16).
+async fn speaks_plain_http2(tcp: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0] == b'P'
+    )
+}
+
+/// Answers every request of a plain HTTP/2 connection with UNAVAILABLE and
+/// [`PLAINTEXT_REFUSED`], so the user reads why instead of "transport
+/// error". (The client has sent its cookie in clear by then: nothing on
+/// this side can prevent that, only the client's TLS settings.)
+async fn refuse_plaintext(tcp: TcpStream) {
+    let service = hyper::service::service_fn(|_req| async {
+        http::Response::builder()
+            .status(200)
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "14")
+            .header("grpc-message", PLAINTEXT_REFUSED)
+            .body(String::new())
+    });
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(TokioIo::new(tcp), service);
+    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn).await;
 }
 
 /// The next connection with a free slot; `None` when accepting failed or
@@ -263,8 +314,81 @@ pub struct Dialer {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// How long a client waits for a node's first bytes after the handshake.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A stream whose first bytes were read ahead: they are handed out again
+/// before the rest.
+pub struct Prefixed<IO> {
+    prefix: Vec<u8>,
+    at: usize,
+    io: IO,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.at < self.prefix.len() {
+            let n = buf.remaining().min(self.prefix.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.prefix[at..at + n]);
+            self.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Reads the node's first bytes (its HTTP/2 settings, always sent at once).
+/// In TLS 1.3 a node judges the client's certificate after the client
+/// finished its handshake, so a refusal only shows here, as an alert: say
+/// so plainly rather than let HTTP/2 report "connection closed".
+async fn first_bytes<IO: AsyncRead + Unpin>(mut io: IO) -> Result<Prefixed<IO>, String> {
+    use tokio::io::AsyncReadExt;
+    let mut prefix = vec![0u8; 4096];
+    match tokio::time::timeout(FIRST_BYTES_TIMEOUT, io.read(&mut prefix)).await {
+        Ok(Ok(0)) => Err(
+            "the node closed the connection right after the TLS handshake (did it refuse this client's certificate?)"
+                .into(),
+        ),
+        Ok(Ok(n)) => {
+            prefix.truncate(n);
+            Ok(Prefixed { prefix, at: 0, io })
+        }
+        Ok(Err(e)) => Err(format!(
+            "the node refused this client's certificate: {}",
+            describe_handshake_error(&e)
+        )),
+        // Silent: let HTTP/2 find out.
+        Err(_) => Ok(Prefixed {
+            prefix: Vec::new(),
+            at: 0,
+            io,
+        }),
+    }
+}
+
 impl tonic::codegen::Service<Uri> for Dialer {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Response = TokioIo<Prefixed<tokio_rustls::client::TlsStream<TcpStream>>>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -286,7 +410,7 @@ impl tonic::codegen::Service<Uri> for Dialer {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| describe_handshake_error(&e))?;
-            Ok(TokioIo::new(io))
+            Ok(TokioIo::new(first_bytes(io).await?))
         })
     }
 }

@@ -25,9 +25,9 @@ use futures::future::BoxFuture;
 
 use super::Cookie;
 use super::client::{CookieLayer, Credentials, endpoint, source_chain};
+use super::convert;
 use super::net;
 use super::tls::ClientTls;
-use super::convert;
 use crate::cluster::state::{RingState, Transfer};
 use crate::cluster::transport::{
     Gossip, GossipReply, HandoffLink, HandoffMessage, HandoffStart, Hint, JoinRequest, MemberView,

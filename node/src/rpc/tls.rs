@@ -91,6 +91,21 @@ impl std::fmt::Display for TlsError {
             rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
                 write!(f, "the certificate is not signed by the CA ({})", self.0)
             }
+            // What the other side said of our certificate.
+            rustls::Error::AlertReceived(a) => {
+                use rustls::AlertDescription as A;
+                let what = match a {
+                    A::CertificateExpired => "the certificate presented has expired",
+                    A::UnknownCA | A::BadCertificate => {
+                        "the certificate presented is not signed by the CA the other side trusts"
+                    }
+                    A::CertificateRequired => {
+                        "a certificate is required (--tls-cert and --tls-key, FLAVIO_TLS_CERT and FLAVIO_TLS_KEY)"
+                    }
+                    _ => return write!(f, "{}", self.0),
+                };
+                write!(f, "{what} ({})", self.0)
+            }
             e => write!(f, "{e}"),
         }
     }
@@ -216,11 +231,7 @@ impl std::fmt::Debug for NodeTls {
     }
 }
 
-fn build(
-    files: &TlsFiles,
-    auth: ClientAuth,
-    s: &Snapshot,
-) -> Result<(ServerConfig, ClientConfig)> {
+fn build(files: &TlsFiles, auth: ClientAuth, s: &Snapshot) -> Result<(ServerConfig, ClientConfig)> {
     let roots = roots(&files.ca, &s.ca)?;
     let chain = certs(&files.cert, &s.cert, "certificate")?;
     let private = key(&files.key, &s.key)?;

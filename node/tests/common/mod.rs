@@ -78,6 +78,20 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A base port whose four devrel ports (base, +10, +20, +30) are free now.
+pub fn free_base() -> u16 {
+    for _ in 0..50 {
+        let base = free_port();
+        if base > 65_000 {
+            continue;
+        }
+        if (0..4).all(|i| TcpListener::bind(("127.0.0.1", base + 10 * i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free base port");
+}
+
 /// A `flavio` command with the test cookie and a private HOME.
 pub fn flavio(home: &Path) -> Command {
     let mut c = Command::new(flavio_bin());
@@ -106,6 +120,8 @@ pub struct NodeProc {
     pub addr: String,
     pub data_dir: PathBuf,
     pub home: PathBuf,
+    /// Arguments every CLI call against it gets (e.g. `--tls-ca FILE`).
+    pub client_args: Vec<String>,
 }
 
 impl NodeProc {
@@ -122,6 +138,19 @@ impl NodeProc {
         data_dir: &Path,
         home: &Path,
         extra: &[&str],
+    ) -> NodeProc {
+        NodeProc::start_with(name, port, data_dir, home, extra, &[])
+    }
+
+    /// Starts a node; `client_args` go with every CLI call against it
+    /// (health checks included).
+    pub fn start_with(
+        name: &str,
+        port: Option<u16>,
+        data_dir: &Path,
+        home: &Path,
+        extra: &[&str],
+        client_args: &[&str],
     ) -> NodeProc {
         let mut last_err = String::new();
         for _ in 0..5 {
@@ -140,6 +169,7 @@ impl NodeProc {
                 addr,
                 data_dir: data_dir.to_path_buf(),
                 home: home.to_path_buf(),
+                client_args: client_args.iter().map(|a| a.to_string()).collect(),
             };
             match node.wait_healthy(Duration::from_secs(20)) {
                 Ok(()) => return node,
@@ -171,6 +201,7 @@ impl NodeProc {
         flavio(&self.home)
             .args(args)
             .args(["--node", &self.addr])
+            .args(&self.client_args)
             .output()
             .expect("run flavio")
     }
