@@ -53,6 +53,7 @@ pub struct NodeMetrics {
     handoffs_failed: Family<Labels, Counter>,
     handoff_items: Family<Labels, Counter>,
     handoff_bytes: Family<Labels, Counter>,
+    secret_reloads: Family<Labels, Counter>,
 }
 
 impl Default for NodeMetrics {
@@ -137,6 +138,15 @@ impl NodeMetrics {
             "Bytes sent by completed transfers, by kind",
             handoff_bytes.clone(),
         );
+        let secret_reloads = Family::<Labels, Counter>::default();
+        r.register(
+            "secret_reloads",
+            "Times the node took new contents of its cookie file (file=cookie) or TLS files (file=tls) without a restart",
+            secret_reloads.clone(),
+        );
+        for f in ["cookie", "tls"] {
+            let _ = secret_reloads.get_or_create(&vec![("file".into(), f.into())]);
+        }
         // Every series exists from the start, at zero: a rate over a
         // series that appears late misses its first increase.
         for c in COMMANDS {
@@ -173,6 +183,7 @@ impl NodeMetrics {
             handoffs_failed,
             handoff_items,
             handoff_bytes,
+            secret_reloads,
         }
     }
 
@@ -235,6 +246,18 @@ impl NodeMetrics {
             catch_up(&self.handoffs_failed.get_or_create(&l), &totals.failed[i]);
             catch_up(&self.handoff_items.get_or_create(&l), &totals.items[i]);
             catch_up(&self.handoff_bytes.get_or_create(&l), &totals.bytes[i]);
+        }
+    }
+
+    /// Raises the reload counts to the totals of the cookie and TLS files.
+    pub fn secret_reloads(&self, cookie: u64, tls: u64) {
+        for (f, n) in [("cookie", cookie), ("tls", tls)] {
+            let c = self
+                .secret_reloads
+                .get_or_create(&vec![("file".into(), f.into())]);
+            if n > c.get() {
+                c.inc_by(n - c.get());
+            }
         }
     }
 

@@ -197,7 +197,8 @@ fn start_fake(rt: &tokio::runtime::Runtime) -> String {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
-    let cookie = Cookie::new(COOKIE).expect("cookie");
+    let cookie: std::sync::Arc<flavio_node::rpc::auth::Cookies> =
+        Cookie::new(COOKIE).expect("cookie").into();
     let svc = AdminServer::with_interceptor(Fake::default(), move |req| cookie.check(req));
     rt.spawn(async move {
         let incoming = tonic::transport::server::TcpIncoming::from(listener);

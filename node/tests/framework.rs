@@ -207,7 +207,7 @@ async fn session_answers_many_requests_in_flight_by_id() {
         ring_size: RingSize::DEFAULT,
         defaults: Defaults::default(),
         durability: Durability::Process,
-        cookie: cookie.clone(),
+        cookie: cookie.clone().into(),
         advertise: None,
         handoff_concurrency: 2,
         detect_after: std::time::Duration::from_secs(1),

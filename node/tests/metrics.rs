@@ -3,30 +3,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::NodeProc;
 use common::cluster::{admin, commit_plan, name, wait_settled};
+use common::{NodeProc, scrape, value};
 use flavio_proto::v1 as pb;
-
-/// `GET /metrics` from `addr`.
-fn scrape(addr: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
-}
-
-/// The value of the series `series` (name and labels, as printed).
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-}
 
 fn start(i: usize, dir: &std::path::Path, metrics: &str) -> NodeProc {
     NodeProc::start_named(

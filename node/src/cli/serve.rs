@@ -10,6 +10,7 @@ use super::{ClientArgs, Failure, home_cookie_path};
 use crate::app::Defaults;
 use crate::ring::RingSize;
 use crate::rpc::Cookie;
+use crate::rpc::auth::{CookieSet, Cookies};
 use crate::rpc::server::{DEFAULT_MAX_CONNECTIONS, Node, ServeConfig, shutdown_signal};
 use crate::rpc::tls::{ClientAuth, NodeTls, TlsFiles};
 use crate::vnode::Durability;
@@ -178,12 +179,16 @@ pub(super) fn init_logging(args: &ServeArgs) {
     };
 }
 
-/// The server's cookie: named file, FLAVIO_COOKIE, or ~/.flavio.cookie
-/// (created with a random value when missing, like Erlang's cookie).
-fn server_cookie(file: Option<&std::path::Path>) -> Result<Cookie> {
-    let env = std::env::var("FLAVIO_COOKIE").ok();
-    if let Some(c) = Cookie::resolve(file, env.as_deref())? {
-        return Ok(c);
+/// The server's cookies: named file (read again when it changes), else
+/// FLAVIO_COOKIE, else ~/.flavio.cookie (created with a random value when
+/// missing, like Erlang's cookie). A file or value may hold several, one per
+/// line: the first is sent, all are accepted.
+fn server_cookie(file: Option<&std::path::Path>) -> Result<Arc<Cookies>> {
+    if let Some(f) = file {
+        return Ok(Arc::new(Cookies::from_file(f)?));
+    }
+    if let Ok(v) = std::env::var("FLAVIO_COOKIE") {
+        return Ok(Arc::new(Cookies::fixed(CookieSet::parse(&v)?)));
     }
     let path = home_cookie_path().ok_or_else(|| {
         Error::InvalidArgument(
@@ -192,12 +197,12 @@ fn server_cookie(file: Option<&std::path::Path>) -> Result<Cookie> {
         )
     })?;
     if path.exists() {
-        return Cookie::from_file(&path);
+        return Ok(Arc::new(Cookies::from_file(&path)?));
     }
     let cookie = Cookie::random();
     write_private(&path, cookie.as_str())?;
     tracing::info!(path = %path.display(), "created a new cluster cookie");
-    Ok(cookie)
+    Ok(Arc::new(Cookies::from_file(&path)?))
 }
 
 pub(super) fn write_private(path: &std::path::Path, text: &str) -> Result<()> {

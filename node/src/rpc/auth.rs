@@ -1,10 +1,19 @@
 //! The cluster cookie: a shared secret every call carries, as Erlang nodes
 //! share a cookie. Missing or wrong is refused with PERMISSION_DENIED.
 //!
-//! It authenticates callers; it does not encrypt traffic (use TLS or a
-//! network policy for that) and is compared in constant time.
+//! It authenticates callers; it does not encrypt traffic (use TLS for that)
+//! and is compared in constant time.
+//!
+//! A node may know several cookies ([`Cookies`]): it sends the first and
+//! accepts any, and reads its cookie file again when it changes. That is how
+//! a cluster rotates its cookie with no failed request: every node first
+//! accepts the new cookie while still sending the old (`old` then `new` in
+//! the file), then sends the new one while still accepting the old (`new`
+//! then `old`), then knows only the new one; each step reaches every node
+//! before the next starts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tonic::metadata::AsciiMetadataValue;
 use tonic::{Request, Status};
@@ -39,14 +48,9 @@ impl Cookie {
         Ok(Cookie(value))
     }
 
-    /// Reads a cookie file.
+    /// Reads a cookie file: the first of its cookies (the one to send).
     pub fn from_file(path: &Path) -> Result<Cookie> {
-        // A file the user named and we cannot read is their input's fault.
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::InvalidArgument(format!("cannot read cookie file {}: {e}", path.display()))
-        })?;
-        Cookie::new(&text)
-            .map_err(|e| Error::InvalidArgument(format!("cookie file {}: {e}", path.display())))
+        Ok(CookieSet::from_file(path)?.send)
     }
 
     /// The cookie from a file if one is named, else from the `FLAVIO_COOKIE`
@@ -54,7 +58,7 @@ impl Cookie {
     pub fn resolve(file: Option<&Path>, env_value: Option<&str>) -> Result<Option<Cookie>> {
         match (file, env_value) {
             (Some(f), _) => Cookie::from_file(f).map(Some),
-            (None, Some(v)) => Cookie::new(v).map(Some),
+            (None, Some(v)) => Ok(Some(CookieSet::parse(v)?.send)),
             (None, None) => Ok(None),
         }
     }
@@ -89,27 +93,215 @@ impl Cookie {
                 == 0
     }
 
-    /// Server side: refuses requests without this cookie.
-    pub fn check<T>(&self, req: Request<T>) -> std::result::Result<Request<T>, Status> {
-        match req.metadata().get(COOKIE_HEADER) {
-            Some(v) if self.matches(v.as_bytes()) => Ok(req),
-            got => {
-                let peer = req
-                    .remote_addr()
-                    .map_or_else(|| "unknown".to_string(), |a| a.to_string());
-                let why = if got.is_some() { "wrong" } else { "missing" };
-                tracing::warn!(%peer, "refused a call with a {why} cluster cookie");
-                Err(Status::permission_denied(format!(
-                    "{why} cluster cookie: check --cookie-file or FLAVIO_COOKIE"
-                )))
-            }
-        }
-    }
-
     /// Client side: adds this cookie to a request.
     pub fn attach<T>(&self, mut req: Request<T>) -> std::result::Result<Request<T>, Status> {
         req.metadata_mut().insert(COOKIE_HEADER, self.0.clone());
         Ok(req)
+    }
+}
+
+/// A node's cookies at one moment: the one it sends, and every one it
+/// accepts (that one first).
+#[derive(Clone, Debug)]
+pub struct CookieSet {
+    /// Sent with every call.
+    pub send: Cookie,
+    /// Accepted from callers.
+    pub accept: Vec<Cookie>,
+}
+
+impl CookieSet {
+    /// One cookie per line (blank lines ignored); the first is sent.
+    pub fn parse(text: &str) -> Result<CookieSet> {
+        let accept = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(Cookie::new)
+            .collect::<Result<Vec<_>>>()?;
+        let send = accept.first().cloned().ok_or_else(|| {
+            Error::InvalidArgument(
+                "the cluster cookie must be 1 to 255 visible ASCII characters".into(),
+            )
+        })?;
+        if accept.len() > 8 {
+            return Err(Error::InvalidArgument(format!(
+                "{} cookies: a node accepts at most 8 (the current one and those being rotated out)",
+                accept.len()
+            )));
+        }
+        Ok(CookieSet { send, accept })
+    }
+
+    /// Reads a cookie file.
+    pub fn from_file(path: &Path) -> Result<CookieSet> {
+        // A file the user named and we cannot read is their input's fault.
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::InvalidArgument(format!("cannot read cookie file {}: {e}", path.display()))
+        })?;
+        CookieSet::parse(&text)
+            .map_err(|e| Error::InvalidArgument(format!("cookie file {}: {e}", path.display())))
+    }
+
+    /// Whether `got` is one of the accepted cookies. Every cookie is
+    /// compared, each in constant time: the time says nothing of which
+    /// matched, or how much of one.
+    fn accepts(&self, got: &[u8]) -> bool {
+        self.accept
+            .iter()
+            .fold(false, |found, c| c.matches(got) | found)
+    }
+}
+
+impl From<Cookie> for CookieSet {
+    fn from(c: Cookie) -> Self {
+        CookieSet {
+            send: c.clone(),
+            accept: vec![c],
+        }
+    }
+}
+
+/// The cookies a node (or a client) uses now, read again from their file
+/// when it changes.
+pub struct Cookies {
+    now: RwLock<Arc<CookieSet>>,
+    file: Option<PathBuf>,
+    seen: Mutex<Option<String>>,
+    throttle: crate::rpc::net::Throttle,
+    reloads: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Cookies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cookies(<redacted>)")
+    }
+}
+
+impl From<Cookie> for Arc<Cookies> {
+    fn from(c: Cookie) -> Self {
+        Arc::new(Cookies::fixed(c.into()))
+    }
+}
+
+impl Cookies {
+    /// These cookies, never reloaded.
+    pub fn fixed(set: CookieSet) -> Cookies {
+        Cookies {
+            now: RwLock::new(Arc::new(set)),
+            file: None,
+            seen: Mutex::new(None),
+            throttle: crate::rpc::net::Throttle::new(),
+            reloads: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The cookies of `path`, read again by [`Cookies::reload`].
+    pub fn from_file(path: &Path) -> Result<Cookies> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::InvalidArgument(format!("cannot read cookie file {}: {e}", path.display()))
+        })?;
+        let set = CookieSet::from_file(path)?;
+        let mut c = Cookies::fixed(set);
+        c.file = Some(path.to_path_buf());
+        c.seen = Mutex::new(Some(text));
+        Ok(c)
+    }
+
+    /// The cookies now.
+    pub fn now(&self) -> Arc<CookieSet> {
+        match self.now.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// The cookie sent now.
+    pub fn current(&self) -> Cookie {
+        self.now().send.clone()
+    }
+
+    /// How many times the file's new contents were taken.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Reads the file again (when there is one): `Ok(true)` when its
+    /// cookies replaced the old ones; an error, keeping the old ones, when
+    /// it changed into something unusable (reported once per change).
+    pub fn reload(&self) -> Result<bool> {
+        let Some(path) = &self.file else {
+            return Ok(false);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::InvalidArgument(format!("cannot read cookie file {}: {e}", path.display()))
+        })?;
+        let mut seen = match self.seen.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if seen.as_deref() == Some(text.as_str()) {
+            return Ok(false);
+        }
+        let parsed = CookieSet::parse(&text)
+            .map_err(|e| Error::InvalidArgument(format!("cookie file {}: {e}", path.display())));
+        *seen = Some(text);
+        let set = parsed?;
+        match self.now.write() {
+            Ok(mut g) => *g = Arc::new(set),
+            Err(p) => *p.into_inner() = Arc::new(set),
+        }
+        self.reloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Looks at the file every `every` until the task is aborted.
+    pub fn watch(
+        self: &Arc<Self>,
+        every: std::time::Duration,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.file.as_ref()?;
+        let me = Arc::clone(self);
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match me.reload() {
+                    Ok(false) => {}
+                    Ok(true) => tracing::info!(
+                        accepted = me.now().accept.len(),
+                        "cluster cookie file changed: sending its first cookie, accepting all of its"
+                    ),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "cluster cookie file changed but cannot be used; keeping the previous cookies"
+                    ),
+                }
+            }
+        }))
+    }
+
+    /// Server side: refuses requests without one of these cookies. A peer
+    /// sending wrong ones is logged once per interval, not once per call.
+    pub fn check<T>(&self, req: Request<T>) -> std::result::Result<Request<T>, Status> {
+        let got = req.metadata().get(COOKIE_HEADER);
+        if let Some(v) = got
+            && self.now().accepts(v.as_bytes())
+        {
+            return Ok(req);
+        }
+        let why = if got.is_some() { "wrong" } else { "missing" };
+        if let Some(peer) = req.remote_addr()
+            && let Some(silenced) = self.throttle.admit(peer.ip(), why)
+        {
+            tracing::warn!(%peer, silenced, "refused a call with a {why} cluster cookie");
+        }
+        Err(Status::permission_denied(format!(
+            "{why} cluster cookie: check --cookie-file or FLAVIO_COOKIE"
+        )))
     }
 }
 
@@ -127,8 +319,8 @@ mod tests {
 
     #[test]
     fn check_accepts_only_the_same_cookie() {
-        let c = Cookie::new("abc").expect("valid");
-        let ok = c.attach(Request::new(())).expect("attach");
+        let c: Arc<Cookies> = Cookie::new("abc").expect("valid").into();
+        let ok = c.current().attach(Request::new(())).expect("attach");
         assert!(c.check(ok).is_ok());
         let wrong = Cookie::new("abd")
             .expect("valid")
@@ -140,5 +332,48 @@ mod tests {
         );
         let none = c.check(Request::new(())).expect_err("missing");
         assert_eq!(none.code(), tonic::Code::PermissionDenied);
+    }
+}
+
+#[cfg(test)]
+mod rotation {
+    use super::*;
+
+    fn call_with(cookie: &str) -> Request<()> {
+        Cookie::new(cookie)
+            .expect("valid")
+            .attach(Request::new(()))
+            .expect("attach")
+    }
+
+    #[test]
+    fn a_file_of_several_cookies_sends_the_first_and_accepts_all() {
+        let set = CookieSet::parse("new\n\nold\n").expect("valid");
+        assert_eq!(set.send.as_str(), "new");
+        let c = Cookies::fixed(set);
+        assert!(c.check(call_with("new")).is_ok());
+        assert!(c.check(call_with("old")).is_ok());
+        assert!(c.check(call_with("other")).is_err());
+        assert!(CookieSet::parse("").is_err());
+        assert!(CookieSet::parse("a b").is_err());
+        assert!(CookieSet::parse(&"c\n".repeat(9)).is_err());
+    }
+
+    #[test]
+    fn reload_follows_the_file_and_keeps_the_old_cookies_on_a_bad_change() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("cookie");
+        std::fs::write(&path, "old\n").expect("write");
+        let c = Cookies::from_file(&path).expect("read");
+        assert!(!c.reload().expect("unchanged"));
+        std::fs::write(&path, "old\nnew\n").expect("write");
+        assert!(c.reload().expect("changed"));
+        assert_eq!(c.current().as_str(), "old");
+        assert!(c.check(call_with("new")).is_ok());
+        std::fs::write(&path, "not a cookie\n").expect("write");
+        assert!(c.reload().is_err());
+        assert!(c.check(call_with("new")).is_ok(), "the old cookies stay");
+        assert!(!c.reload().expect("reported once"));
+        assert_eq!(c.reloads(), 1);
     }
 }

@@ -8,7 +8,10 @@ use tonic::Request;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use std::sync::Arc;
+
 use super::Cookie;
+use super::auth::Cookies;
 use super::net;
 use super::tls::ClientTls;
 use crate::{Error, Result};
@@ -17,22 +20,28 @@ use crate::{Error, Result};
 /// nodes serve it.
 #[derive(Clone, Debug)]
 pub struct Credentials {
-    /// Sent with every call.
-    pub cookie: Cookie,
+    /// The cookie sent with every call (the current one of these).
+    pub cookie: Arc<Cookies>,
     /// `Some` when nodes speak TLS.
     pub tls: Option<ClientTls>,
 }
 
 impl From<Cookie> for Credentials {
     fn from(cookie: Cookie) -> Self {
-        Credentials { cookie, tls: None }
+        Credentials {
+            cookie: cookie.into(),
+            tls: None,
+        }
     }
 }
 
 impl Credentials {
     /// The cookie, over TLS when `tls` is set.
-    pub fn new(cookie: Cookie, tls: Option<ClientTls>) -> Credentials {
-        Credentials { cookie, tls }
+    pub fn new(cookie: impl Into<Arc<Cookies>>, tls: Option<ClientTls>) -> Credentials {
+        Credentials {
+            cookie: cookie.into(),
+            tls,
+        }
     }
 }
 
@@ -46,20 +55,21 @@ pub async fn channel(addr: &str, tls: Option<&ClientTls>) -> Result<Channel> {
 /// The generated client with the cookie attached to every call.
 pub type Raw = FlavioClient<InterceptedService<Channel, CookieLayer>>;
 
-/// Adds the cookie to each outgoing call.
+/// Adds the cookie to each outgoing call: the one to send at the time of
+/// the call, so a node's reloaded cookie file takes effect at once.
 #[derive(Clone, Debug)]
-pub struct CookieLayer(Cookie);
+pub struct CookieLayer(Arc<Cookies>);
 
 impl CookieLayer {
-    /// Attaches `cookie`.
-    pub fn new(cookie: Cookie) -> Self {
-        CookieLayer(cookie)
+    /// Attaches `cookie` (the current one of a set).
+    pub fn new(cookie: impl Into<Arc<Cookies>>) -> Self {
+        CookieLayer(cookie.into())
     }
 }
 
 impl tonic::service::Interceptor for CookieLayer {
     fn call(&mut self, req: Request<()>) -> std::result::Result<Request<()>, tonic::Status> {
-        self.0.attach(req)
+        self.0.current().attach(req)
     }
 }
 

@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
-use super::Cookie;
+use super::auth::Cookies;
 use super::client::{CookieLayer, Credentials, endpoint, source_chain};
 use super::convert;
 use super::net;
@@ -57,7 +57,7 @@ struct Link {
 
 /// Every peer this node talks to, by address.
 pub struct Peers {
-    cookie: Cookie,
+    cookie: Arc<Cookies>,
     tls: Option<ClientTls>,
     links: Mutex<HashMap<String, Arc<Link>>>,
     /// The address connections to peers leave from, when the node listens
@@ -109,7 +109,7 @@ impl Peers {
         });
         tokio::spawn(run_link(
             addr.to_string(),
-            ClusterClient::with_interceptor(channel, CookieLayer::new(self.cookie.clone())),
+            ClusterClient::with_interceptor(channel, CookieLayer::new(Arc::clone(&self.cookie))),
             rx,
         ));
         links.insert(addr.to_string(), Arc::clone(&link));
@@ -133,7 +133,7 @@ impl Peers {
         let link = self.link(addr)?;
         Ok(ClusterClient::with_interceptor(
             link.channel.clone(),
-            CookieLayer::new(self.cookie.clone()),
+            CookieLayer::new(Arc::clone(&self.cookie)),
         ))
     }
 
@@ -142,7 +142,7 @@ impl Peers {
         let link = self.link(addr)?;
         Ok(AdminClient::with_interceptor(
             link.channel.clone(),
-            CookieLayer::new(self.cookie.clone()),
+            CookieLayer::new(Arc::clone(&self.cookie)),
         ))
     }
 }

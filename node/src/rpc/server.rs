@@ -18,8 +18,8 @@ use tonic::{Request, Response, Status, Streaming};
 use flavio_proto::v1::admin_server::AdminServer;
 use flavio_proto::v1::cluster_server::ClusterServer;
 
-use super::Cookie;
 use super::admin_service::AdminService;
+use super::auth::Cookies;
 use super::client::Credentials;
 use super::cluster_service::ClusterService;
 use super::convert::{ProtoRingCodec, add_options, stats_timeout};
@@ -62,8 +62,9 @@ pub struct ServeConfig {
     pub defaults: Defaults,
     /// What an acknowledged write has survived.
     pub durability: Durability,
-    /// The cluster secret every call must carry.
-    pub cookie: Cookie,
+    /// The cluster secret every call must carry (those accepted, and the
+    /// one sent to peers).
+    pub cookie: Arc<Cookies>,
     /// The address other nodes use to reach this one (default: the bound
     /// listen address).
     pub advertise: Option<String>,
@@ -83,7 +84,7 @@ pub struct ServeConfig {
 /// The default of [`ServeConfig::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
-/// How often a node looks at its TLS files for a new certificate.
+/// How often a node looks at its TLS and cookie files for new contents.
 const TLS_RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A node that has opened its store and bound its port but not yet served.
@@ -120,7 +121,7 @@ impl Node {
             .clone()
             .unwrap_or_else(|| bound.to_string());
         let credentials = Credentials::new(
-            config.cookie.clone(),
+            Arc::clone(&config.cookie),
             config.tls.as_ref().map(|t| t.client()),
         );
         let peers = Arc::new(Peers::new(credentials).leaving_from(bound.ip()));
@@ -188,10 +189,13 @@ impl Node {
         let metrics_task = metrics_listener.map(|l| {
             let m = Arc::clone(&metrics);
             let c = cluster.clone();
+            let cookies = Arc::clone(&config.cookie);
+            let tls = config.tls.clone();
             tokio::spawn(crate::metrics::serve_http(
                 l,
                 Arc::new(move || {
                     m.sample(&c);
+                    m.secret_reloads(cookies.reloads(), tls.as_ref().map_or(0, |t| t.reloads()));
                     m.render()
                 }),
             ))
@@ -251,6 +255,7 @@ impl Node {
         );
         let throttle = Arc::new(net::Throttle::new());
         let tls_watch = config.tls.as_ref().map(|t| t.watch(TLS_RELOAD_EVERY));
+        let cookie_watch = config.cookie.watch(TLS_RELOAD_EVERY);
         let health_on_stop = health.clone();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let goodbye = cluster.clone();
@@ -314,7 +319,7 @@ impl Node {
             }
         };
         acceptor.abort();
-        if let Some(t) = tls_watch {
+        for t in [tls_watch, cookie_watch].into_iter().flatten() {
             t.abort();
         }
         // Stop vnodes and flush even if serving failed, so nothing

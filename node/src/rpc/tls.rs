@@ -220,6 +220,7 @@ pub struct NodeTls {
     server: RwLock<Arc<ServerConfig>>,
     client: ClientTls,
     seen: Mutex<Snapshot>,
+    reloads: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for NodeTls {
@@ -279,6 +280,7 @@ impl NodeTls {
                 config: Arc::new(RwLock::new(Arc::new(client))),
             },
             seen: Mutex::new(snapshot),
+            reloads: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -294,6 +296,11 @@ impl NodeTls {
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         };
         tokio_rustls::TlsAcceptor::from(config)
+    }
+
+    /// How many times new files were taken.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The client side this node calls its peers with.
@@ -324,6 +331,8 @@ impl NodeTls {
             Err(poisoned) => *poisoned.into_inner() = Arc::new(server),
         }
         self.client.replace(client);
+        self.reloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(true)
     }
 
