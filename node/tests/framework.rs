@@ -213,7 +213,7 @@ async fn session_answers_many_requests_in_flight_by_id() {
         detect_after: std::time::Duration::from_secs(1),
         metrics_listen: None,
         tls: None,
-        max_connections: flavio_node::rpc::server::DEFAULT_MAX_CONNECTIONS,
+        limits: flavio_node::rpc::server::Limits::default(),
     })
     .await
     .expect("node");

@@ -11,7 +11,7 @@ use crate::app::Defaults;
 use crate::ring::RingSize;
 use crate::rpc::Cookie;
 use crate::rpc::auth::{CookieSet, Cookies};
-use crate::rpc::server::{DEFAULT_MAX_CONNECTIONS, Node, ServeConfig, shutdown_signal};
+use crate::rpc::server::{Limits, Node, ServeConfig, shutdown_signal};
 use crate::rpc::tls::{ClientAuth, NodeTls, TlsFiles};
 use crate::vnode::Durability;
 use crate::{Error, Result};
@@ -90,8 +90,25 @@ pub struct ServeArgs {
     require_tls: bool,
     /// Connections open at once (clients' and peers'); more are closed as
     /// they arrive, with a log line.
-    #[arg(long, env = "FLAVIO_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    #[arg(long, env = "FLAVIO_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections as u32, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     max_connections: u32,
+    /// Largest gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "FLAVIO_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_message_bytes as u32, value_parser = clap::value_parser!(u32).range(65_536..=(256 << 20)))]
+    max_message_bytes: u32,
+    /// Calls one connection may have open at once (HTTP/2 concurrent streams).
+    #[arg(long, env = "FLAVIO_MAX_STREAMS_PER_CONNECTION", default_value_t = Limits::default().max_streams_per_connection, value_parser = clap::value_parser!(u32).range(16..=65_536))]
+    max_streams_per_connection: u32,
+    /// Client sessions (`flavio bench`'s streams) open on the node at once.
+    #[arg(long, env = "FLAVIO_MAX_SESSIONS", default_value_t = Limits::default().max_sessions as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_sessions: u32,
+    /// Requests one session may have in flight before the node stops
+    /// reading it until replies go out.
+    #[arg(long, env = "FLAVIO_SESSION_IN_FLIGHT", default_value_t = Limits::default().session_in_flight as u32, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    session_in_flight: u32,
+    /// Seconds after which a session with no request in flight and none
+    /// sent is closed.
+    #[arg(long, env = "FLAVIO_SESSION_IDLE_SECS", default_value_t = Limits::default().session_idle.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    session_idle_secs: u64,
 }
 
 /// `--tls-client-auth`.
@@ -263,7 +280,14 @@ pub(super) async fn run(args: ServeArgs, client: ClientArgs) -> std::result::Res
         handoff_concurrency: args.handoff_concurrency as usize,
         detect_after: Duration::from_millis(args.detect_ms),
         tls,
-        max_connections: args.max_connections as usize,
+        limits: Limits {
+            max_connections: args.max_connections as usize,
+            max_message_bytes: args.max_message_bytes as usize,
+            max_streams_per_connection: args.max_streams_per_connection,
+            max_sessions: args.max_sessions as usize,
+            session_in_flight: args.session_in_flight as usize,
+            session_idle: Duration::from_secs(args.session_idle_secs),
+        },
     };
     let node = Node::start(config).await?;
     if let Some(a) = node.metrics_addr() {

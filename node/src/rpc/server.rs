@@ -13,6 +13,7 @@ use flavio_proto::v1::flavio_server::{Flavio as FlavioApi, FlavioServer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
 use flavio_proto::v1::admin_server::AdminServer;
@@ -38,9 +39,8 @@ use crate::{Error, Result};
 /// the connections that are still open (peers' and clients' streams).
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Requests one session may have in flight; more wait for a slot, which
-/// pushes back on the client through the stream's flow control.
-const SESSION_IN_FLIGHT: usize = 4096;
+/// The default of [`Limits::session_in_flight`].
+pub const SESSION_IN_FLIGHT: usize = 4096;
 
 /// The trailer a stopping node ends a session with: every request of the
 /// session that got no reply was not run, so the client may send it again
@@ -76,13 +76,52 @@ pub struct ServeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// TLS for every connection, in and out (`None`: plain TCP).
     pub tls: Option<Arc<NodeTls>>,
+    /// What one client may hold of the node.
+    pub limits: Limits,
+}
+
+/// What clients may hold of a node, so that one hostile or broken client
+/// cannot take it down for the others. Each limit reached gets a clear
+/// refusal (a closed connection is logged; a refused call says which limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
     /// Connections open at once, clients' and peers' together; more are
     /// closed as they arrive.
     pub max_connections: usize,
+    /// Largest message decoded or encoded, in bytes (gRPC RESOURCE_EXHAUSTED
+    /// beyond; the length prefix is checked before the body is buffered).
+    pub max_message_bytes: usize,
+    /// Streams (calls) one connection may have open at once (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: the client waits for a free one).
+    pub max_streams_per_connection: u32,
+    /// Client sessions open on the node at once (RESOURCE_EXHAUSTED beyond).
+    pub max_sessions: usize,
+    /// Requests one session may have in flight; more are not read until
+    /// replies go out, which pushes back through HTTP/2 flow control.
+    pub session_in_flight: usize,
+    /// A session with no request in flight and none sent for this long is
+    /// closed (DEADLINE_EXCEEDED), freeing its slot.
+    pub session_idle: std::time::Duration,
 }
 
-/// The default of [`ServeConfig::max_connections`].
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 4096,
+            max_message_bytes: 4 << 20,
+            max_streams_per_connection: 1024,
+            max_sessions: 8192,
+            session_in_flight: SESSION_IN_FLIGHT,
+            session_idle: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+/// An idle connection is pinged this often, and closed when the ping is not
+/// answered within [`KEEPALIVE_TIMEOUT`]: a peer that vanished (a pulled
+/// cable, a paused VM) does not hold its slot for ever.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// How often a node looks at its TLS and cookie files for new contents.
 const TLS_RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -214,33 +253,52 @@ impl Node {
             cluster: cluster.clone(),
             draining,
             metrics: Arc::clone(&metrics),
+            sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
+            limits: config.limits,
         };
-        let api = FlavioServer::with_interceptor(service, {
-            let cookie = cookie.clone();
-            move |req| cookie.check(req)
-        });
-        let admin = AdminServer::with_interceptor(
-            AdminService::new(cluster.clone(), Arc::clone(&peers), config.defaults.n_val),
+        let limits = config.limits;
+        let api = InterceptedService::new(
+            FlavioServer::new(service)
+                .max_decoding_message_size(limits.max_message_bytes)
+                .max_encoding_message_size(limits.max_message_bytes),
             {
                 let cookie = cookie.clone();
                 move |req| cookie.check(req)
             },
         );
-        let peer = ClusterServer::with_interceptor(ClusterService::new(cluster.clone()), {
-            let cookie = cookie.clone();
-            let tls = config.tls.is_some();
-            move |req: Request<()>| {
-                // With TLS, only nodes call each other's Cluster service, and
-                // every node has a certificate of the cluster's CA: a client
-                // without one holding the cookie is still not a node.
-                if tls && req.peer_certs().is_none() {
-                    return Err(Status::permission_denied(
-                        "calls between nodes need a certificate signed by the cluster CA",
-                    ));
+        let admin = InterceptedService::new(
+            AdminServer::new(AdminService::new(
+                cluster.clone(),
+                Arc::clone(&peers),
+                config.defaults.n_val,
+            ))
+            .max_decoding_message_size(limits.max_message_bytes)
+            .max_encoding_message_size(limits.max_message_bytes),
+            {
+                let cookie = cookie.clone();
+                move |req| cookie.check(req)
+            },
+        );
+        let peer = InterceptedService::new(
+            ClusterServer::new(ClusterService::new(cluster.clone()))
+                .max_decoding_message_size(limits.max_message_bytes)
+                .max_encoding_message_size(limits.max_message_bytes),
+            {
+                let cookie = cookie.clone();
+                let tls = config.tls.is_some();
+                move |req: Request<()>| {
+                    // With TLS, only nodes call each other's Cluster service, and
+                    // every node has a certificate of the cluster's CA: a client
+                    // without one holding the cookie is still not a node.
+                    if tls && req.peer_certs().is_none() {
+                        return Err(Status::permission_denied(
+                            "calls between nodes need a certificate signed by the cluster CA",
+                        ));
+                    }
+                    cookie.check(req)
                 }
-                cookie.check(req)
-            }
-        });
+            },
+        );
         tracing::info!(
             node = %config.name,
             listen = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
@@ -275,6 +333,9 @@ impl Node {
             let _ = stopping_tx.send(());
         };
         let router = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(limits.max_streams_per_connection))
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(health_service)
             .add_service(api)
             .add_service(admin)
@@ -283,7 +344,7 @@ impl Node {
             Some(tls) => {
                 let (incoming, acceptor) = net::tls(
                     listener,
-                    config.max_connections,
+                    config.limits.max_connections,
                     Arc::clone(tls),
                     Arc::clone(&throttle),
                 );
@@ -293,8 +354,11 @@ impl Node {
                 )
             }
             None => {
-                let (incoming, acceptor) =
-                    net::plain(listener, config.max_connections, Arc::clone(&throttle));
+                let (incoming, acceptor) = net::plain(
+                    listener,
+                    config.limits.max_connections,
+                    Arc::clone(&throttle),
+                );
                 (
                     Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown)),
                     acceptor,
@@ -344,6 +408,9 @@ pub struct Service {
     /// True once the node is stopping.
     draining: tokio::sync::watch::Receiver<bool>,
     metrics: Arc<NodeMetrics>,
+    /// A slot per open session ([`Limits::max_sessions`]).
+    sessions: Arc<Semaphore>,
+    limits: Limits,
 }
 
 impl Service {
@@ -483,18 +550,51 @@ impl FlavioApi for Service {
         &self,
         req: Request<Streaming<pb::SessionRequest>>,
     ) -> std::result::Result<Response<SessionStream>, Status> {
+        let Ok(session_slot) = Arc::clone(&self.sessions).try_acquire_owned() else {
+            return Err(Status::resource_exhausted(format!(
+                "this node has {} sessions open, its limit (--max-sessions): use fewer sessions, \
+                 or another node",
+                self.limits.max_sessions
+            )));
+        };
+        let in_flight = self.limits.session_in_flight;
+        let idle_after = self.limits.session_idle;
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(1024);
         let app = self.app.clone();
         let me = self.clone();
         let mut draining = self.draining.clone();
         tokio::spawn(async move {
-            let slots = Arc::new(Semaphore::new(SESSION_IN_FLIGHT));
+            let _session_slot = session_slot;
+            let slots = Arc::new(Semaphore::new(in_flight));
             loop {
+                // Idle: nothing in flight and nothing sent for a while.
+                let idle = async {
+                    loop {
+                        tokio::time::sleep(idle_after).await;
+                        if slots.available_permits() == in_flight {
+                            return;
+                        }
+                    }
+                };
                 let next = tokio::select! {
                     biased;
                     _ = draining.wait_for(|d| *d) => None,
-                    m = inbound.message() => Some(m),
+                    m = inbound.message() => Some(Some(m)),
+                    () = idle => Some(None),
+                };
+                let next = match next {
+                    None => None,
+                    Some(Some(m)) => Some(m),
+                    Some(None) => {
+                        let _ = tx
+                            .send(Err(Status::deadline_exceeded(format!(
+                                "session closed after {}s without a request (--session-idle-secs)",
+                                idle_after.as_secs()
+                            ))))
+                            .await;
+                        break;
+                    }
                 };
                 let msg = match next {
                     Some(Ok(Some(m))) => m,
@@ -507,7 +607,7 @@ impl FlavioApi for Service {
                         // Stopping: no request is read any more. Once every
                         // request taken has its reply sent, end the session
                         // saying the others were not run.
-                        let all = u32::try_from(SESSION_IN_FLIGHT).unwrap_or(u32::MAX);
+                        let all = u32::try_from(in_flight).unwrap_or(u32::MAX);
                         let _ = slots.acquire_many(all).await;
                         let _ = tx.send(Err(not_run())).await;
                         break;
