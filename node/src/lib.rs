@@ -20,6 +20,7 @@ pub mod app;
 pub mod cli;
 pub mod cluster;
 pub mod error;
+pub mod fuzz;
 pub mod metrics;
 pub mod request;
 pub mod ring;

@@ -105,7 +105,16 @@ impl Vnode for FlavioVnode {
         // Counts merge by addition: the receiver may already have counted
         // commands forwarded to it while the handoff ran.
         let n = decode_u64(item, "handoff item")?;
-        self.set_count(self.ops_count + n, ctx);
+        // An item from outside may say anything: a count past u64::MAX is
+        // corrupt, not a reason to wrap or panic.
+        let total = self
+            .ops_count
+            .checked_add(n)
+            .ok_or_else(|| Error::Corrupt {
+                what: "handoff item".into(),
+                message: format!("{n} more operations overflow the count {}", self.ops_count),
+            })?;
+        self.set_count(total, ctx);
         Ok(())
     }
 

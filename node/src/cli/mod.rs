@@ -253,6 +253,19 @@ fn one_line(e: &clap::Error) -> String {
     format!("{s} (see --help)")
 }
 
+/// Parses a command line as `main` would, without running it: `Err` with
+/// the one-line message a user would see. (For the fuzzers: numbers,
+/// addresses and every other argument go through here.)
+pub fn parse_only<I, T>(args: I) -> std::result::Result<(), String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Cli::try_parse_from(args)
+        .map(|_| ())
+        .map_err(|e| one_line(&e))
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
