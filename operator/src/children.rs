@@ -27,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{AddressMode, FlavioCluster};
+use crate::crd::{AddressMode, FlavioCluster, TlsMode};
 use crate::decide::Naming;
 use crate::{Error, Result};
 
@@ -58,6 +58,84 @@ pub fn naming(fc: &FlavioCluster) -> Result<Naming> {
 /// The cookie Secret's name.
 pub fn secret_name(fc: &FlavioCluster) -> String {
     format!("{}-cookie", fc.name_any())
+}
+
+/// Where a pod finds its TLS files (`tls.crt`, `tls.key`, `ca.crt`).
+pub const TLS_DIR: &str = "/etc/flavio/tls";
+/// The annotation of an operator-made certificate's Secret: when it
+/// expires (seconds since the epoch).
+pub const NOT_AFTER_ANNOTATION: &str = "flaviodb.io/not-after";
+
+/// The Secret the nodes' certificate is in, `None` without TLS.
+pub fn tls_secret_name(fc: &FlavioCluster) -> Option<String> {
+    match fc.spec.tls.mode {
+        TlsMode::Operator => Some(format!("{}-tls", fc.name_any())),
+        TlsMode::Secret => fc.spec.tls.secret_name.clone(),
+        TlsMode::Disabled => None,
+    }
+}
+
+/// The Secret of the operator-made CA (certificate and key).
+pub fn tls_ca_secret_name(fc: &FlavioCluster) -> String {
+    format!("{}-tls-ca", fc.name_any())
+}
+
+/// The name every client checks node certificates against: the client
+/// Service's. Nodes are dialed by pod IP or pod name, neither known when
+/// the certificate is made, so all of them answer to this one name.
+pub fn tls_server_name(naming: &Naming) -> String {
+    format!("{}.{}.svc", naming.cluster, naming.namespace)
+}
+
+/// The names an operator-made node certificate carries.
+pub fn tls_names(naming: &Naming) -> Vec<String> {
+    let (c, h, ns) = (&naming.cluster, naming.headless(), &naming.namespace);
+    vec![
+        tls_server_name(naming),
+        format!("{c}.{ns}.svc.cluster.local"),
+        format!("*.{h}.{ns}.svc"),
+        format!("*.{h}.{ns}.svc.cluster.local"),
+        "localhost".into(),
+    ]
+}
+
+/// The operator-made CA's Secret.
+pub fn tls_ca_secret(fc: &FlavioCluster, cert_pem: &str, key_pem: &str) -> Result<Secret> {
+    Ok(Secret {
+        metadata: meta(fc, tls_ca_secret_name(fc))?,
+        string_data: Some(BTreeMap::from([
+            ("ca.crt".to_string(), cert_pem.to_string()),
+            ("ca.key".to_string(), key_pem.to_string()),
+        ])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    })
+}
+
+/// The nodes' certificate Secret (`kubernetes.io/tls`, with `ca.crt`).
+pub fn tls_secret(
+    fc: &FlavioCluster,
+    name: String,
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+    not_after: u64,
+) -> Result<Secret> {
+    let mut metadata = meta(fc, name)?;
+    metadata.annotations = Some(BTreeMap::from([(
+        NOT_AFTER_ANNOTATION.to_string(),
+        not_after.to_string(),
+    )]));
+    Ok(Secret {
+        metadata,
+        string_data: Some(BTreeMap::from([
+            ("tls.crt".to_string(), cert_pem.to_string()),
+            ("tls.key".to_string(), key_pem.to_string()),
+            ("ca.crt".to_string(), ca_pem.to_string()),
+        ])),
+        type_: Some("kubernetes.io/tls".into()),
+        ..Default::default()
+    })
 }
 
 /// The PVC name of pod `ordinal`.
@@ -325,6 +403,70 @@ fn build_statefulset(
     let health = ExecAction {
         command: Some(vec!["flavio".into(), "health".into()]),
     };
+    let tls_secret = tls_secret_name(fc);
+    let mut env_vars = vec![
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_IP", "status.podIP"),
+        env("FLAVIO_NAME", format!("flavio@{host}")),
+        env("FLAVIO_LISTEN", format!("$(POD_IP):{PORT}")),
+        env("FLAVIO_ADVERTISE", advertise),
+        env("FLAVIO_DATA_DIR", DATA_DIR),
+        env("FLAVIO_RING_SIZE", spec.ring_size.to_string()),
+        env(
+            "FLAVIO_HANDOFF_CONCURRENCY",
+            spec.handoff_concurrency.to_string(),
+        ),
+        env("FLAVIO_COOKIE_FILE", format!("{COOKIE_DIR}/{COOKIE_KEY}")),
+        env("FLAVIO_NODE", format!("$(POD_IP):{PORT}")),
+        env("FLAVIO_LOG_FORMAT", "json"),
+        env("FLAVIO_METRICS_LISTEN", format!("$(POD_IP):{METRICS_PORT}")),
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: DATA_VOLUME.into(),
+            mount_path: DATA_DIR.into(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "cookie".into(),
+            mount_path: COOKIE_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    ];
+    let mut volumes = vec![Volume {
+        name: "cookie".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret_name(fc)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    if let Some(secret) = &tls_secret {
+        // The node serves TLS and refuses to start without it; `flavio`
+        // run in the pod (probes, kubectl exec) reads the same files.
+        env_vars.extend([
+            env("FLAVIO_TLS_CERT", format!("{TLS_DIR}/tls.crt")),
+            env("FLAVIO_TLS_KEY", format!("{TLS_DIR}/tls.key")),
+            env("FLAVIO_TLS_CA", format!("{TLS_DIR}/ca.crt")),
+            env("FLAVIO_TLS_SERVER_NAME", tls_server_name(naming)),
+            env("FLAVIO_REQUIRE_TLS", "true"),
+        ]);
+        mounts.push(VolumeMount {
+            name: "tls".into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     let container = Container {
         name: "flavio".into(),
         image: Some(spec.image.clone()),
@@ -337,23 +479,7 @@ fn build_statefulset(
             "--w-val".into(),
             w.to_string(),
         ]),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_IP", "status.podIP"),
-            env("FLAVIO_NAME", format!("flavio@{host}")),
-            env("FLAVIO_LISTEN", format!("$(POD_IP):{PORT}")),
-            env("FLAVIO_ADVERTISE", advertise),
-            env("FLAVIO_DATA_DIR", DATA_DIR),
-            env("FLAVIO_RING_SIZE", spec.ring_size.to_string()),
-            env(
-                "FLAVIO_HANDOFF_CONCURRENCY",
-                spec.handoff_concurrency.to_string(),
-            ),
-            env("FLAVIO_COOKIE_FILE", format!("{COOKIE_DIR}/{COOKIE_KEY}")),
-            env("FLAVIO_NODE", format!("$(POD_IP):{PORT}")),
-            env("FLAVIO_LOG_FORMAT", "json"),
-            env("FLAVIO_METRICS_LISTEN", format!("$(POD_IP):{METRICS_PORT}")),
-        ]),
+        env: Some(env_vars),
         ports: Some(vec![
             ContainerPort {
                 name: Some("grpc".into()),
@@ -405,19 +531,7 @@ fn build_statefulset(
             }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: DATA_VOLUME.into(),
-                mount_path: DATA_DIR.into(),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "cookie".into(),
-                mount_path: COOKIE_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-        ]),
+        volume_mounts: Some(mounts),
         ..Default::default()
     };
     let pvc = PersistentVolumeClaim {
@@ -466,14 +580,7 @@ fn build_statefulset(
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "cookie".into(),
-                        secret: Some(SecretVolumeSource {
-                            secret_name: Some(secret_name(fc)),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }]),
+                    volumes: Some(volumes),
                     // The same restricted defaults as the chart's operator pod;
                     // fsGroup makes the PVC (and cookie) readable by the user.
                     security_context: Some(PodSecurityContext {

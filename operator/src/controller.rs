@@ -13,7 +13,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flavio_node::rpc::Cookie;
+use flavio_node::rpc::pki::{Authority, Issued};
+use flavio_node::rpc::tls::ClientTls;
+use flavio_node::rpc::{Cookie, Credentials};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
@@ -30,6 +32,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::children;
+use crate::crd::TlsMode;
 use crate::crd::{
     APPROVE_ANNOTATION, Condition, FINALIZER, FlavioCluster, FlavioClusterStatus, Retention,
 };
@@ -221,6 +224,115 @@ pub async fn ensure_cookie(client: &Client, fc: &FlavioCluster) -> Result<Cookie
     };
     Ok(Cookie::new(&text)?)
 }
+
+/// The operator-made CA's name in its certificate: one per cluster.
+fn ca_name(naming: &Naming) -> String {
+    format!("FlavioDB CA {}/{}", naming.namespace, naming.cluster)
+}
+
+fn secret_text(s: &Secret, key: &str) -> Option<String> {
+    s.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+}
+
+/// Seconds since the epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Makes sure the nodes' certificate exists (and, made by the operator, is
+/// not near its end: renewed with a third of its life left, or at once when
+/// its `flaviodb.io/not-after` annotation says it expired); returns how the
+/// operator itself reaches the nodes over TLS, `None` without TLS.
+pub async fn ensure_tls(
+    client: &Client,
+    fc: &FlavioCluster,
+    naming: &Naming,
+) -> Result<Option<ClientTls>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &naming.namespace);
+    let server_name = Some(children::tls_server_name(naming));
+    let ca_pem = match fc.spec.tls.mode {
+        TlsMode::Disabled => return Ok(None),
+        TlsMode::Secret => {
+            let name = children::tls_secret_name(fc)
+                .ok_or(Error::Missing("spec.tls.secretName (tls.mode is secret)"))?;
+            let secret = api.get_opt(&name).await?.ok_or_else(|| {
+                Error::Wait(format!(
+                    "the TLS Secret {name} (spec.tls.secretName) does not exist yet"
+                ))
+            })?;
+            secret_text(&secret, "ca.crt")
+                .ok_or_else(|| Error::Wait(format!("the TLS Secret {name} has no ca.crt")))?
+        }
+        TlsMode::Operator => {
+            let ca_secret = children::tls_ca_secret_name(fc);
+            let ca = match api.get_opt(&ca_secret).await? {
+                Some(s) => {
+                    let issued = Issued {
+                        cert_pem: secret_text(&s, "ca.crt")
+                            .ok_or(Error::Missing("ca.crt in the CA Secret"))?,
+                        key_pem: secret_text(&s, "ca.key")
+                            .ok_or(Error::Missing("ca.key in the CA Secret"))?,
+                    };
+                    Authority::load(&ca_name(naming), issued)?
+                }
+                None => {
+                    let ca = Authority::new(&ca_name(naming), CA_VALIDITY)?;
+                    let secret = children::tls_ca_secret(fc, &ca.ca().cert_pem, &ca.ca().key_pem)?;
+                    api.create(&PostParams::default(), &secret).await?;
+                    ca
+                }
+            };
+            let name = children::tls_secret_name(fc).ok_or(Error::Missing("TLS Secret name"))?;
+            let days = u64::from(fc.spec.tls.certificate_days.max(1));
+            let validity = std::time::Duration::from_secs(days * 86_400);
+            let current = api.get_opt(&name).await?;
+            let not_after = current
+                .as_ref()
+                .and_then(|s| s.metadata.annotations.as_ref())
+                .and_then(|a| a.get(children::NOT_AFTER_ANNOTATION))
+                .and_then(|v| v.parse::<u64>().ok());
+            let same_ca = current
+                .as_ref()
+                .and_then(|s| secret_text(s, "ca.crt"))
+                .is_some_and(|c| c == ca.ca().cert_pem);
+            let renew_at = not_after.map(|t| t.saturating_sub(validity.as_secs() / 3));
+            if !same_ca || renew_at.is_none_or(|t| unix_now() >= t) {
+                let issued = ca.issue(&children::tls_names(naming), validity)?;
+                let expires = unix_now() + validity.as_secs();
+                let secret = children::tls_secret(
+                    fc,
+                    name.clone(),
+                    &issued.cert_pem,
+                    &issued.key_pem,
+                    &ca.ca().cert_pem,
+                    expires,
+                )?;
+                match current {
+                    Some(_) => {
+                        api.replace(&name, &PostParams::default(), &secret).await?;
+                    }
+                    None => {
+                        api.create(&PostParams::default(), &secret).await?;
+                    }
+                }
+                tracing::info!(secret = %name, days, "issued the nodes' TLS certificate");
+            }
+            ca.ca().cert_pem.clone()
+        }
+    };
+    Ok(Some(
+        ClientTls::from_ca_pem(ca_pem.as_bytes())?.expecting(server_name),
+    ))
+}
+
+/// How long an operator-made CA is valid (its nodes' certificates are
+/// renewed far more often).
+const CA_VALIDITY: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
 
 /// Applies the Services, the StatefulSet with `replicas`, and the PDB.
 pub async fn apply_children(
@@ -415,7 +527,10 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
     // The cookie, unless the spec is refused (then nothing is created).
     let invalid = crate::crd::validate(&fc.spec, &recorded).err();
     let cookie = match invalid {
-        None => Some(ensure_cookie(c, fc).await?),
+        None => Some(Credentials::new(
+            ensure_cookie(c, fc).await?,
+            ensure_tls(c, fc, &naming).await?,
+        )),
         Some(_) => None,
     };
 

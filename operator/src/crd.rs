@@ -102,6 +102,59 @@ pub struct FlavioClusterSpec {
     /// How a change of the pod template (image, resources, ...) is rolled out.
     #[serde(default)]
     pub upgrade: Upgrade,
+    /// TLS for every connection to and between nodes.
+    #[serde(default)]
+    pub tls: TlsSpec,
+}
+
+/// Where the nodes' certificates come from.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// `operator` (the default): the operator makes a CA for the cluster
+    /// (Secret `<name>-tls-ca`) and the nodes' certificate (Secret
+    /// `<name>-tls`), and renews it before it expires. `secret`: a
+    /// `kubernetes.io/tls` Secret you provide (`secretName`), with `ca.crt`
+    /// beside `tls.crt` and `tls.key`, as cert-manager writes it; its
+    /// certificate must name `<name>.<namespace>.svc`. `disabled`: plain TCP,
+    /// the cookie crosses the network in clear.
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// The Secret of `mode: secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Days an operator-made node certificate is valid; it is renewed when a
+    /// third of that is left.
+    #[serde(default = "default_cert_days")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub certificate_days: u32,
+}
+
+fn default_cert_days() -> u32 {
+    90
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        TlsSpec {
+            mode: TlsMode::default(),
+            secret_name: None,
+            certificate_days: default_cert_days(),
+        }
+    }
+}
+
+/// [`TlsSpec::mode`].
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum TlsMode {
+    /// Certificates made and renewed by the operator.
+    #[default]
+    Operator,
+    /// Certificates from `secretName` (e.g. written by cert-manager).
+    Secret,
+    /// No TLS.
+    Disabled,
 }
 
 /// The gated rolling restart: one pod at a time, highest ordinal first, each

@@ -3,10 +3,11 @@
 //! [`Action`]s (stage, plan, check, commit; commit an approved plan; clear).
 //!
 //! The operator always calls nodes at `<pod IP>:10017`, whatever they
-//! advertise, so it needs no cluster DNS. What it leaves out: retries (the
-//! controller requeues) and TLS.
+//! advertise, so it needs no cluster DNS; with TLS it checks certificates
+//! against the cluster's one server name. What it leaves out: retries (the
+//! controller requeues).
 
-use flavio_node::rpc::Cookie;
+use flavio_node::rpc::Credentials;
 use flavio_node::rpc::client::{Admin, admin};
 use flavio_proto::v1 as pb;
 
@@ -33,7 +34,7 @@ fn admin_err(node: &str, s: impl std::fmt::Display) -> Error {
     }
 }
 
-async fn connect(addr: &str, cookie: &Cookie) -> Result<Admin> {
+async fn connect(addr: &str, cookie: &Credentials) -> Result<Admin> {
     admin(addr, cookie.clone())
         .await
         .map_err(|e| admin_err(addr, e))
@@ -46,7 +47,7 @@ fn state(s: i32) -> State {
 }
 
 /// Reads the ring from the member at `addr`.
-pub async fn observe(addr: &str, cookie: &Cookie) -> Result<Observed> {
+pub async fn observe(addr: &str, cookie: &Credentials) -> Result<Observed> {
     let mut c = connect(addr, cookie).await?;
     let ms = c
         .member_status(pb::MemberStatusRequest {})
@@ -168,7 +169,7 @@ pub async fn observe(addr: &str, cookie: &Cookie) -> Result<Observed> {
 
 /// The cluster id and data-directory incarnation the node at `addr`
 /// answers with.
-pub async fn identity(addr: &str, cookie: &Cookie) -> Result<(String, String)> {
+pub async fn identity(addr: &str, cookie: &Credentials) -> Result<(String, String)> {
     let mut c = connect(addr, cookie).await?;
     let ms = c
         .member_status(pb::MemberStatusRequest {})
@@ -180,7 +181,7 @@ pub async fn identity(addr: &str, cookie: &Cookie) -> Result<(String, String)> {
 
 /// Marks `node` down from the member at `at` (which becomes the claimant
 /// when `node` was it). A majority must see `node` unreachable.
-pub async fn down(at: &str, cookie: &Cookie, node: &str) -> Result<()> {
+pub async fn down(at: &str, cookie: &Credentials, node: &str) -> Result<()> {
     let mut c = connect(at, cookie).await?;
     c.down(pb::DownRequest {
         node: node.to_string(),
@@ -193,7 +194,7 @@ pub async fn down(at: &str, cookie: &Cookie, node: &str) -> Result<()> {
 
 /// Force-removes `node` on the claimant: stage, plan (which must hold just
 /// that), commit. Returns the new ring version.
-pub async fn force_remove(claimant: &str, cookie: &Cookie, node: &str) -> Result<u64> {
+pub async fn force_remove(claimant: &str, cookie: &Credentials, node: &str) -> Result<u64> {
     let mut c = connect(claimant, cookie).await?;
     match c
         .stage_remove(pb::StageRemoveRequest {
@@ -218,7 +219,7 @@ pub async fn force_remove(claimant: &str, cookie: &Cookie, node: &str) -> Result
 /// for. Returns the plan.
 pub async fn stage_and_plan(
     claimant: &str,
-    cookie: &Cookie,
+    cookie: &Credentials,
     joins: &[(String, String)],
     staged_joins: &[String],
     leaves: &[String],
@@ -303,7 +304,7 @@ async fn plan_exactly(c: &mut Admin, claimant: &str, want: Vec<String>) -> Resul
 }
 
 /// Commits plan `id` on the claimant. Returns the new ring version.
-pub async fn commit(claimant: &str, cookie: &Cookie, id: &str) -> Result<u64> {
+pub async fn commit(claimant: &str, cookie: &Credentials, id: &str) -> Result<u64> {
     let mut c = connect(claimant, cookie).await?;
     let r = c
         .commit(pb::CommitRequest {
@@ -315,7 +316,7 @@ pub async fn commit(claimant: &str, cookie: &Cookie, id: &str) -> Result<u64> {
 }
 
 /// Drops staged changes on the claimant.
-pub async fn clear(claimant: &str, cookie: &Cookie) -> Result<()> {
+pub async fn clear(claimant: &str, cookie: &Credentials) -> Result<()> {
     let mut c = connect(claimant, cookie).await?;
     c.clear(pb::ClearRequest {})
         .await

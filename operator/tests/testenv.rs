@@ -198,16 +198,66 @@ impl Setup {
         Ok(())
     }
 
-    async fn cookie(&self) -> Result<flavio_node::rpc::Cookie, Box<dyn std::error::Error>> {
+    /// The environment a `flavio` command run by the test needs (files
+    /// written to `dir`): the cookie, and the CA and server name with TLS.
+    async fn client_env(
+        &self,
+        dir: &std::path::Path,
+    ) -> Result<Vec<(String, String)>, Box<dyn std::error::Error>> {
+        let secrets: Api<Secret> = self.ns.api();
+        let mut env = Vec::new();
+        let data = |s: Secret, key: &str| {
+            s.data
+                .and_then(|d| d.get(key).cloned())
+                .map(|b| b.0)
+                .ok_or_else(|| format!("no {key}"))
+        };
+        let cookie_file = dir.join("cookie");
+        std::fs::write(
+            &cookie_file,
+            data(secrets.get("demo-cookie").await?, "cookie")?,
+        )?;
+        env.push((
+            "FLAVIO_COOKIE_FILE".into(),
+            cookie_file.display().to_string(),
+        ));
+        if let Some(t) = secrets.get_opt("demo-tls").await? {
+            let ca = dir.join("ca.crt");
+            std::fs::write(&ca, data(t, "ca.crt")?)?;
+            env.push(("FLAVIO_TLS_CA".into(), ca.display().to_string()));
+            env.push((
+                "FLAVIO_TLS_SERVER_NAME".into(),
+                format!("demo.{}.svc", self.ns.name),
+            ));
+        }
+        Ok(env)
+    }
+
+    /// How the test reaches the nodes: the cookie from its Secret, and TLS
+    /// (the operator's default) with the CA from the nodes' certificate
+    /// Secret, checked against the cluster's server name.
+    async fn cookie(&self) -> Result<flavio_node::rpc::Credentials, Box<dyn std::error::Error>> {
         let secrets: Api<Secret> = self.ns.api();
         let s = secrets.get("demo-cookie").await?;
         let b = s
             .data
             .and_then(|d| d.get("cookie").cloned())
             .ok_or("no cookie")?;
-        Ok(flavio_node::rpc::Cookie::new(&String::from_utf8_lossy(
-            &b.0,
-        ))?)
+        let cookie = flavio_node::rpc::Cookie::new(&String::from_utf8_lossy(&b.0))?;
+        let tls = match secrets.get_opt("demo-tls").await? {
+            Some(t) => {
+                let ca = t
+                    .data
+                    .and_then(|d| d.get("ca.crt").cloned())
+                    .ok_or("no ca.crt in demo-tls")?;
+                Some(
+                    flavio_node::rpc::tls::ClientTls::from_ca_pem(&ca.0)?
+                        .expecting(Some(format!("demo.{}.svc", self.ns.name))),
+                )
+            }
+            None => None,
+        };
+        Ok(flavio_node::rpc::Credentials::new(cookie, tls))
     }
 
     async fn pod_addr(&self, ordinal: i32) -> Result<String, Box<dyn std::error::Error>> {
@@ -739,6 +789,131 @@ async fn operator_restart_mid_scale_down_resumes() -> TestResult {
     s.finish().await
 }
 
+/// `GET /metrics` from a pod's metrics port.
+fn scrape(addr: &str) -> Result<String, Box<dyn std::error::Error>> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr)?;
+    c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+    let mut out = String::new();
+    c.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// TLS by default (issue 16): the operator makes a CA and the nodes'
+/// certificate, the pods serve TLS only, the operator and clients reach them
+/// with the CA; a renewed certificate reaches the running pods through
+/// their Secret volume and is taken without a restart.
+#[tokio::test]
+async fn tls_by_default_and_renewed_certificates_need_no_restart() -> TestResult {
+    let _serial = SERIAL.lock().await;
+    let Some(s) = setup("op-tls").await? else {
+        return Ok(());
+    };
+    s.create(json!({"replicas": 2, "addressMode": "podIP", "ringSize": 16}))
+        .await?;
+    s.wait_available(2, Duration::from_secs(120)).await?;
+    let secrets: Api<Secret> = s.ns.api();
+    let tls = secrets.get("demo-tls").await?;
+    assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert!(secrets.get_opt("demo-tls-ca").await?.is_some());
+    let cert_of = |s: &Secret| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get("tls.crt"))
+            .map(|b| b.0.clone())
+            .unwrap_or_default()
+    };
+    let first_cert = cert_of(&tls);
+
+    // Plain TCP with the right cookie is refused, and says why.
+    let addr = s.pod_addr(0).await?;
+    let credentials = s.cookie().await?;
+    let plain =
+        flavio_node::rpc::Credentials::new(std::sync::Arc::clone(&credentials.cookie), None);
+    let refused = flavio_node::rpc::Client::connect(&addr, plain)
+        .await?
+        .ping()
+        .await
+        .expect_err("a plain client is refused");
+    assert!(refused.message().contains("TLS"), "{refused:?}");
+    // With the cluster's CA it works (the operator itself got this far).
+    flavio_node::rpc::Client::connect(&addr, credentials.clone())
+        .await?
+        .ping()
+        .await?;
+
+    // Renewal: the certificate is due (its annotation says it expired);
+    // any change of the FlavioCluster makes the operator look.
+    let pods: Api<Pod> = s.ns.api();
+    let restarts = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|st| st.container_statuses.as_ref())
+            .map_or(0, |cs| cs.iter().map(|c| c.restart_count).sum::<i32>())
+    };
+    let before: Vec<i32> = [pods.get("demo-0").await?, pods.get("demo-1").await?]
+        .iter()
+        .map(restarts)
+        .collect();
+    secrets
+        .patch(
+            "demo-tls",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"flaviodb.io/not-after": "0"}}})),
+        )
+        .await?;
+    s.fcs
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"test.flaviodb.io/poke": "1"}}})),
+        )
+        .await?;
+    poll("a renewed certificate", Duration::from_secs(60), || async {
+        let now = secrets.get("demo-tls").await?;
+        Ok((cert_of(&now) != first_cert).then_some(()))
+    })
+    .await?;
+    for i in 0..2 {
+        let metrics = format!(
+            "{}:10018",
+            s.pod_addr(i).await?.rsplit_once(':').map_or("", |(h, _)| h)
+        );
+        poll(
+            &format!("demo-{i} takes the new certificate"),
+            Duration::from_secs(60),
+            || {
+                let metrics = metrics.clone();
+                async move {
+                    let text = scrape(&metrics)?;
+                    let n = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("flavio_secret_reloads_total{file=\"tls\"} "))
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .unwrap_or(0.0);
+                    Ok((n >= 1.0).then_some(()))
+                }
+            },
+        )
+        .await?;
+    }
+    let after: Vec<i32> = [pods.get("demo-0").await?, pods.get("demo-1").await?]
+        .iter()
+        .map(restarts)
+        .collect();
+    assert_eq!(before, after, "no pod restarted for the new certificate");
+    // New connections meet the new certificate and the cluster still serves.
+    flavio_node::rpc::Client::connect(&addr, s.cookie().await?)
+        .await?
+        .add(flavio_proto::v1::AddRequest {
+            a: 1,
+            b: 2,
+            ..Default::default()
+        })
+        .await?;
+    s.finish().await
+}
+
 /// `kubectl exec <pod> -- flavio ...` with no flags (issue 4, item 6): the
 /// pod's own environment (`FLAVIO_NODE`, `FLAVIO_COOKIE_FILE` on the cookie
 /// volume) is all the CLI needs. The stand-in has no streaming exec, so the
@@ -813,7 +988,7 @@ struct BenchLoop {
 }
 
 impl BenchLoop {
-    fn start(bin: std::path::PathBuf, node: String, cookie_file: std::path::PathBuf) -> BenchLoop {
+    fn start(bin: std::path::PathBuf, node: String, env: Vec<(String, String)>) -> BenchLoop {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -824,8 +999,7 @@ impl BenchLoop {
                     .args(["bench", "--op", "add", "--concurrency", "16"])
                     .args(["--duration", "5s", "--output", "json"])
                     .args(["--node", &node, "--also-node", &node])
-                    .arg("--cookie-file")
-                    .arg(&cookie_file)
+                    .envs(env.iter().map(|(k, v)| (k, v)))
                     .output()
                     .map_err(|e| e.to_string())?;
                 if !out.status.success() {
@@ -968,10 +1142,8 @@ async fn rolling_upgrade_under_load_fails_no_add() -> TestResult {
     )
     .await?;
     s.wait_available(4, Duration::from_secs(180)).await?;
-    let cookie = s.cookie().await?;
     let dir = tempfile::tempdir()?;
-    let cookie_file = dir.path().join("cookie");
-    std::fs::write(&cookie_file, cookie.as_str())?;
+    let client_env = s.client_env(dir.path()).await?;
     let proxy = flavio_testenv::proxy::ServiceProxy::start(s.ns.api(), s.ns.api(), "demo").await?;
     poll("4 ready endpoints", Duration::from_secs(30), || async {
         Ok((proxy.endpoints().len() == 4).then_some(()))
@@ -979,7 +1151,7 @@ async fn rolling_upgrade_under_load_fails_no_add() -> TestResult {
     .await?;
 
     // 1. A new image, rolled under load.
-    let load = BenchLoop::start(bin.clone(), proxy.addr(), cookie_file.clone());
+    let load = BenchLoop::start(bin.clone(), proxy.addr(), client_env.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let t = Instant::now();
     s.set_image("flaviodb/flavio:rolled").await?;
@@ -1009,7 +1181,7 @@ async fn rolling_upgrade_under_load_fails_no_add() -> TestResult {
     }
 
     // 2. An image that cannot start: the roll stops at demo-3.
-    let load = BenchLoop::start(bin.clone(), proxy.addr(), cookie_file.clone());
+    let load = BenchLoop::start(bin.clone(), proxy.addr(), client_env.clone());
     s.set_image("flaviodb/flavio-missing:1").await?;
     let msg = poll(
         "Degraded naming demo-3",

@@ -76,7 +76,7 @@ authorizes as `create`: hence create next to patch for every applied kind. */}}
   verbs: ["create", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create"]
+  verbs: ["get", "create", "update"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]

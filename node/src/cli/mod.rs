@@ -95,6 +95,10 @@ pub struct ClientArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "FLAVIO_TLS_KEY", global = true)]
     pub tls_key: Option<PathBuf>,
+    /// The name every node's certificate is checked against, instead of the
+    /// host of the address dialed (clusters on pod IPs: one name for all).
+    #[arg(long, env = "FLAVIO_TLS_SERVER_NAME", global = true)]
+    pub tls_server_name: Option<String>,
 }
 
 impl ClientArgs {
@@ -117,7 +121,8 @@ impl ClientArgs {
     pub fn client_tls(&self) -> Result<Option<ClientTls>> {
         let identity = self.tls_identity()?;
         match &self.tls_ca {
-            Some(ca) => ClientTls::from_files(ca, identity).map(Some),
+            Some(ca) => ClientTls::from_files(ca, identity)
+                .map(|t| Some(t.expecting(self.tls_server_name.clone()))),
             None if identity.is_some() => Err(Error::InvalidArgument(
                 "a TLS certificate without --tls-ca (FLAVIO_TLS_CA): name the CA that verifies the nodes"
                     .into(),

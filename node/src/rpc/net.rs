@@ -402,7 +402,7 @@ impl tonic::codegen::Service<Uri> for Dialer {
         Box::pin(async move {
             let host = uri.host().ok_or("the address has no host")?.to_string();
             let port = uri.port_u16().ok_or("the address has no port")?;
-            let name = ClientTls::server_name(&host)?;
+            let name = tls.name_for(&host)?;
             let bare = host.trim_start_matches('[').trim_end_matches(']');
             let tcp = connect_tcp(bare, port, local).await?;
             let connector = tokio_rustls::TlsConnector::from(tls.config());

@@ -117,6 +117,11 @@ impl std::fmt::Display for TlsError {
 #[derive(Clone)]
 pub struct ClientTls {
     config: Arc<RwLock<Arc<ClientConfig>>>,
+    /// The name node certificates are checked against instead of the
+    /// dialed host (`--tls-server-name`): one name for every node of a
+    /// cluster whose addresses are not known when certificates are made
+    /// (pod IPs).
+    expect_name: Option<String>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -161,7 +166,30 @@ impl ClientTls {
         };
         Ok(ClientTls {
             config: Arc::new(RwLock::new(Arc::new(config))),
+            expect_name: None,
         })
+    }
+
+    /// Trusts the CA certificate(s) `ca_pem` (a client of a cluster whose CA
+    /// it read from a Secret, such as the operator); presents no
+    /// certificate.
+    pub fn from_ca_pem(ca_pem: &[u8]) -> Result<ClientTls> {
+        let config = client_config((Path::new("<CA certificate>"), ca_pem), None)?;
+        Ok(ClientTls {
+            config: Arc::new(RwLock::new(Arc::new(config))),
+            expect_name: None,
+        })
+    }
+
+    /// Checks node certificates against `name` rather than the dialed host.
+    pub fn expecting(mut self, name: Option<String>) -> ClientTls {
+        self.expect_name = name.filter(|n| !n.is_empty());
+        self
+    }
+
+    /// The name a node dialed at `host` must have in its certificate.
+    pub fn name_for(&self, host: &str) -> Result<ServerName<'static>> {
+        ClientTls::server_name(self.expect_name.as_deref().unwrap_or(host))
     }
 
     /// The configuration new connections use now.
@@ -223,6 +251,17 @@ pub struct NodeTls {
     reloads: std::sync::atomic::AtomicU64,
 }
 
+impl NodeTls {
+    /// Peers' certificates are checked against `name` rather than the
+    /// dialed host (`--tls-server-name`).
+    pub fn expecting(mut self: Arc<Self>, name: Option<String>) -> Arc<Self> {
+        if let Some(me) = Arc::get_mut(&mut self) {
+            me.client = me.client.clone().expecting(name);
+        }
+        self
+    }
+}
+
 impl std::fmt::Debug for NodeTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeTls")
@@ -278,6 +317,7 @@ impl NodeTls {
             server: RwLock::new(Arc::new(server)),
             client: ClientTls {
                 config: Arc::new(RwLock::new(Arc::new(client))),
+                expect_name: None,
             },
             seen: Mutex::new(snapshot),
             reloads: std::sync::atomic::AtomicU64::new(0),

@@ -7,7 +7,10 @@
 //! directory first, so `sh -c 'flavio ...'` finds it) and the
 //! `KUBERNETES_SERVICE_*` variables. Values starting with a mount path are then
 //! rewritten to host paths. Secret, ConfigMap, downward API and projected volumes
-//! are written once when the pod starts; they are not refreshed.
+//! are written when the pod starts; Secret, ConfigMap and projected ones are
+//! written again every [`REFRESH_EVERY`] while it runs, changed files by a
+//! rename, as the kubelet updates them (it takes up to a minute; this is
+//! quicker, for tests).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -360,15 +363,33 @@ pub(crate) fn resolve_program(
         .ok_or_else(|| not_found(argv0))
 }
 
+/// Writes the files that differ from what is there, each through a rename
+/// (the kubelet swaps a whole directory; a reader never sees half a file
+/// either way).
 fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<()> {
     for (rel, data) in files {
         let p = dir.join(rel.trim_start_matches('/'));
+        if std::fs::read(&p).is_ok_and(|old| old == *data) {
+            continue;
+        }
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
-        std::fs::write(&p, data).map_err(|e| Error::io(&p, e))?;
+        let tmp = p.with_file_name(format!(
+            ".{}.tmp",
+            p.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        ));
+        std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))?;
     }
     Ok(())
+}
+
+/// Whether a volume's files come from API objects that may change (Secret,
+/// ConfigMap, projected): those are refreshed while the pod runs.
+pub(crate) fn refreshable(v: &Volume) -> bool {
+    v.secret.is_some() || v.config_map.is_some() || v.projected.is_some()
 }
 
 fn select_items(
@@ -413,6 +434,9 @@ async fn bind_claim(client: &Client, ns: &str, name: &str) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// How often Secret, ConfigMap and projected volumes are brought up to date.
+pub(crate) const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Lays out one volume on the host and returns its directory.
 pub(crate) async fn prepare_volume(

@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::env::{
-    container_env, container_mounts, expand_args, expand_probe, in_cluster_kubeconfig,
-    prepare_volume, resolve_program, rewrite_env,
+    REFRESH_EVERY, container_env, container_mounts, expand_args, expand_probe,
+    in_cluster_kubeconfig, prepare_volume, refreshable, resolve_program, rewrite_env,
 };
 use super::node::now_rfc3339;
 use super::process::{Proc, Spawn};
@@ -125,6 +125,8 @@ struct PodRun {
     volumes: Option<BTreeMap<String, PathBuf>>,
     prepare_error: Option<(String, String)>,
     next_prepare: Instant,
+    /// When Secret, ConfigMap and projected volumes are written again.
+    next_refresh: Instant,
     ctrs: Vec<Ctr>,
     start_time: String,
     cond_times: HashMap<&'static str, (bool, String)>,
@@ -196,6 +198,38 @@ impl PodRun {
         }
         self.volumes = Some(vols);
         Ok(())
+    }
+
+    /// Writes Secret, ConfigMap and projected volumes again, every
+    /// [`REFRESH_EVERY`], once they were first laid out.
+    async fn refresh_volumes(&mut self) {
+        if self.volumes.is_none() || Instant::now() < self.next_refresh {
+            return;
+        }
+        self.next_refresh = Instant::now() + REFRESH_EVERY;
+        let ip = self.ip.map(|i| i.to_string()).unwrap_or_default();
+        let specs = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
+        for v in specs.iter().filter(|v| refreshable(v)) {
+            // A Secret gone or unreadable for now: the files stay as they
+            // were, as the kubelet keeps them.
+            if let Err(e) = prepare_volume(
+                &self.shared.client,
+                &self.shared.cfg,
+                &self.pod,
+                &ip,
+                &self.pod_dir,
+                v,
+            )
+            .await
+            {
+                tracing::debug!(pod = %self.name, volume = %v.name, error = %e, "volume not refreshed");
+            }
+        }
     }
 
     async fn start(&self, c: &mut Ctr) -> Result<Proc> {
@@ -749,6 +783,7 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, pod: Pod, mut rx: watch::Receiv
         volumes: None,
         prepare_error: None,
         next_prepare: Instant::now(),
+        next_refresh: Instant::now() + REFRESH_EVERY,
         ctrs,
         start_time: now_rfc3339(),
         cond_times: HashMap::new(),
@@ -791,6 +826,7 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, pod: Pod, mut rx: watch::Receiv
         run.check_kill();
         if run.ip.is_some() {
             run.step().await;
+            run.refresh_volumes().await;
         }
         run.report().await;
         tokio::select! {
