@@ -55,9 +55,15 @@ pub fn naming(fc: &FlavioCluster) -> Result<Naming> {
     })
 }
 
-/// The cookie Secret's name.
+/// The cookie Secret's name: the cookie users set (or the operator made).
 pub fn secret_name(fc: &FlavioCluster) -> String {
     format!("{}-cookie", fc.name_any())
+}
+
+/// The Secret pods read their cookies from (see [`crate::cookie`]): the
+/// operator's, one cookie per line.
+pub fn live_secret_name(fc: &FlavioCluster) -> String {
+    format!("{}-cookie-live", fc.name_any())
 }
 
 /// Where a pod finds its TLS files (`tls.crt`, `tls.key`, `ca.crt`).
@@ -226,9 +232,9 @@ pub fn client_service(fc: &FlavioCluster) -> Result<Service> {
 }
 
 /// The cookie Secret, created once with `cookie` and never rewritten.
-pub fn cookie_secret(fc: &FlavioCluster, cookie: &str) -> Result<Secret> {
+pub fn cookie_secret(fc: &FlavioCluster, name: String, cookie: &str) -> Result<Secret> {
     Ok(Secret {
-        metadata: meta(fc, secret_name(fc))?,
+        metadata: meta(fc, name)?,
         string_data: Some(BTreeMap::from([(
             COOKIE_KEY.to_string(),
             cookie.to_string(),
@@ -437,7 +443,7 @@ fn build_statefulset(
     let mut volumes = vec![Volume {
         name: "cookie".into(),
         secret: Some(SecretVolumeSource {
-            secret_name: Some(secret_name(fc)),
+            secret_name: Some(live_secret_name(fc)),
             ..Default::default()
         }),
         ..Default::default()

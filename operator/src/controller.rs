@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use flavio_node::rpc::auth::CookieSet;
 use flavio_node::rpc::pki::{Authority, Issued};
 use flavio_node::rpc::tls::ClientTls;
 use flavio_node::rpc::{Cookie, Credentials};
@@ -202,27 +203,95 @@ where
     Ok(())
 }
 
-/// Creates the cookie Secret if missing; returns the cookie. Never rewrites
-/// an existing Secret: rotating the cookie would cut the cluster in two.
-pub async fn ensure_cookie(client: &Client, fc: &FlavioCluster) -> Result<Cookie> {
+/// The cluster's cookies: the desired one (the Secret users may change) and
+/// the live ones pods read (see [`crate::cookie`]).
+#[derive(Clone, Debug)]
+pub struct CookieState {
+    /// The cookie Secret's.
+    pub desired: String,
+    /// The live Secret's, the sent one first.
+    pub live: Vec<String>,
+}
+
+/// Creates the cookie Secret (a random cookie) and the live one (the same
+/// cookie) if missing; returns both.
+pub async fn ensure_cookie(client: &Client, fc: &FlavioCluster) -> Result<CookieState> {
     let ns = fc.namespace().ok_or(Error::Missing("namespace"))?;
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let name = children::secret_name(fc);
-    let text = match api.get_opt(&name).await? {
-        Some(s) => s
-            .data
-            .as_ref()
-            .and_then(|d| d.get(children::COOKIE_KEY))
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    let desired = match api.get_opt(&name).await? {
+        Some(s) => secret_text(&s, children::COOKIE_KEY)
             .ok_or(Error::Missing("cookie in the cluster's Secret"))?,
         None => {
             let cookie = Cookie::random();
-            let secret = children::cookie_secret(fc, cookie.as_str())?;
+            let secret = children::cookie_secret(fc, name, cookie.as_str())?;
             api.create(&PostParams::default(), &secret).await?;
             cookie.as_str().to_string()
         }
     };
-    Ok(Cookie::new(&text)?)
+    // A cookie users wrote must be one: refused here, before any pod sees it.
+    let desired = Cookie::new(&desired)?.as_str().to_string();
+    let live_name = children::live_secret_name(fc);
+    let live = match api.get_opt(&live_name).await? {
+        Some(s) => crate::cookie::lines(
+            &secret_text(&s, children::COOKIE_KEY)
+                .ok_or(Error::Missing("cookie in the live cookie Secret"))?,
+        ),
+        None => {
+            let secret = children::cookie_secret(fc, live_name, &desired)?;
+            api.create(&PostParams::default(), &secret).await?;
+            vec![desired.clone()]
+        }
+    };
+    Ok(CookieState { desired, live })
+}
+
+/// One step of a cookie rotation, when one is under way: writes the live
+/// Secret once every pod holds what it says now. True while rotating.
+async fn rotate_cookie(
+    c: &Client,
+    ctx: &Context,
+    fc: &FlavioCluster,
+    state: &CookieState,
+    credentials: &Credentials,
+    pods: &[(i32, &Pod)],
+) -> Result<bool> {
+    use crate::cookie::{Step, next};
+    if state.live == [state.desired.clone()] {
+        return Ok(false);
+    }
+    let expected = CookieSet::parse(&state.live.join("\n"))?.digest();
+    let replicas = usize::try_from(fc.spec.replicas).unwrap_or(0);
+    let mut all_hold = pods.len() >= replicas;
+    for (_, p) in pods {
+        let Some(addr) = pod_addr(p).filter(|_| pod_ready(p)) else {
+            all_hold = false;
+            continue;
+        };
+        match ring::cookie_digest(&addr, credentials).await {
+            Ok(d) if d == expected => {}
+            _ => all_hold = false,
+        }
+    }
+    let step = next(&state.desired, &state.live, all_hold);
+    if let Step::Write(lines) = &step {
+        let ns = fc.namespace().ok_or(Error::Missing("namespace"))?;
+        let api: Api<Secret> = Api::namespaced(c.clone(), &ns);
+        let name = children::live_secret_name(fc);
+        let secret = children::cookie_secret(fc, name.clone(), &(lines.join("\n") + "\n"))?;
+        api.replace(&name, &PostParams::default(), &secret).await?;
+        let what = match lines.as_slice() {
+            [_, second] if *second == state.desired => {
+                "step 1 of 3: every node accepts the new cookie, still sending the old one"
+            }
+            [first, _] if *first == state.desired => {
+                "step 2 of 3: every node sends the new cookie, still accepting the old one"
+            }
+            _ => "step 3 of 3: only the new cookie is accepted",
+        };
+        event(ctx, fc, false, "CookieRotation", what.to_string()).await;
+    }
+    Ok(step != Step::Steady)
 }
 
 /// The operator-made CA's name in its certificate: one per cluster.
@@ -526,12 +595,24 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
     };
     // The cookie, unless the spec is refused (then nothing is created).
     let invalid = crate::crd::validate(&fc.spec, &recorded).err();
-    let cookie = match invalid {
-        None => Some(Credentials::new(
-            ensure_cookie(c, fc).await?,
-            ensure_tls(c, fc, &naming).await?,
-        )),
+    let cookie_state = match invalid {
+        None => Some(ensure_cookie(c, fc).await?),
         Some(_) => None,
+    };
+    // The operator sends what every node accepts: the live Secret's first.
+    let cookie = match &cookie_state {
+        Some(st) => {
+            let send = st.live.first().unwrap_or(&st.desired);
+            Some(Credentials::new(
+                Cookie::new(send)?,
+                ensure_tls(c, fc, &naming).await?,
+            ))
+        }
+        None => None,
+    };
+    let rotating = match (&cookie_state, &cookie) {
+        (Some(st), Some(creds)) => rotate_cookie(c, ctx, fc, st, creds, &by_ordinal).await?,
+        _ => false,
     };
 
     // The ring: pod 0 first (the seed, never asked to leave), then any Ready
@@ -872,6 +953,8 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
 
     Ok(match d.requeue {
         decide::Requeue::Soon => Requeue::requeue(Duration::from_secs(2)),
+        // A cookie rotation watches its step reach every pod.
+        decide::Requeue::Idle if rotating => Requeue::requeue(Duration::from_secs(2)),
         decide::Requeue::Idle => Requeue::requeue(Duration::from_secs(60)),
     })
 }

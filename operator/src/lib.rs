@@ -4,13 +4,15 @@
 //!
 //! The crate is split the way the design asks: [`crd`] holds the resource's
 //! types and their validation, [`decide`] is the pure orchestration core (no
-//! I/O, table-tested) with [`rollout`] (the gated rolling restart), [`children`] builds the owned objects, [`ring`] reads
+//! I/O, table-tested) with [`rollout`] (the gated rolling restart) and [`cookie`]
+//! (cookie rotation), [`children`] builds the owned objects, [`ring`] reads
 //! the cluster through the Admin gRPC API, and [`controller`] is the thin
 //! kube-rs shell around them. [`metrics`] and [`leader`] are operability, and [`uninstall`] is
 //! what the chart's pre-delete hook runs.
 
 pub mod children;
 pub mod controller;
+pub mod cookie;
 pub mod crd;
 pub mod decide;
 pub mod error;

@@ -179,6 +179,17 @@ pub async fn identity(addr: &str, cookie: &Credentials) -> Result<(String, Strin
     Ok((ms.cluster_id, ms.incarnation))
 }
 
+/// The digest of the cookies the node at `addr` holds now.
+pub async fn cookie_digest(addr: &str, cookie: &Credentials) -> Result<String> {
+    let mut c = connect(addr, cookie).await?;
+    let ms = c
+        .member_status(pb::MemberStatusRequest {})
+        .await
+        .map_err(|s| admin_err(addr, s.message()))?
+        .into_inner();
+    Ok(ms.cookie_digest)
+}
+
 /// Marks `node` down from the member at `at` (which becomes the claimant
 /// when `node` was it). A majority must see `node` unreachable.
 pub async fn down(at: &str, cookie: &Credentials, node: &str) -> Result<()> {

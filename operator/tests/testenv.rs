@@ -1122,6 +1122,118 @@ async fn watch_roll(s: &Setup, timeout: Duration) -> Result<Vec<i32>, Box<dyn st
     }
 }
 
+/// Issue 16, cookie rotation: under `flavio bench` through the Service, a
+/// new value in the cookie Secret reaches the pods in three steps (accept,
+/// send, drop the old) with no failed add; the old cookie is refused after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cookie_rotates_under_load_with_no_failed_add() -> TestResult {
+    let _serial = SERIAL.lock().await;
+    let Some(bin) = built_flavio_bin()? else {
+        return Ok(());
+    };
+    let Some(s) = setup("op-cookie").await? else {
+        return Ok(());
+    };
+    s.create(json!({"replicas": 3, "addressMode": "podIP", "ringSize": 16}))
+        .await?;
+    s.wait_available(3, Duration::from_secs(120)).await?;
+    let old = s.cookie().await?;
+    let dir = tempfile::tempdir()?;
+    let client_env = s.client_env(dir.path()).await?;
+    let proxy = flavio_testenv::proxy::ServiceProxy::start(s.ns.api(), s.ns.api(), "demo").await?;
+    poll("3 ready endpoints", Duration::from_secs(30), || async {
+        Ok((proxy.endpoints().len() == 3).then_some(()))
+    })
+    .await?;
+    let load = BenchLoop::start(bin, proxy.addr(), client_env);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    const NEW: &str = "rotated-cookie-4f2a9c";
+    let secrets: Api<Secret> = s.ns.api();
+    secrets
+        .patch(
+            "demo-cookie",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"cookie": NEW}})),
+        )
+        .await?;
+    // Any change of the FlavioCluster makes the operator look (it does not
+    // watch Secrets; otherwise within its one-minute resync).
+    s.fcs
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"test.flaviodb.io/poke": "cookie"}}}),
+            ),
+        )
+        .await?;
+    let live = || async {
+        let sec = secrets.get("demo-cookie-live").await?;
+        let text = sec
+            .data
+            .and_then(|d| d.get("cookie").cloned())
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .unwrap_or_default();
+        Ok::<_, Box<dyn std::error::Error>>(text.lines().map(str::to_string).collect::<Vec<_>>())
+    };
+    // Clients move to the new cookie once every node accepts it: when the
+    // operator has written step 2.
+    poll(
+        "step 2 of the rotation",
+        Duration::from_secs(120),
+        || async { Ok((live().await?.first().map(String::as_str) == Some(NEW)).then_some(())) },
+    )
+    .await?;
+    std::fs::write(dir.path().join("cookie"), NEW)?;
+    poll(
+        "step 3 of the rotation",
+        Duration::from_secs(120),
+        || async { Ok((live().await? == [NEW.to_string()]).then_some(())) },
+    )
+    .await?;
+    // Every pod drops the old cookie (read from its volume within seconds).
+    let addr = s.pod_addr(0).await?;
+    for i in 0..3 {
+        let addr = s.pod_addr(i).await?;
+        poll(
+            &format!("demo-{i} refuses the old cookie"),
+            Duration::from_secs(60),
+            || async {
+                let r = flavio_node::rpc::Client::connect(&addr, old.clone())
+                    .await?
+                    .ping()
+                    .await;
+                Ok(
+                    matches!(r, Err(st) if st.code() == tonic::Code::PermissionDenied)
+                        .then_some(()),
+                )
+            },
+        )
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (acked, failed) = load.stop()?;
+    let total = s.total_ops().await?;
+    eprintln!(
+        "cookie rotated: {acked} adds acknowledged, {failed} failed; stats total {total} (via {addr})"
+    );
+    assert!(acked > 0);
+    assert_eq!(failed, 0, "no add fails during the rotation");
+    assert_eq!(
+        total,
+        3 * acked,
+        "every acknowledged add counted three times"
+    );
+    // One event per step (repeats of a reason are folded into one event).
+    let reasons = s.event_reasons().await?;
+    assert!(
+        reasons.iter().any(|r| r == "CookieRotation"),
+        "no CookieRotation event: {reasons:?}"
+    );
+    s.finish().await
+}
+
 /// Issue 15, acceptance 1 and 2: under `flavio bench` through the Service, a
 /// new `spec.image` rolls the four pods one by one, highest first, with no
 /// failed add and exact counts; then an image that cannot start stops the

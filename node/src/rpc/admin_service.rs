@@ -23,6 +23,8 @@ pub struct AdminService<V: Vnode> {
     peers: Arc<Peers>,
     /// The node's default N: `ring-status` counts preference lists of it.
     n_val: usize,
+    /// The node's cookies, for member-status's digest.
+    cookies: Option<Arc<crate::rpc::auth::Cookies>>,
 }
 
 impl<V: Vnode> AdminService<V> {
@@ -33,7 +35,14 @@ impl<V: Vnode> AdminService<V> {
             cluster,
             peers,
             n_val,
+            cookies: None,
         }
+    }
+
+    /// Reports a digest of `cookies` in member-status.
+    pub fn with_cookies(mut self, cookies: Arc<crate::rpc::auth::Cookies>) -> Self {
+        self.cookies = Some(cookies);
+        self
     }
 
     fn claimant(&self) -> Result<Option<AdminRpc>, Status> {
@@ -128,6 +137,11 @@ impl<V: Vnode> AdminApi for AdminService<V> {
             majority_advice: self.cluster.majority_advice(),
             cluster_id: ring.cluster_id.clone(),
             incarnation: self.cluster.incarnation().to_string(),
+            cookie_digest: self
+                .cookies
+                .as_ref()
+                .map(|c| c.now().digest())
+                .unwrap_or_default(),
         }))
     }
 

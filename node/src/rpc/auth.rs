@@ -143,6 +143,18 @@ impl CookieSet {
             .map_err(|e| Error::InvalidArgument(format!("cookie file {}: {e}", path.display())))
     }
 
+    /// SHA-1 (hex) of the cookies, in order (the sent one first): equal
+    /// digests, equal sets.
+    pub fn digest(&self) -> String {
+        use sha1::{Digest, Sha1};
+        let mut h = Sha1::new();
+        for c in &self.accept {
+            h.update(c.as_str().as_bytes());
+            h.update(b"\n");
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Whether `got` is one of the accepted cookies. Every cookie is
     /// compared, each in constant time: the time says nothing of which
     /// matched, or how much of one.

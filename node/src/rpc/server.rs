@@ -267,11 +267,10 @@ impl Node {
             },
         );
         let admin = InterceptedService::new(
-            AdminServer::new(AdminService::new(
-                cluster.clone(),
-                Arc::clone(&peers),
-                config.defaults.n_val,
-            ))
+            AdminServer::new(
+                AdminService::new(cluster.clone(), Arc::clone(&peers), config.defaults.n_val)
+                    .with_cookies(Arc::clone(&config.cookie)),
+            )
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes),
             {
