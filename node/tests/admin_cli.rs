@@ -56,6 +56,7 @@ impl Admin for Fake {
         Ok(Response::new(pb::MemberStatusReply {
             cluster_id: String::new(),
             incarnation: String::new(),
+            cookie_digest: String::new(),
 
             members: vec![
                 member(2, Joining, 0.0),

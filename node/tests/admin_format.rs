@@ -102,6 +102,7 @@ fn status(members: Vec<pb::MemberInfo>) -> pb::MemberStatusReply {
     pb::MemberStatusReply {
         cluster_id: String::new(),
         incarnation: String::new(),
+        cookie_digest: String::new(),
 
         members,
         ring_version: 7,
