@@ -75,7 +75,7 @@ pub const NOT_AFTER_ANNOTATION: &str = "flaviodb.io/not-after";
 /// The Secret the nodes' certificate is in, `None` without TLS.
 pub fn tls_secret_name(fc: &FlavioCluster) -> Option<String> {
     match fc.spec.tls.mode {
-        TlsMode::Operator => Some(format!("{}-tls", fc.name_any())),
+        TlsMode::Operator | TlsMode::CertManager => Some(format!("{}-tls", fc.name_any())),
         TlsMode::Secret => fc.spec.tls.secret_name.clone(),
         TlsMode::Disabled => None,
     }
@@ -103,6 +103,37 @@ pub fn tls_names(naming: &Naming) -> Vec<String> {
         format!("*.{h}.{ns}.svc.cluster.local"),
         "localhost".into(),
     ]
+}
+
+/// The cert-manager `Certificate` of `tls.mode: certManager`: cert-manager
+/// writes the nodes' Secret (`tls.crt`, `tls.key`, `ca.crt`) from it and
+/// renews it a third of its life before it ends.
+pub fn certificate(fc: &FlavioCluster, naming: &Naming) -> Result<serde_json::Value> {
+    let issuer = fc.spec.tls.issuer_ref.as_ref().ok_or(Error::Missing(
+        "spec.tls.issuerRef (tls.mode is certManager)",
+    ))?;
+    let name = tls_secret_name(fc).ok_or(Error::Missing("TLS Secret name"))?;
+    let hours = u64::from(fc.spec.tls.certificate_days.max(1)) * 24;
+    let meta = meta(fc, name.clone())?;
+    Ok(serde_json::json!({
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Certificate",
+        "metadata": {
+            "name": name,
+            "namespace": meta.namespace,
+            "labels": meta.labels,
+            "ownerReferences": meta.owner_references,
+        },
+        "spec": {
+            "secretName": name,
+            "duration": format!("{hours}h"),
+            "renewBefore": format!("{}h", (hours / 3).max(1)),
+            "privateKey": {"algorithm": "ECDSA", "size": 256},
+            "usages": ["server auth", "client auth", "digital signature", "key encipherment"],
+            "dnsNames": tls_names(naming),
+            "issuerRef": {"name": issuer.name, "kind": issuer.kind, "group": issuer.group},
+        }
+    }))
 }
 
 /// The operator-made CA's Secret.

@@ -326,7 +326,10 @@ pub async fn ensure_tls(
     let server_name = Some(children::tls_server_name(naming));
     let ca_pem = match fc.spec.tls.mode {
         TlsMode::Disabled => return Ok(None),
-        TlsMode::Secret => {
+        TlsMode::CertManager | TlsMode::Secret => {
+            if fc.spec.tls.mode == TlsMode::CertManager {
+                apply_certificate(client, fc, naming).await?;
+            }
             let name = children::tls_secret_name(fc)
                 .ok_or(Error::Missing("spec.tls.secretName (tls.mode is secret)"))?;
             let secret = api.get_opt(&name).await?.ok_or_else(|| {
@@ -397,6 +400,27 @@ pub async fn ensure_tls(
     Ok(Some(
         ClientTls::from_ca_pem(ca_pem.as_bytes())?.expecting(server_name),
     ))
+}
+
+/// Creates or updates the cert-manager `Certificate` of `tls.mode:
+/// certManager` (server-side apply). Without cert-manager's CRD the cluster
+/// waits, saying so.
+async fn apply_certificate(client: &Client, fc: &FlavioCluster, naming: &Naming) -> Result<()> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "certificates");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &naming.namespace, &ar);
+    let cert = children::certificate(fc, naming)?;
+    let name = children::tls_secret_name(fc).ok_or(Error::Missing("TLS Secret name"))?;
+    match api.patch(&name, &ssa(), &Patch::Apply(cert)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Err(Error::Wait(
+            "tls.mode certManager: cert-manager's Certificate kind (cert-manager.io/v1) is not \
+             served here; install cert-manager, or use tls.mode operator or secret"
+                .into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// How long an operator-made CA is valid (its nodes' certificates are
@@ -603,10 +627,17 @@ async fn apply(fc: &FlavioCluster, ctx: &Context) -> Result<Requeue> {
     let cookie = match &cookie_state {
         Some(st) => {
             let send = st.live.first().unwrap_or(&st.desired);
-            Some(Credentials::new(
-                Cookie::new(send)?,
-                ensure_tls(c, fc, &naming).await?,
-            ))
+            let tls = match ensure_tls(c, fc, &naming).await {
+                Ok(t) => t,
+                // The certificate is not there yet (a Secret or cert-manager
+                // to wait for): say so where users look, and look again.
+                Err(Error::Wait(why)) => {
+                    event(ctx, fc, true, "TlsNotReady", why).await;
+                    return Ok(Requeue::requeue(Duration::from_secs(10)));
+                }
+                Err(e) => return Err(e),
+            };
+            Some(Credentials::new(Cookie::new(send)?, tls))
         }
         None => None,
     };

@@ -113,7 +113,9 @@ pub struct FlavioClusterSpec {
 pub struct TlsSpec {
     /// `operator` (the default): the operator makes a CA for the cluster
     /// (Secret `<name>-tls-ca`) and the nodes' certificate (Secret
-    /// `<name>-tls`), and renews it before it expires. `secret`: a
+    /// `<name>-tls`), and renews it before it expires. `certManager`: the
+    /// operator creates a cert-manager `Certificate` (`<name>-tls`, from
+    /// `issuerRef`) and cert-manager writes and renews the Secret. `secret`: a
     /// `kubernetes.io/tls` Secret you provide (`secretName`), with `ca.crt`
     /// beside `tls.crt` and `tls.key`, as cert-manager writes it; its
     /// certificate must name `<name>.<namespace>.svc`. `disabled`: plain TCP,
@@ -123,6 +125,9 @@ pub struct TlsSpec {
     /// The Secret of `mode: secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// The cert-manager issuer of `mode: certManager`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
     /// Days an operator-made node certificate is valid; it is renewed when a
     /// third of that is left.
     #[serde(default = "default_cert_days")]
@@ -134,11 +139,34 @@ fn default_cert_days() -> u32 {
     90
 }
 
+/// A cert-manager issuer.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// The issuer's name.
+    pub name: String,
+    /// `Issuer` (the default, in the cluster's namespace) or `ClusterIssuer`.
+    #[serde(default = "default_issuer_kind")]
+    pub kind: String,
+    /// Its API group.
+    #[serde(default = "default_issuer_group")]
+    pub group: String,
+}
+
+fn default_issuer_kind() -> String {
+    "Issuer".into()
+}
+
+fn default_issuer_group() -> String {
+    "cert-manager.io".into()
+}
+
 impl Default for TlsSpec {
     fn default() -> Self {
         TlsSpec {
             mode: TlsMode::default(),
             secret_name: None,
+            issuer_ref: None,
             certificate_days: default_cert_days(),
         }
     }
@@ -151,6 +179,8 @@ pub enum TlsMode {
     /// Certificates made and renewed by the operator.
     #[default]
     Operator,
+    /// A cert-manager `Certificate` the operator creates from `issuerRef`.
+    CertManager,
     /// Certificates from `secretName` (e.g. written by cert-manager).
     Secret,
     /// No TLS.

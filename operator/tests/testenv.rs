@@ -914,6 +914,111 @@ async fn tls_by_default_and_renewed_certificates_need_no_restart() -> TestResult
     s.finish().await
 }
 
+/// Issue 16, `tls.mode: certManager`: the operator creates a cert-manager
+/// Certificate from `issuerRef` and waits (event `TlsNotReady`) until the
+/// Secret exists; here the test plays cert-manager (with a bare Certificate
+/// CRD installed), and the cluster comes up on that certificate.
+#[tokio::test]
+async fn cert_manager_mode_creates_a_certificate_and_uses_its_secret() -> TestResult {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let _serial = SERIAL.lock().await;
+    let Some(s) = setup("op-certmgr").await? else {
+        return Ok(());
+    };
+    let client = s.env.client().await?;
+    // cert-manager's Certificate kind, without cert-manager: a CRD that keeps
+    // whatever it is given.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "certificates.cert-manager.io"},
+        "spec": {
+            "group": "cert-manager.io",
+            "scope": "Namespaced",
+            "names": {"plural": "certificates", "singular": "certificate", "kind": "Certificate"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    }))?;
+    crds.patch(
+        "certificates.cert-manager.io",
+        &PatchParams::apply("flavio-operator-test").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "certificates");
+    let certs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &s.ns.name, &ar);
+    poll(
+        "the Certificate kind is served",
+        Duration::from_secs(30),
+        || async { Ok(certs.list(&ListParams::default()).await.ok().map(|_| ())) },
+    )
+    .await?;
+
+    s.create(
+        json!({"replicas": 2, "addressMode": "podIP", "ringSize": 16,
+        "tls": {"mode": "certManager", "issuerRef": {"name": "test-ca"}, "certificateDays": 30}}),
+    )
+    .await?;
+    let cert = poll(
+        "the operator's Certificate",
+        Duration::from_secs(60),
+        || async { Ok(certs.get_opt("demo-tls").await?) },
+    )
+    .await?;
+    let spec = &cert.data["spec"];
+    assert_eq!(spec["secretName"], "demo-tls");
+    assert_eq!(spec["issuerRef"]["name"], "test-ca");
+    assert_eq!(spec["issuerRef"]["kind"], "Issuer");
+    assert_eq!(spec["duration"], "720h");
+    let server_name = format!("demo.{}.svc", s.ns.name);
+    let names: Vec<String> = spec["dnsNames"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(names.contains(&server_name), "{names:?}");
+    for usage in ["server auth", "client auth"] {
+        assert!(
+            spec["usages"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|x| x == usage)),
+            "{spec}"
+        );
+    }
+    poll("a TlsNotReady event", Duration::from_secs(30), || async {
+        Ok(s.event_reasons()
+            .await?
+            .iter()
+            .any(|r| r == "TlsNotReady")
+            .then_some(()))
+    })
+    .await?;
+
+    // cert-manager's part: the Secret, with ca.crt.
+    let ca = flavio_node::rpc::pki::Authority::new("test-ca", Duration::from_secs(86_400))?;
+    let issued = ca.issue(&names, Duration::from_secs(86_400))?;
+    let secrets: Api<Secret> = s.ns.api();
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "demo-tls"},
+        "stringData": {"tls.crt": issued.cert_pem, "tls.key": issued.key_pem, "ca.crt": ca.ca().cert_pem},
+    }))?;
+    secrets.create(&PostParams::default(), &secret).await?;
+    s.wait_available(2, Duration::from_secs(120)).await?;
+    let addr = s.pod_addr(1).await?;
+    flavio_node::rpc::Client::connect(&addr, s.cookie().await?)
+        .await?
+        .ping()
+        .await?;
+    s.finish().await
+}
+
 /// `kubectl exec <pod> -- flavio ...` with no flags (issue 4, item 6): the
 /// pod's own environment (`FLAVIO_NODE`, `FLAVIO_COOKIE_FILE` on the cookie
 /// volume) is all the CLI needs. The stand-in has no streaming exec, so the

@@ -192,6 +192,7 @@ pub fn check_object(value: &Value, schemas: &Schemas) -> Vec<String> {
         }
         ("monitoring.coreos.com/v1", "PodMonitor") => check_unknown_and_types::<PodMonitor>(value),
         ("flaviodb.io/v1alpha1", "FlavioCluster") => check_flaviocluster(value, schemas),
+        ("cert-manager.io/v1", "Certificate") => check_unknown_and_types::<Certificate>(value),
         _ => vec![format!(
             "no validator for apiVersion `{api_version}` kind `{kind}`: add one to flavio-manifests"
         )],
@@ -345,6 +346,79 @@ struct ServiceMonitorEndpoint {
     interval: Option<String>,
     #[serde(default)]
     scrape_timeout: Option<String>,
+}
+
+/// cert-manager's Certificate, reduced to the fields our example and the
+/// operator write (`children::certificate`); any other field is an error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)] // read only by serde
+pub struct Certificate {
+    api_version: String,
+    kind: String,
+    metadata: ObjectMeta,
+    spec: CertificateSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)] // read only by serde
+struct CertificateSpec {
+    secret_name: String,
+    #[serde(default)]
+    duration: Option<String>,
+    #[serde(default)]
+    renew_before: Option<String>,
+    #[serde(default)]
+    private_key: Option<CertificatePrivateKey>,
+    #[serde(default)]
+    usages: Vec<CertificateUsage>,
+    dns_names: Vec<String>,
+    issuer_ref: CertificateIssuerRef,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)] // read only by serde
+struct CertificatePrivateKey {
+    algorithm: CertificateKeyAlgorithm,
+    #[serde(default)]
+    size: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)] // read only by serde
+enum CertificateKeyAlgorithm {
+    #[serde(rename = "RSA")]
+    Rsa,
+    #[serde(rename = "ECDSA")]
+    Ecdsa,
+    Ed25519,
+}
+
+/// The key usages cert-manager knows that a node certificate may need.
+#[derive(Deserialize)]
+#[allow(dead_code)] // read only by serde
+enum CertificateUsage {
+    #[serde(rename = "server auth")]
+    ServerAuth,
+    #[serde(rename = "client auth")]
+    ClientAuth,
+    #[serde(rename = "digital signature")]
+    DigitalSignature,
+    #[serde(rename = "key encipherment")]
+    KeyEncipherment,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)] // read only by serde
+struct CertificateIssuerRef {
+    name: String,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
 }
 
 /// The Prometheus Operator's PodMonitor, reduced to the fields our chart
