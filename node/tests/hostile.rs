@@ -1,21 +1,19 @@
 //! A node under hostile or broken clients keeps serving the others: 5,000
 //! open streams, a 100 MB message, garbage bytes on the port and a client
-//! that never reads its replies, all at once, while a normal client adds.
-//! The normal client's adds all succeed, the node's memory stays bounded
-//! (under 200 MB resident), and the node is alive afterwards. The normal
-//! client's rate before and during the attack is printed (not asserted:
-//! speed is for benchmarks).
+//! that never reads its replies, all at once, while a normal `flavio bench`
+//! adds. The bench's adds all succeed, the node's memory stays bounded
+//! (under 200 MB resident), and the node is alive afterwards. The bench's
+//! rate alone and under attack is printed (not asserted: speed is for
+//! benchmarks; the issue asks for 80%).
 
 mod common;
 
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{COOKIE, NodeProc};
+use flavio_node::rpc::Cookie;
 use flavio_node::rpc::client::{Credentials, channel};
-use flavio_node::rpc::{Client, Cookie};
 use flavio_proto::v1 as pb;
 
 /// Resident memory of process `pid`, in bytes (Linux).
@@ -32,40 +30,30 @@ fn credentials() -> Credentials {
     Cookie::new(COOKIE).expect("cookie").into()
 }
 
-/// Adds in a loop until `stop`; counts successes and failures.
-async fn normal_client(
-    addr: String,
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-) -> Vec<String> {
-    let client = Client::connect(&addr, credentials())
-        .await
-        .expect("connect");
-    let mut errors = Vec::new();
-    // Bounded: stops on the flag or after 200k adds.
-    for _ in 0..200_000 {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        match client
-            .add(pb::AddRequest {
-                a: 1,
-                b: 1,
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(_) => {
-                ok.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(s) => {
-                failed.fetch_add(1, Ordering::Relaxed);
-                errors.push(s.to_string());
-            }
-        }
-    }
-    errors
+/// `flavio bench` adds (16 in flight, 3 s) against `node`: (ok, errors,
+/// adds per second, first error).
+fn bench(home: &std::path::Path, node: &str) -> (u64, u64, f64, String) {
+    let out = common::flavio(home)
+        .args([
+            "bench",
+            "--op",
+            "add",
+            "--concurrency",
+            "16",
+            "--duration",
+            "3s",
+        ])
+        .args(["--output", "json", "--node", node])
+        .output()
+        .expect("run flavio bench");
+    assert!(out.status.success(), "bench: {}", common::stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bench JSON");
+    (
+        v["ok"].as_u64().unwrap_or(0),
+        v["errors"].as_u64().unwrap_or(0),
+        v["ops_per_sec"].as_f64().unwrap_or(0.0),
+        v["first_error"].to_string(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,16 +61,14 @@ async fn hostile_clients_do_not_take_the_node_down() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = NodeProc::start(&dir.path().join("data"), dir.path(), &[]);
     let addr = node.addr.clone();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let normal = tokio::spawn(normal_client(
-        addr.clone(),
-        Arc::clone(&stop),
-        Arc::clone(&ok),
-        Arc::clone(&failed),
-    ));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = ok.load(Ordering::Relaxed) as f64 / 2.0;
+    let home = dir.path().to_path_buf();
+    let (ok0, errors0, before, _) = {
+        let (home, addr) = (home.clone(), addr.clone());
+        tokio::task::spawn_blocking(move || bench(&home, &addr))
+            .await
+            .expect("bench")
+    };
+    assert!(ok0 > 0 && errors0 == 0, "the baseline bench failed");
     let rss_before = rss(node.pid());
 
     // 1. 5,000 sessions that never send anything, on 5 connections.
@@ -161,25 +147,20 @@ async fn hostile_clients_do_not_take_the_node_down() {
         raw.session(pings).await.expect("session").into_inner()
     };
 
-    assert_eq!(garbage.await.expect("garbage task"), 20);
-    // Let the attack sit while the normal client runs.
-    let t_mid = Instant::now();
-    let ok_mid = ok.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let during = (ok.load(Ordering::Relaxed) - ok_mid) as f64 / t_mid.elapsed().as_secs_f64();
+    // A normal bench while all of it holds (the garbage still arriving).
+    let (ok1, errors1, during, first_error) = {
+        let (home, addr) = (home.clone(), addr.clone());
+        tokio::task::spawn_blocking(move || bench(&home, &addr))
+            .await
+            .expect("bench")
+    };
     let rss_during = rss(node.pid());
-
-    stop.store(true, Ordering::Relaxed);
-    let errors = normal.await.expect("normal client");
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "the normal client's adds failed: {:?}",
-        &errors[..errors.len().min(5)]
-    );
+    assert_eq!(garbage.await.expect("garbage task"), 20);
+    assert_eq!(errors1, 0, "the normal bench failed: {first_error}");
+    assert!(ok1 > 0);
     eprintln!(
-        "normal client: {before:.0} adds/s before, {during:.0} adds/s during the attack ({:.0}%); \
-         node RSS {} MB before, {} MB during (attack set up in {:?})",
+        "flavio bench (add, 16 in flight, 3 s): {before:.0} adds/s alone, {during:.0} adds/s under \
+         attack ({:.0}%); node RSS {} MB before, {} MB during (attack set up in {:?})",
         100.0 * during / before.max(1.0),
         rss_before >> 20,
         rss_during >> 20,
