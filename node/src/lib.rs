@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod request;
 pub mod ring;
 pub mod rpc;
+pub mod sync;
 pub mod vnode;
 
 pub use error::{Error, Result};

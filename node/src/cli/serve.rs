@@ -133,17 +133,15 @@ fn node_tls(
         TlsClientAuth::Require => ClientAuth::Require,
     };
     match (identity, &client.tls_ca) {
-        (Some((cert, key)), Some(ca)) => Ok(Some(
-            NodeTls::load(
-                TlsFiles {
-                    cert: cert.to_path_buf(),
-                    key: key.to_path_buf(),
-                    ca: ca.clone(),
-                },
-                auth,
-            )?
-            .expecting(client.tls_server_name.clone()),
-        )),
+        (Some((cert, key)), Some(ca)) => Ok(Some(NodeTls::load(
+            TlsFiles {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+                ca: ca.clone(),
+            },
+            auth,
+            client.tls_server_name.clone(),
+        )?)),
         (None, None) if require => Err(Failure::usage(
             "--require-tls: TLS is off; pass --tls-cert, --tls-key and --tls-ca \
              (FLAVIO_TLS_CERT, FLAVIO_TLS_KEY, FLAVIO_TLS_CA)",

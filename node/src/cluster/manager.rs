@@ -48,6 +48,7 @@ use super::transport::{
 use super::view::{Snapshot, View};
 use super::watcher::{self, Liveness};
 use crate::ring::PartitionId;
+use crate::sync::lock;
 use crate::vnode::{Mode, Store, Vnode, VnodeMaster};
 use crate::{Error, Result};
 
@@ -115,10 +116,6 @@ impl<V: Vnode> Clone for Cluster<V> {
             inner: Arc::clone(&self.inner),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The store key of the data directory's incarnation id.

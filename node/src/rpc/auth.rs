@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::{Request, Status};
 
+use crate::sync::{lock, read, write};
 use crate::{Error, Result};
 
 /// The metadata key that carries the cookie.
@@ -135,11 +136,12 @@ impl CookieSet {
 
     /// Reads a cookie file.
     pub fn from_file(path: &Path) -> Result<CookieSet> {
-        // A file the user named and we cannot read is their input's fault.
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::InvalidArgument(format!("cannot read cookie file {}: {e}", path.display()))
-        })?;
-        CookieSet::parse(&text)
+        CookieSet::parse_file(path, &read_cookie_file(path)?)
+    }
+
+    /// The cookies of `text`, read from `path` (named in the error).
+    fn parse_file(path: &Path, text: &str) -> Result<CookieSet> {
+        CookieSet::parse(text)
             .map_err(|e| Error::InvalidArgument(format!("cookie file {}: {e}", path.display())))
     }
 
@@ -163,6 +165,14 @@ impl CookieSet {
             .iter()
             .fold(false, |found, c| c.matches(got) | found)
     }
+}
+
+/// A cookie file's text. A file the user named and we cannot read is their
+/// input's fault.
+fn read_cookie_file(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::InvalidArgument(format!("cannot read cookie file {}: {e}", path.display()))
+    })
 }
 
 impl From<Cookie> for CookieSet {
@@ -210,11 +220,8 @@ impl Cookies {
 
     /// The cookies of `path`, read again by [`Cookies::reload`].
     pub fn from_file(path: &Path) -> Result<Cookies> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::InvalidArgument(format!("cannot read cookie file {}: {e}", path.display()))
-        })?;
-        let set = CookieSet::from_file(path)?;
-        let mut c = Cookies::fixed(set);
+        let text = read_cookie_file(path)?;
+        let mut c = Cookies::fixed(CookieSet::parse_file(path, &text)?);
         c.file = Some(path.to_path_buf());
         c.seen = Mutex::new(Some(text));
         Ok(c)
@@ -222,10 +229,7 @@ impl Cookies {
 
     /// The cookies now.
     pub fn now(&self) -> Arc<CookieSet> {
-        match self.now.read() {
-            Ok(g) => Arc::clone(&g),
-            Err(p) => Arc::clone(&p.into_inner()),
-        }
+        Arc::clone(&read(&self.now))
     }
 
     /// The cookie sent now.
@@ -245,24 +249,14 @@ impl Cookies {
         let Some(path) = &self.file else {
             return Ok(false);
         };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::InvalidArgument(format!("cannot read cookie file {}: {e}", path.display()))
-        })?;
-        let mut seen = match self.seen.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let text = read_cookie_file(path)?;
+        let mut seen = lock(&self.seen);
         if seen.as_deref() == Some(text.as_str()) {
             return Ok(false);
         }
-        let parsed = CookieSet::parse(&text)
-            .map_err(|e| Error::InvalidArgument(format!("cookie file {}: {e}", path.display())));
+        let parsed = CookieSet::parse_file(path, &text);
         *seen = Some(text);
-        let set = parsed?;
-        match self.now.write() {
-            Ok(mut g) => *g = Arc::new(set),
-            Err(p) => *p.into_inner() = Arc::new(set),
-        }
+        *write(&self.now) = Arc::new(parsed?);
         self.reloads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(true)
@@ -274,26 +268,18 @@ impl Cookies {
         every: std::time::Duration,
     ) -> Option<tokio::task::JoinHandle<()>> {
         self.file.as_ref()?;
-        let me = Arc::clone(self);
-        Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                match me.reload() {
-                    Ok(false) => {}
-                    Ok(true) => tracing::info!(
-                        accepted = me.now().accept.len(),
-                        "cluster cookie file changed: sending its first cookie, accepting all of its"
-                    ),
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        "cluster cookie file changed but cannot be used; keeping the previous cookies"
-                    ),
-                }
-            }
-        }))
+        let (me, me2) = (Arc::clone(self), Arc::clone(self));
+        Some(super::watch::every(
+            every,
+            move || me.reload(),
+            move || {
+                tracing::info!(
+                    accepted = me2.now().accept.len(),
+                    "cluster cookie file changed: sending its first cookie, accepting all of its"
+                )
+            },
+            "cluster cookie file changed but cannot be used; keeping the previous cookies",
+        ))
     }
 
     /// Server side: refuses requests without one of these cookies. A peer

@@ -17,6 +17,7 @@ pub mod peer;
 pub mod pki;
 pub mod server;
 pub mod tls;
+pub mod watch;
 
 pub use auth::Cookie;
 pub use client::{Client, Credentials};

@@ -22,6 +22,7 @@ use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::tls::{ClientTls, NodeTls, describe_handshake_error};
+use crate::sync::lock;
 
 /// How long a TLS handshake may take before the connection is dropped: a
 /// client that opens a socket and says nothing holds no slot for long.
@@ -62,10 +63,7 @@ impl Throttle {
     }
 
     fn admit_at(&self, ip: IpAddr, kind: &'static str, now: Instant) -> Option<u64> {
-        let mut seen = match self.seen.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut seen = lock(&self.seen);
         // Bounded: a flood from many addresses forgets old entries.
         if seen.len() > 4096 {
             seen.retain(|_, (t, _)| now.duration_since(*t) < LOG_EVERY);
@@ -161,10 +159,9 @@ pub fn plain(
     let slots = Arc::new(Semaphore::new(max));
     let task = tokio::spawn(async move {
         loop {
-            let Some((tcp, peer, slot)) = next(&listener, &slots, max, &throttle).await else {
+            let Some((tcp, _, slot)) = next(&listener, &slots, max, &throttle).await else {
                 continue;
             };
-            let _ = peer;
             if tx
                 .send(Ok(Conn {
                     io: tcp,

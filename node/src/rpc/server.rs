@@ -88,7 +88,7 @@ pub struct Limits {
     /// Connections open at once, clients' and peers' together; more are
     /// closed as they arrive.
     pub max_connections: usize,
-    /// Largest message decoded or encoded, in bytes (gRPC RESOURCE_EXHAUSTED
+    /// Largest message decoded or encoded, in bytes (gRPC OUT_OF_RANGE
     /// beyond; the length prefix is checked before the body is buffered).
     pub max_message_bytes: usize,
     /// Streams (calls) one connection may have open at once (HTTP/2
@@ -124,7 +124,7 @@ const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// How often a node looks at its TLS and cookie files for new contents.
-const TLS_RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A node that has opened its store and bound its port but not yet served.
 pub struct Node {
@@ -311,8 +311,8 @@ impl Node {
             "node serving"
         );
         let throttle = Arc::new(net::Throttle::new());
-        let tls_watch = config.tls.as_ref().map(|t| t.watch(TLS_RELOAD_EVERY));
-        let cookie_watch = config.cookie.watch(TLS_RELOAD_EVERY);
+        let tls_watch = config.tls.as_ref().map(|t| t.watch(RELOAD_EVERY));
+        let cookie_watch = config.cookie.watch(RELOAD_EVERY);
         let health_on_stop = health.clone();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let goodbye = cluster.clone();

@@ -26,6 +26,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 pub use super::pki::TlsFiles;
+use crate::sync::{lock, read, write};
 use crate::{Error, Result};
 
 /// Whether a node asks clients for a certificate.
@@ -47,7 +48,7 @@ fn bad(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("{what} {}: {e}", path.display()))
 }
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| bad(path, &format!("cannot read {what}"), e))
 }
 
@@ -156,10 +157,10 @@ impl ClientTls {
     /// Trusts the CA in `ca`; presents the certificate and key of
     /// `identity` when given.
     pub fn from_files(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<ClientTls> {
-        let ca_bytes = read(ca, "CA certificate")?;
+        let ca_bytes = read_file(ca, "CA certificate")?;
         let config = match identity {
             Some((c, k)) => {
-                let (cb, kb) = (read(c, "certificate")?, read(k, "private key")?);
+                let (cb, kb) = (read_file(c, "certificate")?, read_file(k, "private key")?);
                 client_config((ca, &ca_bytes), Some((c, &cb, k, &kb)))?
             }
             None => client_config((ca, &ca_bytes), None)?,
@@ -194,18 +195,11 @@ impl ClientTls {
 
     /// The configuration new connections use now.
     pub fn config(&self) -> Arc<ClientConfig> {
-        match self.config.read() {
-            Ok(c) => Arc::clone(&c),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        Arc::clone(&read(&self.config))
     }
 
     fn replace(&self, config: ClientConfig) {
-        let mut slot = match self.config.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *slot = Arc::new(config);
+        *write(&self.config) = Arc::new(config);
     }
 
     /// The name a node at `host` must have in its certificate: its DNS name,
@@ -232,9 +226,9 @@ struct Snapshot {
 impl Snapshot {
     fn read(files: &TlsFiles) -> Result<Snapshot> {
         Ok(Snapshot {
-            cert: read(&files.cert, "certificate")?,
-            key: read(&files.key, "private key")?,
-            ca: read(&files.ca, "CA certificate")?,
+            cert: read_file(&files.cert, "certificate")?,
+            key: read_file(&files.key, "private key")?,
+            ca: read_file(&files.ca, "CA certificate")?,
         })
     }
 }
@@ -249,17 +243,6 @@ pub struct NodeTls {
     client: ClientTls,
     seen: Mutex<Snapshot>,
     reloads: std::sync::atomic::AtomicU64,
-}
-
-impl NodeTls {
-    /// Peers' certificates are checked against `name` rather than the
-    /// dialed host (`--tls-server-name`).
-    pub fn expecting(mut self: Arc<Self>, name: Option<String>) -> Arc<Self> {
-        if let Some(me) = Arc::get_mut(&mut self) {
-            me.client = me.client.clone().expecting(name);
-        }
-        self
-    }
 }
 
 impl std::fmt::Debug for NodeTls {
@@ -307,8 +290,14 @@ fn build(files: &TlsFiles, auth: ClientAuth, s: &Snapshot) -> Result<(ServerConf
 
 impl NodeTls {
     /// Reads and checks the files: a missing, malformed, expired or foreign
-    /// certificate is an error here, before the node serves.
-    pub fn load(files: TlsFiles, auth: ClientAuth) -> Result<Arc<NodeTls>> {
+    /// certificate is an error here, before the node serves. Peers'
+    /// certificates are checked against `server_name` when set
+    /// (`--tls-server-name`), else against the dialed host.
+    pub fn load(
+        files: TlsFiles,
+        auth: ClientAuth,
+        server_name: Option<String>,
+    ) -> Result<Arc<NodeTls>> {
         let snapshot = Snapshot::read(&files)?;
         let (server, client) = build(&files, auth, &snapshot)?;
         Ok(Arc::new(NodeTls {
@@ -318,7 +307,8 @@ impl NodeTls {
             client: ClientTls {
                 config: Arc::new(RwLock::new(Arc::new(client))),
                 expect_name: None,
-            },
+            }
+            .expecting(server_name),
             seen: Mutex::new(snapshot),
             reloads: std::sync::atomic::AtomicU64::new(0),
         }))
@@ -331,11 +321,7 @@ impl NodeTls {
 
     /// The acceptor for a new connection, with the current certificate.
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let config = match self.server.read() {
-            Ok(c) => Arc::clone(&c),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        };
-        tokio_rustls::TlsAcceptor::from(config)
+        tokio_rustls::TlsAcceptor::from(Arc::clone(&read(&self.server)))
     }
 
     /// How many times new files were taken.
@@ -353,10 +339,7 @@ impl NodeTls {
     /// certificate stays) when they changed into something unusable.
     pub fn reload(&self) -> Result<bool> {
         let now = Snapshot::read(&self.files)?;
-        let mut seen = match self.seen.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut seen = lock(&self.seen);
         if *seen == now {
             return Ok(false);
         }
@@ -366,10 +349,7 @@ impl NodeTls {
         let built = build(&self.files, self.auth, &now);
         *seen = now;
         let (server, client) = built?;
-        match self.server.write() {
-            Ok(mut g) => *g = Arc::new(server),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(server),
-        }
+        *write(&self.server) = Arc::new(server);
         self.client.replace(client);
         self.reloads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -379,26 +359,18 @@ impl NodeTls {
     /// Looks at the files every `every` until the returned task is aborted,
     /// logging each reload and each unusable change.
     pub fn watch(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
-        let me = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                match me.reload() {
-                    Ok(false) => {}
-                    Ok(true) => tracing::info!(
-                        cert = %me.files.cert.display(),
-                        "TLS certificate files changed: new connections use them"
-                    ),
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        "TLS certificate files changed but cannot be used; keeping the previous ones"
-                    ),
-                }
-            }
-        })
+        let (me, me2) = (Arc::clone(self), Arc::clone(self));
+        super::watch::every(
+            every,
+            move || me.reload(),
+            move || {
+                tracing::info!(
+                    cert = %me2.files.cert.display(),
+                    "TLS certificate files changed: new connections use them"
+                )
+            },
+            "TLS certificate files changed but cannot be used; keeping the previous ones",
+        )
     }
 }
 
@@ -436,10 +408,10 @@ mod tests {
         let ca = Authority::new("ca", DAY).expect("ca");
         let now = SystemTime::now();
         let good = files(dir.path(), &ca, "good", (now - DAY, now + DAY));
-        NodeTls::load(good.clone(), ClientAuth::Require).expect("good files load");
+        NodeTls::load(good.clone(), ClientAuth::Require, None).expect("good files load");
 
         let expired = files(dir.path(), &ca, "expired", (now - 3 * DAY, now - DAY));
-        let e = NodeTls::load(expired, ClientAuth::Optional).expect_err("expired");
+        let e = NodeTls::load(expired, ClientAuth::Optional, None).expect_err("expired");
         assert!(e.to_string().contains("expired"), "{e}");
 
         let other = Authority::new("other", DAY).expect("ca");
@@ -447,12 +419,12 @@ mod tests {
         std::fs::create_dir(&elsewhere).expect("dir");
         let mut foreign = files(&elsewhere, &other, "foreign", (now - DAY, now + DAY));
         foreign.ca = good.ca.clone();
-        let e = NodeTls::load(foreign, ClientAuth::Optional).expect_err("foreign");
+        let e = NodeTls::load(foreign, ClientAuth::Optional, None).expect_err("foreign");
         assert!(e.to_string().contains("not signed by the CA"), "{e}");
 
         let mut missing = good.clone();
         missing.key = dir.path().join("nope.key");
-        let e = NodeTls::load(missing, ClientAuth::Optional).expect_err("missing");
+        let e = NodeTls::load(missing, ClientAuth::Optional, None).expect_err("missing");
         assert!(e.to_string().contains("cannot read private key"), "{e}");
     }
 
@@ -462,7 +434,7 @@ mod tests {
         let ca = Authority::new("ca", DAY).expect("ca");
         let now = SystemTime::now();
         let f = files(dir.path(), &ca, "node", (now - DAY, now + DAY));
-        let tls = NodeTls::load(f.clone(), ClientAuth::Optional).expect("load");
+        let tls = NodeTls::load(f.clone(), ClientAuth::Optional, None).expect("load");
         assert!(!tls.reload().expect("unchanged"));
         files(dir.path(), &ca, "node", (now - DAY, now + 2 * DAY));
         assert!(tls.reload().expect("changed"));

@@ -57,6 +57,7 @@ use super::transport::Transport;
 use super::view::Snapshot;
 use crate::Result;
 use crate::ring::PartitionId;
+use crate::sync::lock;
 use crate::vnode::{Store, Vnode, VnodeMaster};
 
 pub use hinted::{fallback_command, fallback_coverage, hint_round, receive_hint};
@@ -227,10 +228,6 @@ pub struct Handoffs {
     fallback_lock: tokio::sync::Mutex<()>,
     /// Hints being delivered now, by partition.
     hinting: Mutex<HashMap<u32, Arc<Progress>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Which kind of handoff a transfer is.

@@ -6,12 +6,9 @@ use std::sync::{Arc, Mutex};
 use super::Host;
 use crate::cluster::router::Router;
 use crate::ring::PartitionId;
+use crate::sync::lock;
 use crate::vnode::{Redirector, Vnode};
 use crate::{Error, Result};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Sends everything for a partition this node no longer owns to its owner.
 struct RouterRedirect<V: Vnode>(Arc<Router<V>>, String);
