@@ -10,8 +10,8 @@ use std::path::PathBuf;
 /// Everything that can fail in `flavio-node`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A ring size that is not a power of two between 8 and 1024.
-    #[error("invalid ring size {0}: it must be a power of two from 8 to 1024")]
+    /// A ring size that is not a multiple of 4 from 8 to 1024.
+    #[error("invalid ring size {0}: it must be a multiple of 4 from 8 to 1024")]
     InvalidRingSize(u64),
     /// A string that is not the decimal index of a partition of this ring.
     #[error("{0:?} is not a partition index of this ring")]

@@ -33,8 +33,12 @@ fn claim_cases() -> u32 {
         .unwrap_or(96)
 }
 
+/// Powers of two as riak uses them, multiples of 3 for three zones, and a
+/// few other multiples of 4.
 fn ring_size() -> impl Strategy<Value = usize> {
-    prop::sample::select(vec![8usize, 16, 32, 64, 128, 256, 512, 1024])
+    prop::sample::select(vec![
+        8usize, 16, 32, 64, 128, 256, 512, 1024, 12, 24, 48, 96, 192, 384, 768, 20, 100, 1000,
+    ])
 }
 
 fn name(i: usize) -> String {
@@ -54,19 +58,19 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn partition_of_matches_linear_scan(bits in 3u32..=10, bytes in any::<[u8; 20]>()) {
-        let size = RingSize::new(1u64 << bits).expect("valid");
+    fn partition_of_matches_linear_scan(n in (2u64..=256).prop_map(|k| 4 * k), bytes in any::<[u8; 20]>()) {
+        let size = RingSize::new(n).expect("valid");
         let h = KeyHash(bytes);
         prop_assert_eq!(size.partition_of(&h), naive_partition_of(size, &h));
     }
 
     #[test]
-    fn hash_at_index_goes_to_next(bits in 3u32..=10, p in any::<u32>(), delta in 0u8..3) {
-        let size = RingSize::new(1u64 << bits).expect("valid");
+    fn hash_at_index_goes_to_next(n in (2u64..=256).prop_map(|k| 4 * k), p in any::<u32>(), delta in 0u8..3) {
+        let size = RingSize::new(n).expect("valid");
         let p = PartitionId(p % size.get());
         let mut b = size.index(p).to_bytes();
         // The index itself and a few points just above it.
-        b[19] = delta;
+        b[19] = b[19].saturating_add(delta);
         prop_assert_eq!(size.partition_of(&KeyHash(b)), size.successor(p));
     }
 
@@ -83,6 +87,31 @@ proptest! {
     }
 
     #[test]
+    fn any_size_index_round_trips_and_increases(n in (2u64..=256).prop_map(|k| 4 * k), p in any::<u32>()) {
+        let size = RingSize::new(n).expect("valid");
+        let p = PartitionId(p % size.get());
+        prop_assert_eq!(size.parse_partition(&size.index(p).to_string()).ok(), Some(p));
+        if p.0 + 1 < size.get() {
+            prop_assert!(size.index(p) < size.index(PartitionId(p.0 + 1)));
+        }
+        // Equal arcs: partition p's index is p times partition 1's.
+        let one = size.index(PartitionId(1)).to_bytes();
+        let mut limbs = [0u64; 5];
+        for (i, l) in limbs.iter_mut().enumerate() {
+            *l = u64::from(u32::from_be_bytes([one[4 * i], one[4 * i + 1], one[4 * i + 2], one[4 * i + 3]]));
+        }
+        let mut carry = 0u64;
+        let mut expect = [0u8; 20];
+        for i in (0..5).rev() {
+            let cur = limbs[i] * u64::from(p.0) + carry;
+            expect[4 * i..4 * i + 4].copy_from_slice(&(cur as u32).to_be_bytes());
+            carry = cur >> 32;
+        }
+        prop_assert_eq!(carry, 0);
+        prop_assert_eq!(size.index(p).to_bytes(), expect);
+    }
+
+    #[test]
     fn ring_index_decimal_round_trip(bytes in any::<[u8; 20]>()) {
         let i = RingIndex::from_bytes(bytes);
         prop_assert_eq!(i.to_string().parse::<RingIndex>().ok(), Some(i));
@@ -96,14 +125,14 @@ proptest! {
     }
 
     #[test]
-    fn sizes_refused_unless_power_of_two_8_to_1024(n in any::<u64>()) {
-        let ok = n.is_power_of_two() && (8..=1024).contains(&n);
+    fn sizes_refused_unless_multiple_of_4_from_8_to_1024(n in any::<u64>()) {
+        let ok = n % 4 == 0 && (8..=1024).contains(&n);
         prop_assert_eq!(RingSize::new(n).is_ok(), ok);
     }
 
     #[test]
-    fn key_hash_is_sha1_and_maps_in_range(key in any::<Vec<u8>>(), bits in 3u32..=10) {
-        let size = RingSize::new(1u64 << bits).expect("valid");
+    fn key_hash_is_sha1_and_maps_in_range(key in any::<Vec<u8>>(), n in (2u64..=256).prop_map(|k| 4 * k)) {
+        let size = RingSize::new(n).expect("valid");
         let p = size.partition_of(&hash_key(&key));
         prop_assert!(p.0 < size.get());
     }
@@ -111,8 +140,8 @@ proptest! {
 
 #[test]
 fn index_math_every_size() {
-    for bits in 3..=10u32 {
-        let size = RingSize::new(1 << bits).expect("valid");
+    for n in (8..=1024u64).step_by(4) {
+        let size = RingSize::new(n).expect("valid");
         for p in size.partitions() {
             let idx = size.index(p);
             assert_eq!(size.parse_partition(&idx.to_string()).ok(), Some(p));
@@ -124,9 +153,9 @@ fn index_math_every_size() {
         assert_eq!(size.partition_of(&KeyHash([0; 20])), PartitionId(1));
         assert_eq!(size.partition_of(&KeyHash([0xff; 20])), PartitionId(0));
     }
-    for bad in [0u64, 4, 7, 12, 2048] {
+    for bad in [0u64, 4, 7, 10, 1025, 1028, 2048] {
         let msg = RingSize::new(bad).expect_err("refused").to_string();
-        assert!(msg.contains("power of two from 8 to 1024"), "{msg}");
+        assert!(msg.contains("multiple of 4 from 8 to 1024"), "{msg}");
     }
 }
 
@@ -567,7 +596,7 @@ proptest! {
     /// locations whenever there are 2 or more.
     #[test]
     fn located_claim(
-        s in prop::sample::select(vec![16usize, 32, 64, 128]),
+        s in prop::sample::select(vec![16usize, 32, 64, 128, 24, 48, 96, 192, 60]),
         zones in 2usize..=8,
         per_zone in 1usize..=4,
         before in 1usize..=32,

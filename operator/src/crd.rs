@@ -58,10 +58,12 @@ pub struct FlavioClusterSpec {
     /// Secrets for pulling the node image from a private registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
-    /// Partitions in the ring: a power of two from 8 to 1024. Fixed at
-    /// creation; a change is refused.
+    /// Partitions in the ring: a multiple of 4 from 8 to 1024 (riak uses
+    /// powers of two; with 3 zones, a multiple of 3 such as 48 or 96 lets
+    /// every preference list span 3 zones). Fixed at creation; a change is
+    /// refused.
     #[serde(default = "default_ring_size")]
-    #[schemars(extend("enum" = [8, 16, 32, 64, 128, 256, 512, 1024]))]
+    #[schemars(range(min = 8, max = 1024), extend("multipleOf" = 4))]
     pub ring_size: u32,
     /// Default replicas of a client write (N).
     #[serde(default = "default_n_val")]
@@ -518,10 +520,10 @@ pub fn validate(spec: &FlavioClusterSpec, recorded: &Recorded) -> Result<(), Inv
         );
     }
     let rs = spec.ring_size;
-    if !(8..=1024).contains(&rs) || !rs.is_power_of_two() {
+    if !(8..=1024).contains(&rs) || !rs.is_multiple_of(4) {
         return bad(
             "InvalidRingSize",
-            format!("ringSize must be a power of two from 8 to 1024, got {rs}"),
+            format!("ringSize must be a multiple of 4 from 8 to 1024, got {rs}"),
         );
     }
     if let Some(old) = recorded.ring_size

@@ -593,10 +593,10 @@ fn rows() -> Vec<Row> {
     );
 
     let mut f = fx(3, 3, Some(ring(&valid(3))));
-    f.ring_size = 100;
+    f.ring_size = 102;
     f.status.ring_size = None;
     row(
-        "ring size not a power of two refused",
+        "ring size not a multiple of 4 refused",
         f,
         None,
         Action::Nothing,

@@ -217,7 +217,7 @@ fn check_flaviocluster(value: &Value, schemas: &Schemas) -> Vec<String> {
     }
     check_schema(&body, schema, "", &mut errors);
     if errors.is_empty() {
-        // Rules the schema cannot say (power of two, replicas >= 1), which
+        // Rules the schema cannot say (replicas >= 1, nVal <= ringSize), which
         // the operator enforces itself: the same function decides here.
         match serde_json::from_value::<flavio_operator::crd::FlavioCluster>(value.clone()) {
             Ok(fc) => {
@@ -305,6 +305,12 @@ pub fn check_schema(v: &Value, schema: &Value, path: &str, errors: &mut Vec<Stri
                     && n > max
                 {
                     errors.push(format!("{at}: {v} is above the maximum {max}"));
+                }
+                if let Some(k) = schema["multipleOf"].as_f64()
+                    && k > 0.0
+                    && n % k != 0.0
+                {
+                    errors.push(format!("{at}: {v} is not a multiple of {k}"));
                 }
             }
             _ => errors.push(format!("{at}: expected an integer, got {v}")),

@@ -68,7 +68,7 @@ pub struct DevrelArgs {
     /// Port of node 1; node i listens on base + 10*(i-1).
     #[arg(long, default_value_t = 10017)]
     base_port: u16,
-    /// Partitions in the ring: a power of two from 8 to 1024.
+    /// Partitions in the ring: a multiple of 4 from 8 to 1024 (riak uses powers of two).
     #[arg(long, default_value_t = 64)]
     ring_size: u64,
     /// Cookie file for every node (else FLAVIO_COOKIE, else DIR/cookie, created if missing).

@@ -38,7 +38,7 @@ pub struct ServeArgs {
     /// Directory for the node's store.
     #[arg(long, env = "FLAVIO_DATA_DIR", default_value = "./flavio-data")]
     data_dir: PathBuf,
-    /// Partitions in the ring: a power of two from 8 to 1024.
+    /// Partitions in the ring: a multiple of 4 from 8 to 1024 (riak uses powers of two).
     #[arg(long, env = "FLAVIO_RING_SIZE", default_value_t = 64)]
     ring_size: u64,
     /// Default replicas of an add (N).

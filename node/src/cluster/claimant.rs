@@ -23,6 +23,7 @@ use sha1::{Digest, Sha1};
 use super::state::{Member, MemberState, RingState, Transfer};
 use crate::ring::claim::{
     DEFAULT_TARGET_LOCATION_N_VAL, DEFAULT_TARGET_N_VAL, fewest_location_short_windows,
+    ring_size_for_locations,
     location_short_windows, short_windows,
 };
 use crate::ring::{PartitionId, Ring};
@@ -702,14 +703,22 @@ pub fn location_warning(
     locations.sort();
     locations.dedup();
     let distinct = locations.iter().flatten().count() + unlocated;
-    vec![
+    let mut warnings = vec![
         "Not all replicas will be on distinct locations".into(),
         format!(
             "{short} of {} preference lists of {n} partitions will not be on {n} distinct locations ({distinct} locations; the fewest possible is {})",
             owners.len(),
             fewest_location_short_windows(owners.len(), distinct, n)
         ),
-    ]
+    ];
+    // The counts forbid it on this ring size; say which size would not, since
+    // it can only be chosen for a new cluster.
+    if let Some(size) = ring_size_for_locations(owners.len(), distinct, n) {
+        warnings.push(format!(
+            "A ring of {size} partitions would allow it: the ring size is chosen when a cluster is created (--ring-size)"
+        ));
+    }
+    warnings
 }
 
 fn compute_plan(ring: &RingState, changes: &[Change]) -> Result<Plan> {

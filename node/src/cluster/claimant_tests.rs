@@ -537,7 +537,7 @@ fn names(owners: &crate::ring::Ring) -> Vec<String> {
 
 /// Joins nodes 2..=6 with node `i` at `zone{i % zones}` (node 1 too, staged
 /// with them), on a ring of `size`. Returns the plan.
-fn located_plan(size: u64, zones: u32) -> (RingState, Plan) {
+fn located_plan(size: u64, zones: u32) -> (RingState, Staging, Plan) {
     let mut ring = singleton(size);
     let mut s = Staging::default();
     for i in 2..=6 {
@@ -564,7 +564,7 @@ fn located_plan(size: u64, zones: u32) -> (RingState, Plan) {
         );
     }
     let plan = s.make_plan(&ring, true).expect("plan").clone();
-    (ring, plan)
+    (ring, s, plan)
 }
 
 #[test]
@@ -604,13 +604,23 @@ fn locations_spread_preference_lists_and_the_plan_says_when_they_cannot() {
 
     // Three zones on 64: the fewest lists short that the counts allow (2),
     // and the plan says so, as riak's does.
-    let (_, plan) = located_plan(64, 3);
+    let (_, _, plan) = located_plan(64, 3);
     let w = &plan.transitions[0].warnings;
     assert_eq!(w[0], "Not all replicas will be on distinct locations");
     assert!(
         w[1].starts_with("2 of 64 preference lists of 3 partitions"),
         "{w:?}"
     );
+    assert_eq!(
+        w[2],
+        "A ring of 72 partitions would allow it: the ring size is chosen when a cluster is created (--ring-size)"
+    );
+    // On a ring of 48 (a multiple of 3) every list is on 3 zones, no warning.
+    let (ring, mut staged, plan) = located_plan(48, 3);
+    assert!(plan.transitions[0].warnings.is_empty(), "{plan:?}");
+    let ring = settle(staged.commit(&ring, true, None).expect("commit"));
+    let owners: Vec<String> = ring.owners.owners().map(|(_, o)| o.to_string()).collect();
+    assert_eq!(location_short_windows(&owners, location_of(&ring), 3), 0);
     assert_eq!(
         plan.changes
             .iter()
@@ -620,7 +630,7 @@ fn locations_spread_preference_lists_and_the_plan_says_when_they_cannot() {
     );
 
     // Two zones: no list of 3 on 3 zones.
-    let (_, plan) = located_plan(64, 2);
+    let (_, _, plan) = located_plan(64, 2);
     let w = &plan.transitions[0].warnings;
     assert!(w[1].starts_with("64 of 64 preference lists"), "{w:?}");
 }

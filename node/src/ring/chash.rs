@@ -2,7 +2,7 @@
 //!
 //! Keys hash to 160-bit integers ([`KeyHash`]). A ring of [`RingSize`]
 //! partitions cuts the keyspace `0 .. 2^160` into equal arcs; partition `p`
-//! is named by its index `p * 2^160 / size` ([`RingIndex`]), printed in decimal
+//! is named by its index `p * floor(2^160 / size)` ([`RingIndex`]), in decimal
 //! as riak does (`1210306043414653979137426502093171875652569137152` is
 //! partition 53 of a 64 ring). A hash belongs to the first partition whose index
 //! is *strictly greater* than the hash, wrapping to partition 0; so a hash equal
@@ -22,9 +22,19 @@ use crate::{Error, Result};
 /// Number of bytes in a 160-bit integer.
 const BYTES: usize = 20;
 
-/// The number of partitions of a ring: a power of two from 8 to 1024.
+/// The number of partitions of a ring: a multiple of 4 from 8 to 1024.
 ///
 /// Fixed when a cluster is created; every node of a cluster must agree on it.
+/// riak_core asks for a power of two, whose arcs are exactly equal. Other
+/// sizes work the same way here, as riak_core's `chash` arithmetic does: each
+/// arc is `floor(2^160 / size)` long and the last one also takes the
+/// `2^160 mod size` points (fewer than the size) left over. Why allow them: a
+/// size that is a multiple of the number of locations is what lets every
+/// preference list span distinct locations (three zones want 48, 96, 192...;
+/// see [`mod@super::claim::location`]). Why a multiple of 4: claim's spread
+/// keeps each member's partitions `target_n_val` (4) apart, which balanced
+/// counts allow for any member count of 4 or more exactly when 4 divides the
+/// size.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct RingSize(u32);
 
@@ -36,9 +46,9 @@ impl RingSize {
     /// The largest ring size accepted.
     pub const MAX: u32 = 1024;
 
-    /// Validates a ring size: a power of two from 8 to 1024.
+    /// Validates a ring size: a multiple of 4 from 8 to 1024.
     pub fn new(size: u64) -> Result<RingSize> {
-        if size.is_power_of_two() && (Self::MIN as u64..=Self::MAX as u64).contains(&size) {
+        if size.is_multiple_of(4) && (Self::MIN as u64..=Self::MAX as u64).contains(&size) {
             Ok(RingSize(size as u32))
         } else {
             Err(Error::InvalidRingSize(size))
@@ -61,34 +71,61 @@ impl RingSize {
         false
     }
 
-    /// log2 of the size: how many leading bits of a hash pick its partition.
-    fn bits(self) -> u32 {
-        self.0.trailing_zeros()
-    }
-
     /// Every partition, in ring order from partition 0.
     pub fn partitions(self) -> impl Iterator<Item = PartitionId> {
         (0..self.0).map(PartitionId)
     }
 
+    /// riak's `ring_increment`: the length of an arc, `floor(2^160 / size)`.
+    fn increment(self) -> Limbs {
+        // Long division of 2^160 (a 1 above five zero limbs) by the size.
+        let d = u64::from(self.0);
+        let mut rem = 1u64;
+        let mut q = [0u32; LIMBS];
+        for limb in q.iter_mut() {
+            let cur = rem << 32;
+            *limb = (cur / d) as u32;
+            rem = cur % d;
+        }
+        q
+    }
+
+    /// `k` arcs from index 0: `k * increment`, for `k <= size` (below 2^160).
+    fn arcs(self, k: u32) -> Limbs {
+        let (high, product) = mul_small(self.increment(), k);
+        debug_assert_eq!(high, 0, "{k} arcs of a ring of {self}");
+        product
+    }
+
+    /// The last partition whose index is at or below `point`:
+    /// `floor(point / increment)`, at most `size - 1` (past the last index
+    /// lies only the last arc, and the sliver that equal arcs leave over).
+    fn arcs_below(self, point: Limbs) -> u32 {
+        // floor(point * size / 2^160) is at most one short of the answer,
+        // because the increment is at most 2^160 / size.
+        let (mut q, _) = mul_small(point, self.0);
+        while q + 1 < self.0 && self.arcs(q + 1) <= point {
+            q += 1;
+        }
+        q
+    }
+
     /// The partition a hash belongs to: the first one whose index is strictly
     /// greater than the hash, wrapping to partition 0.
     pub fn partition_of(self, hash: &KeyHash) -> PartitionId {
-        // The leading `bits` bits name the partition whose arc starts at or
-        // before the hash; the strict "greater than" makes it the next one.
-        let below = u32::from(leading_u16(&hash.0) >> (16 - self.bits()));
+        // The strict "greater than" makes it the one after the last partition
+        // whose index is at or below the hash.
+        let below = self.arcs_below(to_limbs(&hash.0));
         PartitionId((below + 1) % self.0)
     }
 
-    /// The index of partition `p`: `p * 2^160 / size`.
+    /// The index of partition `p`: `p * floor(2^160 / size)`, as riak_core's
+    /// `chash` (exactly `p * 2^160 / size` when the size is a power of two).
     ///
     /// `p` is taken modulo the ring size, so any `PartitionId` has an index.
     pub fn index(self, p: PartitionId) -> RingIndex {
         debug_assert!(p.0 < self.0, "partition {p} outside a ring of {self}");
-        let top = ((p.0 % self.0) as u16) << (16 - self.bits());
-        let mut bytes = [0u8; BYTES];
-        bytes[..2].copy_from_slice(&top.to_be_bytes());
-        RingIndex(bytes)
+        RingIndex(from_limbs(self.arcs(p.0 % self.0)))
     }
 
     /// The partition whose index prints as `decimal`: the inverse of
@@ -96,14 +133,12 @@ impl RingSize {
     pub fn parse_partition(self, decimal: &str) -> Result<PartitionId> {
         let invalid = || Error::InvalidPartition(decimal.to_string());
         let index: RingIndex = decimal.parse().map_err(|_| invalid())?;
-        // An index has only its leading `bits` bits set.
-        let low_mask = u16::MAX >> self.bits();
-        if leading_u16(&index.0) & low_mask != 0 || index.0[2..].iter().any(|b| *b != 0) {
-            return Err(invalid());
+        let p = self.arcs_below(to_limbs(&index.0));
+        if self.arcs(p) == to_limbs(&index.0) {
+            Ok(PartitionId(p))
+        } else {
+            Err(invalid())
         }
-        Ok(PartitionId(u32::from(
-            leading_u16(&index.0) >> (16 - self.bits()),
-        )))
     }
 
     /// The partition after `p`, wrapping from the last to partition 0.
@@ -129,8 +164,39 @@ impl fmt::Display for RingSize {
     }
 }
 
-fn leading_u16(bytes: &[u8; BYTES]) -> u16 {
-    u16::from_be_bytes([bytes[0], bytes[1]])
+/// A 160-bit integer as 32-bit limbs, most significant first (so arrays
+/// compare as the integers do).
+type Limbs = [u32; LIMBS];
+
+/// 32-bit limbs in 160 bits.
+const LIMBS: usize = BYTES / 4;
+
+fn to_limbs(bytes: &[u8; BYTES]) -> Limbs {
+    let mut limbs = [0u32; LIMBS];
+    for (limb, b) in limbs.iter_mut().zip(bytes.chunks_exact(4)) {
+        *limb = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    limbs
+}
+
+fn from_limbs(limbs: Limbs) -> [u8; BYTES] {
+    let mut bytes = [0u8; BYTES];
+    for (b, limb) in bytes.chunks_exact_mut(4).zip(limbs) {
+        b.copy_from_slice(&limb.to_be_bytes());
+    }
+    bytes
+}
+
+/// `x * m` as the limb above 160 bits and the low 160 bits.
+fn mul_small(x: Limbs, m: u32) -> (u32, Limbs) {
+    let mut out = [0u32; LIMBS];
+    let mut carry = 0u64;
+    for (o, limb) in out.iter_mut().zip(x).rev() {
+        let cur = u64::from(limb) * u64::from(m) + carry;
+        *o = cur as u32;
+        carry = cur >> 32;
+    }
+    (carry as u32, out)
 }
 
 /// A partition's ordinal, `0 .. size`, in ring order.
@@ -260,14 +326,14 @@ mod tests {
 
     #[test]
     fn valid_and_invalid_sizes() {
-        for n in [8u64, 16, 32, 64, 128, 256, 512, 1024] {
+        for n in [8u64, 12, 16, 32, 48, 60, 64, 96, 128, 256, 512, 1000, 1024] {
             assert_eq!(size(n).get() as u64, n);
         }
-        for n in [0u64, 1, 2, 4, 7, 12, 63, 65, 1000, 2048, 4096, u64::MAX] {
+        for n in [0u64, 1, 2, 4, 7, 9, 10, 63, 65, 1025, 1028, 2048, 4096, u64::MAX] {
             let err = RingSize::new(n).expect_err("must be refused");
             assert_eq!(
                 err.to_string(),
-                format!("invalid ring size {n}: it must be a power of two from 8 to 1024")
+                format!("invalid ring size {n}: it must be a multiple of 4 from 8 to 1024")
             );
         }
         assert_eq!(RingSize::default(), size(64));
@@ -288,8 +354,42 @@ mod tests {
     }
 
     #[test]
+    fn sizes_that_do_not_divide_the_keyspace() {
+        // floor(2^160 / 48), riak's ring_increment, is partition 1's index;
+        // partition 16's is 16 times it, 5 short of floor(2^160 / 3).
+        let ring = size(48);
+        assert_eq!(
+            ring.index(PartitionId(1)).to_string(),
+            "30447950777727144129243434014922562909498594645"
+        );
+        assert_eq!(
+            ring.index(PartitionId(16)).to_string(),
+            "487167212443634306067894944238761006551977514320"
+        );
+        // The highest hash is in the last arc, so it belongs to partition 0;
+        // the highest hash of partition 47's arc is the index of 47 minus one.
+        assert_eq!(ring.partition_of(&KeyHash([0xff; 20])), PartitionId(0));
+        let i47 = ring.index(PartitionId(47));
+        assert_eq!(ring.partition_of(&KeyHash(i47.0)), PartitionId(0));
+        let mut below = i47.0;
+        let mut i = BYTES;
+        while i > 0 {
+            i -= 1;
+            let (v, borrow) = below[i].overflowing_sub(1);
+            below[i] = v;
+            if !borrow {
+                break;
+            }
+        }
+        assert_eq!(ring.partition_of(&KeyHash(below)), PartitionId(47));
+        // An index of a 64 ring that is not one of a 48 ring.
+        let odd = size(64).index(PartitionId(1)).to_string();
+        assert!(ring.parse_partition(&odd).is_err());
+    }
+
+    #[test]
     fn edge_hashes() {
-        for ring in [8u64, 64, 1024].map(size) {
+        for ring in [8u64, 12, 24, 64, 100, 1020, 1024].map(size) {
             let last = PartitionId(ring.get() - 1);
             assert_eq!(ring.partition_of(&KeyHash([0; 20])), PartitionId(1));
             assert_eq!(ring.partition_of(&KeyHash([0xff; 20])), PartitionId(0));

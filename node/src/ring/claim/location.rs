@@ -22,9 +22,12 @@
 //! When distinct locations are impossible. With `l` locations and window `n`
 //! (`n <= l`), every window distinct forces `location(i) = location(i + l)`
 //! when `l == n`, so the ring size must be a multiple of `l`: three zones on a
-//! ring whose size is a power of two always leave at least two preference
-//! lists of three on two zones (as three members leave two windows short,
-//! see the claim module docs). The plan then warns, as riak's does.
+//! ring whose size is a power of two (riak's sizes, and our default 64)
+//! always leave at least two preference lists of three on two zones (as three
+//! members leave two windows short, see the claim module docs). The plan then
+//! warns, as riak's does, and names the ring size that would allow none
+//! ([`ring_size_for_locations`]: 72, or 48 and 96 among round sizes, for three
+//! zones); the ring size is chosen when a cluster is created.
 //!
 //! What this leaves out: riak's claim v4 search over whole ring layouts (we
 //! improve from the plain claim's result instead), and weighting locations
@@ -82,6 +85,18 @@ pub fn fewest_location_short_windows(size: usize, locations: usize, n: usize) ->
     } else {
         fewest_short_windows(size, locations, n)
     }
+}
+
+/// The smallest ring size from `size` up (a multiple of 4, at most 1024) on
+/// which the counts allow every preference list of `n` on distinct locations,
+/// `None` when `size` already does or none up to 1024 does.
+pub fn ring_size_for_locations(size: usize, locations: usize, n: usize) -> Option<usize> {
+    if fewest_location_short_windows(size, locations, n) == 0 {
+        return None;
+    }
+    (size.next_multiple_of(4)..=1024)
+        .step_by(4)
+        .find(|s| fewest_location_short_windows(*s, locations, n) == 0)
 }
 
 /// A location, or a member standing for itself.
@@ -518,6 +533,32 @@ mod tests {
             assert_eq!(fewest_zones(&c.owners, zone_of(3), 3), 2);
         }
         assert_eq!(fewest_location_short_windows(64, 3, 3), 2);
+    }
+
+    #[test]
+    fn three_zones_on_a_multiple_of_three_spread_every_list() {
+        // The acceptance case: 3 zones of 2 members; also from a ring that
+        // grew one member at a time, as the operator grows a cluster.
+        let members = names(6);
+        for size in [24, 48, 96, 192] {
+            let start = vec![members[0].clone(); size];
+            let c = claim_located(&start, &members, zone_of(3), 4, 3).expect("claim");
+            assert!(is_balanced(&c.owners, &members));
+            assert_eq!(short_windows(&c.owners, 4), 0, "ring {size}");
+            assert_eq!(location_short_windows(&c.owners, zone_of(3), 3), 0);
+            let mut owners = start;
+            for k in 1..=6 {
+                owners = claim_located(&owners, &members[..k], zone_of(3), 4, 3)
+                    .expect("claim")
+                    .owners;
+            }
+            assert_eq!(short_windows(&owners, 4), 0, "grown ring {size}");
+            assert_eq!(location_short_windows(&owners, zone_of(3), 3), 0);
+        }
+        assert_eq!(ring_size_for_locations(64, 3, 3), Some(72));
+        assert_eq!(ring_size_for_locations(96, 3, 3), None);
+        assert_eq!(ring_size_for_locations(64, 4, 3), None);
+        assert_eq!(ring_size_for_locations(64, 2, 3), None);
     }
 
     #[test]

@@ -103,7 +103,7 @@ use stripe::restripe;
 
 pub use location::{
     DEFAULT_TARGET_LOCATION_N_VAL, claim_located, fewest_location_short_windows,
-    location_short_windows,
+    location_short_windows, ring_size_for_locations,
 };
 
 /// The default `target_n_val` of riak_core: spacing aims at 4 distinct owners
