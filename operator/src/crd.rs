@@ -694,7 +694,7 @@ mod tests {
         let cases: Vec<(serde_json::Value, Option<u32>, &str)> = vec![
             (serde_json::json!({"replicas": 0}), None, "InvalidReplicas"),
             (
-                serde_json::json!({"replicas": 3, "ringSize": 48}),
+                serde_json::json!({"replicas": 3, "ringSize": 50}),
                 None,
                 "InvalidRingSize",
             ),
@@ -748,6 +748,11 @@ mod tests {
             let got = validate(&s, &rec).expect_err(&format!("{v} must be refused"));
             assert_eq!(got.reason, reason, "{v}");
         }
+        // A multiple of 3 for three zones is a valid size.
+        let s: FlavioClusterSpec =
+            serde_json::from_value(serde_json::json!({"replicas": 6, "ringSize": 48}))
+                .expect("parses");
+        assert_eq!(validate(&s, &Recorded::default()), Ok(()));
         let s: FlavioClusterSpec =
             serde_json::from_value(serde_json::json!({"replicas": 3, "ringSize": 128}))
                 .expect("parses");

@@ -7,6 +7,7 @@
 //! against the cluster's one server name. What it leaves out: retries (the
 //! controller requeues).
 
+use flavio_node::ring::claim::ring_size_for_locations;
 use flavio_node::rpc::Credentials;
 use flavio_node::rpc::client::{Admin, admin};
 use flavio_proto::v1 as pb;
@@ -123,12 +124,17 @@ pub async fn observe(addr: &str, cookie: &Credentials) -> Result<Observed> {
         let mut zones: Vec<&str> = rs.owners.iter().map(|o| o.location.as_str()).collect();
         zones.sort_unstable();
         zones.dedup();
+        let n = rs.n_val as usize;
+        // Three zones on a power-of-two ring: the counts forbid it, and the
+        // ring size can only be chosen for a new cluster; say which would do.
+        let hint = ring_size_for_locations(rs.owners.len(), zones.len(), n)
+            .map(|size| format!("; a ringSize of {size} would allow it (set when a cluster is created)"))
+            .unwrap_or_default();
         vec![format!(
-            "Not all replicas are on distinct locations: {} of {} preference lists of {n} partitions are not on {n} distinct zones (members are in {} zones)",
+            "Not all replicas are on distinct locations: {} of {} preference lists of {n} partitions are not on {n} distinct zones (members are in {} zones){hint}",
             rs.short_location_preflists,
             rs.owners.len(),
             zones.len(),
-            n = rs.n_val,
         )]
     } else {
         Vec::new()
