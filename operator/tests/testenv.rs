@@ -601,10 +601,13 @@ async fn invalid_spec_and_ring_size_change_are_refused() -> TestResult {
     };
     // What the schema can say, the API server refuses at once.
     let err = s
-        .create(json!({"replicas": 1, "addressMode": "podIP", "ringSize": 48}))
+        .create(json!({"replicas": 1, "addressMode": "podIP", "ringSize": 50}))
         .await
-        .expect_err("the API server refuses ringSize 48 (the CRD's enum)");
-    assert!(err.to_string().contains("ringSize"), "{err}");
+        .expect_err("the API server refuses ringSize 50 (the CRD's multipleOf)");
+    assert!(
+        err.to_string().contains("ringSize") && err.to_string().contains("multiple of 4"),
+        "{err}"
+    );
     // What it cannot (a rule between two fields, and 1.20 has no CEL), the
     // operator refuses: Degraded, an event, nothing created.
     s.create(
