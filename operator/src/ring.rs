@@ -128,7 +128,9 @@ pub async fn observe(addr: &str, cookie: &Credentials) -> Result<Observed> {
         // Three zones on a power-of-two ring: the counts forbid it, and the
         // ring size can only be chosen for a new cluster; say which would do.
         let hint = ring_size_for_locations(rs.owners.len(), zones.len(), n)
-            .map(|size| format!("; a ringSize of {size} would allow it (set when a cluster is created)"))
+            .map(|size| {
+                format!("; a ringSize of {size} would allow it (set when a cluster is created)")
+            })
             .unwrap_or_default();
         vec![format!(
             "Not all replicas are on distinct locations: {} of {} preference lists of {n} partitions are not on {n} distinct zones (members are in {} zones){hint}",

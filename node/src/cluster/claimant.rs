@@ -23,8 +23,7 @@ use sha1::{Digest, Sha1};
 use super::state::{Member, MemberState, RingState, Transfer};
 use crate::ring::claim::{
     DEFAULT_TARGET_LOCATION_N_VAL, DEFAULT_TARGET_N_VAL, fewest_location_short_windows,
-    ring_size_for_locations,
-    location_short_windows, short_windows,
+    location_short_windows, ring_size_for_locations, short_windows,
 };
 use crate::ring::{PartitionId, Ring};
 use crate::{Error, Result};

@@ -31,7 +31,7 @@ const BYTES: usize = 20;
 /// `2^160 mod size` points (fewer than the size) left over. Why allow them: a
 /// size that is a multiple of the number of locations is what lets every
 /// preference list span distinct locations (three zones want 48, 96, 192...;
-/// see [`mod@super::claim::location`]). Why a multiple of 4: claim's spread
+/// see [`claim_located`](super::claim::claim_located)). Why a multiple of 4: claim's spread
 /// keeps each member's partitions `target_n_val` (4) apart, which balanced
 /// counts allow for any member count of 4 or more exactly when 4 divides the
 /// size.
@@ -329,7 +329,22 @@ mod tests {
         for n in [8u64, 12, 16, 32, 48, 60, 64, 96, 128, 256, 512, 1000, 1024] {
             assert_eq!(size(n).get() as u64, n);
         }
-        for n in [0u64, 1, 2, 4, 7, 9, 10, 63, 65, 1025, 1028, 2048, 4096, u64::MAX] {
+        for n in [
+            0u64,
+            1,
+            2,
+            4,
+            7,
+            9,
+            10,
+            63,
+            65,
+            1025,
+            1028,
+            2048,
+            4096,
+            u64::MAX,
+        ] {
             let err = RingSize::new(n).expect_err("must be refused");
             assert_eq!(
                 err.to_string(),

@@ -461,7 +461,7 @@ fn not_run() -> Status {
     s
 }
 
-/// Whether a session ended with [`not_run`]: its unanswered requests can be
+/// Whether a session ended with `not_run`: its unanswered requests can be
 /// sent again safely.
 pub fn unanswered_not_run(s: &Status) -> bool {
     s.metadata().get(NOT_RUN_TRAILER).is_some()

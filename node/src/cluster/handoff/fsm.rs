@@ -1,6 +1,6 @@
 //! The sending side of an ownership handoff as a pure state machine: which
 //! mode the vnode is in at each phase, and what a failure at any point does.
-//! [`super::handoff`] runs it against real streams; the tests here run it
+//! [`super`] (the handoff module) runs it against real streams; the tests here run it
 //! against a simulated receiver, claimant and clients, with seeded random
 //! schedules of commands and crashes, and check that the owner's count is
 //! always exactly the acknowledged commands.

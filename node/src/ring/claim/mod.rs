@@ -49,12 +49,14 @@
 //! When short windows cannot be avoided. With `m` members and ring size `s`:
 //! - `m >= target_n_val`: zero is possible exactly when a member owning
 //!   `ceil(s / m)` partitions finds room for them `d` apart
-//!   ([`spacing_required`]). For the default `target_n_val` of 4 and ring sizes
-//!   that are powers of two from 8, that is always.
+//!   ([`spacing_required`]). For the default `target_n_val` of 4 and the
+//!   ring sizes [`RingSize`](super::RingSize) accepts (multiples of 4), that
+//!   is always: `ceil(s / m) <= s / 4` when 4 divides `s` and `m >= 4`.
 //! - `m < target_n_val` (so `d = m`): every window holds every member once,
 //!   so owner `i` equals owner `i + m` all the way round: zero needs `m` to
 //!   divide `s`. With 2 members and an even ring: alternate. With 3 members
-//!   and a power-of-two ring: at least 2 windows are short. (If only window
+//!   and a ring size not a multiple of 3 (every power of two): at least 2
+//!   windows are short. (If only window
 //!   `j` were short, the `s - 2` relations `owner(i) = owner(i + 3)` that the
 //!   good windows around it give would, since 3 and `s` are coprime, split
 //!   the ring into at most 2 classes of equal owners: too few for a good
