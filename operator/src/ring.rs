@@ -127,7 +127,16 @@ pub async fn observe(addr: &str, cookie: &Credentials) -> Result<Observed> {
         let n = rs.n_val as usize;
         // Three zones on a power-of-two ring: the counts forbid it, and the
         // ring size can only be chosen for a new cluster; say which would do.
-        let hint = ring_size_for_locations(rs.owners.len(), zones.len(), n)
+        let mut per_zone: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+            Default::default();
+        for o in &rs.owners {
+            per_zone
+                .entry(o.location.as_str())
+                .or_default()
+                .insert(o.node.as_str());
+        }
+        let per_zone: Vec<usize> = per_zone.values().map(|m| m.len()).collect();
+        let hint = ring_size_for_locations(rs.owners.len(), &per_zone, n)
             .map(|size| {
                 format!("; a ringSize of {size} would allow it (set when a cluster is created)")
             })

@@ -689,6 +689,13 @@ pub fn location_warning(
 ) -> Vec<String> {
     let members = owners.members();
     let mut locations: Vec<Option<String>> = members.iter().map(|m| location_of(m)).collect();
+    // Members per location, one without a location standing alone.
+    let mut per_location: BTreeMap<String, usize> = BTreeMap::new();
+    for (m, l) in members.iter().zip(&locations) {
+        let key = l.as_ref().map_or_else(|| format!("\0{m}"), |l| l.clone());
+        *per_location.entry(key).or_default() += 1;
+    }
+    let per_location: Vec<usize> = per_location.into_values().collect();
     if locations.iter().all(Option::is_none) {
         return Vec::new();
     }
@@ -712,7 +719,7 @@ pub fn location_warning(
     ];
     // The counts forbid it on this ring size; say which size would not, since
     // it can only be chosen for a new cluster.
-    if let Some(size) = ring_size_for_locations(owners.len(), distinct, n) {
+    if let Some(size) = ring_size_for_locations(owners.len(), &per_location, n) {
         warnings.push(format!(
             "A ring of {size} partitions would allow it: the ring size is chosen when a cluster is created (--ring-size)"
         ));

@@ -250,13 +250,24 @@ async fn become_fallback<H: Host>(c: &H, p: PartitionId) -> Result<()> {
         )));
     }
     c.store().put_meta(&fallback_key(p), b"")?;
-    lock(&h.fallbacks).insert(p.0);
-    c.master().ensure_started(p)?;
-    if h.unmark_redirected(p) {
-        c.master()
-            .control(p, |_, _, mode| *mode = Mode::Normal)
-            .await?;
+    let serving = async {
+        c.master().ensure_started(p)?;
+        if h.unmark_redirected(p) {
+            c.master()
+                .control(p, |_, _, mode| *mode = Mode::Normal)
+                .await?;
+        }
+        Ok::<(), Error>(())
     }
+    .await;
+    // Listed after the switch to normal (and listed even when it failed, as
+    // the marker is): `fallback_command` sends straight to a running vnode
+    // listed here, without this lock. Listed before the switch, a vnode
+    // still redirecting (the copy a join released, or a retired fallback)
+    // could take a command ahead of the switch and send it on to the owner,
+    // who is down: the add would fail for no reason.
+    lock(&h.fallbacks).insert(p.0);
+    serving?;
     tracing::info!(partition = %p, owner = %c.ring().ring.owner(p), "fallback vnode started");
     Ok(())
 }

@@ -88,15 +88,22 @@ pub fn fewest_location_short_windows(size: usize, locations: usize, n: usize) ->
 }
 
 /// The smallest ring size from `size` up (a multiple of 4, at most 1024) on
-/// which the counts allow every preference list of `n` on distinct locations,
-/// `None` when `size` already does or none up to 1024 does.
-pub fn ring_size_for_locations(size: usize, locations: usize, n: usize) -> Option<usize> {
-    if fewest_location_short_windows(size, locations, n) == 0 {
+/// which claim puts every preference list of `n` on distinct locations,
+/// given how many members each location has; `None` when `size` already
+/// allows it, or when no size is known to: claim reaches it (see the
+/// `located_claim` property test) when every location has the same number of
+/// members, there are at least `n` locations, and the size is a multiple of
+/// both the location count and the member count.
+pub fn ring_size_for_locations(size: usize, per_location: &[usize], n: usize) -> Option<usize> {
+    let l = per_location.len();
+    let m: usize = per_location.iter().sum();
+    let even = per_location.windows(2).all(|w| w[0] == w[1]);
+    if !even || m == 0 || l < n || fewest_location_short_windows(size, l, n) == 0 {
         return None;
     }
     (size.next_multiple_of(4)..=1024)
         .step_by(4)
-        .find(|s| fewest_location_short_windows(*s, locations, n) == 0)
+        .find(|s| s % l == 0 && s % m == 0)
 }
 
 /// A location, or a member standing for itself.
@@ -555,10 +562,20 @@ mod tests {
             assert_eq!(short_windows(&owners, 4), 0, "grown ring {size}");
             assert_eq!(location_short_windows(&owners, zone_of(3), 3), 0);
         }
-        assert_eq!(ring_size_for_locations(64, 3, 3), Some(72));
-        assert_eq!(ring_size_for_locations(96, 3, 3), None);
-        assert_eq!(ring_size_for_locations(64, 4, 3), None);
-        assert_eq!(ring_size_for_locations(64, 2, 3), None);
+        assert_eq!(ring_size_for_locations(64, &[2, 2, 2], 3), Some(72));
+        assert_eq!(ring_size_for_locations(64, &[3, 3, 3], 3), Some(72));
+        assert_eq!(ring_size_for_locations(64, &[1, 1, 1], 3), Some(72));
+        assert_eq!(ring_size_for_locations(96, &[2, 2, 2], 3), None);
+        assert_eq!(ring_size_for_locations(64, &[2, 2, 2, 2], 3), None);
+        assert_eq!(ring_size_for_locations(64, &[2, 2], 3), None);
+        // Uneven zones: no size is known to do it, so none is named.
+        assert_eq!(ring_size_for_locations(64, &[2, 2, 1], 3), None);
+        for size in [72, 96] {
+            let members = names(6);
+            let c = claim_located(&vec![members[0].clone(); size], &members, zone_of(3), 4, 3)
+                .expect("claim");
+            assert_eq!(location_short_windows(&c.owners, zone_of(3), 3), 0);
+        }
     }
 
     #[test]
