@@ -30,7 +30,7 @@ step "helm lint --strict"
 "$HELM" lint --strict charts/flavio --values charts/flavio/ci/all-options-values.yaml
 
 step "values.schema.json rejects bad values"
-for bad in cluster.replicas=0 cluster.ringSize=100 cluster.replica=3 \
+for bad in cluster.replicas=0 cluster.ringSize=50 cluster.ringSize=2048 cluster.replica=3 \
   cluster.storage.whenScaled=Keep cluster.storage.size=lots operator.logFormat=xml \
   cluster.addressMode=ip rbac.clusterwide=true metrics.port=0 cluster.handoffConcurrency=100 \
   cluster.image.pullPolicy=Sometimes cluster.nodeSelector.disk=1 \
@@ -41,6 +41,10 @@ for bad in cluster.replicas=0 cluster.ringSize=100 cluster.replica=3 \
   fi
   echo "rejected --set $bad"
 done
+
+# A ring size that is a multiple of 3 (for three zones) is accepted.
+"$HELM" template flavio charts/flavio --set cluster.enabled=true,cluster.ringSize=48 >/dev/null ||
+  fail "cluster.ringSize=48 must be accepted"
 
 # replicas below nVal is refused unless accepted explicitly.
 "$HELM" template flavio charts/flavio \

@@ -362,15 +362,15 @@ fn devrel_refuses_bad_sizes_before_starting_anything() {
         vec!["--nodes", "0"],
         vec!["--nodes", "17"],
         vec!["--nodes", "5", "--base-port", "65500"],
-        vec!["--nodes", "2", "--ring-size", "48"],
+        vec!["--nodes", "2", "--ring-size", "50"],
     ] {
-        let out = flavio(home.path())
-            .arg("devrel")
-            .args(&args)
-            .arg("--dir")
-            .arg(&dir)
-            .output()
-            .expect("run flavio");
+        let out = common::refused_output(
+            flavio(home.path())
+                .arg("devrel")
+                .args(&args)
+                .arg("--dir")
+                .arg(&dir),
+        );
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     }

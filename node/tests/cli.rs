@@ -217,7 +217,7 @@ fn bad_inputs_fail_clearly() {
 
     // Server-side bad settings.
     for (args, fragment) in [
-        (vec!["--ring-size", "12"], "invalid ring size 12"),
+        (vec!["--ring-size", "50"], "invalid ring size 50"),
         (vec!["--ring-size", "2048"], "invalid ring size 2048"),
         (
             vec!["--n-val", "2", "--w-val", "3"],
@@ -225,13 +225,13 @@ fn bad_inputs_fail_clearly() {
         ),
         (vec!["--listen", "nowhere"], "invalid value 'nowhere'"),
     ] {
-        let out = flavio(dir.path())
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(dir.path().join("other"))
-            .args(&args)
-            .output()
-            .expect("run");
+        let out = common::refused_output(
+            flavio(dir.path())
+                .arg("serve")
+                .arg("--data-dir")
+                .arg(dir.path().join("other"))
+                .args(&args),
+        );
         assert_fails(&out, 2, fragment);
     }
 

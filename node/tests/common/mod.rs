@@ -273,6 +273,39 @@ impl Drop for NodeProc {
 }
 
 /// Stderr as text.
+/// Runs a command that should be refused at once (a bad flag, a bad
+/// size): its output, or, when it is still running after 30 s (it was not
+/// refused and is serving), SIGTERM (a devrel stops its nodes on it), then
+/// SIGKILL, and a panic, so that such a test fails instead of hanging.
+#[allow(dead_code)]
+pub fn refused_output(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run flavio");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => out.expect("flavio output"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+            panic!("{cmd:?} was not refused: still running after 30 s");
+        }
+    }
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
