@@ -177,6 +177,9 @@ pub enum HandoffMessage {
     Finish {
         /// Items sent.
         items: u64,
+        /// Ids of the hints merged into the sent copy (see
+        /// `handoff::hinted`): merged, for the receiver, from then on.
+        merged_hints: Vec<u64>,
     },
 }
 

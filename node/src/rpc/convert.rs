@@ -511,7 +511,13 @@ impl From<HandoffMessage> for pb::HandoffMessage {
                 ring_size: s.ring_size,
             }),
             HandoffMessage::Item(b) => Msg::Item(b),
-            HandoffMessage::Finish { items } => Msg::Finish(pb::HandoffFinish { items }),
+            HandoffMessage::Finish {
+                items,
+                merged_hints,
+            } => Msg::Finish(pb::HandoffFinish {
+                items,
+                merged_hints,
+            }),
         };
         pb::HandoffMessage { msg: Some(msg) }
     }
@@ -529,7 +535,10 @@ pub fn handoff_message(m: pb::HandoffMessage) -> Result<HandoffMessage> {
             ring_size: s.ring_size,
         })),
         Some(Msg::Item(b)) => Ok(HandoffMessage::Item(b)),
-        Some(Msg::Finish(f)) => Ok(HandoffMessage::Finish { items: f.items }),
+        Some(Msg::Finish(f)) => Ok(HandoffMessage::Finish {
+            items: f.items,
+            merged_hints: f.merged_hints,
+        }),
         None => Err(Error::InvalidArgument("empty handoff message".into())),
     }
 }

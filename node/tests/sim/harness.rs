@@ -373,16 +373,23 @@ impl Harness {
             .unwrap_or(0)
     }
 
-    /// The counts node `i` holds for the partitions it owns in the
-    /// observer's ring: what a force-remove or force-replace of it loses.
-    pub fn owned_counts(&self, i: usize) -> u64 {
-        let Some(ring) = self.ring() else {
-            return 0;
-        };
-        ring.owned_by(&self.nodes[i].name)
-            .into_iter()
-            .map(|p| self.stored_count(i, p))
-            .sum()
+    /// The counts node `i` holds: of every partition it keeps a copy of
+    /// (owned, or a fallback) and in the hints it has not delivered. What a
+    /// force-remove or force-replace of it may lose: at most this (a removed
+    /// node still running delivers what it can in one last round, and a copy
+    /// it was handing off may have reached its receiver).
+    pub fn held_counts(&self, i: usize) -> u64 {
+        let disk = &self.nodes[i].disk;
+        let copies: u64 = (0..self.ring_size.get())
+            .map(|p| self.stored_count(i, PartitionId(p)))
+            .sum();
+        let hints: u64 = flavio_node::cluster::handoff::hinted::stored_hints(disk)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|h| h.items.iter())
+            .filter_map(|item| decode_u64(item, "hint item").ok())
+            .sum();
+        copies + hints
     }
 
     /// The settled cluster's structural invariants: every member holds the

@@ -519,7 +519,7 @@ impl Runner {
     /// Notes what a force-remove or force-replace of node `i` drops.
     fn forced(&mut self, i: usize, staged: &Result<String, String>) -> Result<(), String> {
         if staged.is_ok() {
-            self.lost += self.h()?.owned_counts(i);
+            self.lost += self.h()?.held_counts(i);
             self.stale.push(i);
         }
         Ok(())

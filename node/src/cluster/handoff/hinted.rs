@@ -22,7 +22,12 @@
 //! 3. **forget**: on the answer the sender deletes the record. A crash of
 //!    either side at any point, or a cut connection, leaves the record to be
 //!    delivered again, and the receiver's record of ID makes a second
-//!    delivery a no-op: the data is added exactly once;
+//!    delivery a no-op: the data is added exactly once. The record goes
+//!    with the data: an ownership handoff of P carries the ids merged into
+//!    the copy it sends ([`merged_hints`], in the handoff's finish) and the
+//!    receiver records them before it acknowledges, so a hint whose answer
+//!    was lost is not merged a second time by P's next owner (the simulator
+//!    found that: a merge, its answer lost, a join moving P, the hint again);
 //! 4. **retire**: an empty fallback with no hint left, whose owner is up, is
 //!    switched to redirect in one step on its task (no command slips in
 //!    between) and its marker removed.
@@ -70,8 +75,38 @@ fn hint_key(p: PartitionId, id: u64) -> String {
     format!("{HINT_PREFIX}{}/{id:016x}", p.0)
 }
 
+const MERGED_PREFIX: &str = "hint-merged/";
+
 fn merged_key(p: PartitionId, id: u64) -> String {
-    format!("hint-merged/{}/{id:016x}", p.0)
+    format!("{MERGED_PREFIX}{}/{id:016x}", p.0)
+}
+
+/// The ids of the hints merged into this node's copy of `p`. An ownership
+/// handoff carries them with the data (see [`record_merged`]): the record
+/// of a merge belongs to the copy that holds its items, or a hint whose
+/// acknowledgement was lost would be merged again by the next owner.
+pub fn merged_hints(store: &Store, p: PartitionId) -> Result<Vec<u64>> {
+    let prefix = format!("{MERGED_PREFIX}{}/", p.0);
+    store
+        .meta_with_prefix(&prefix)?
+        .into_iter()
+        .map(|(k, _)| {
+            k.strip_prefix(&prefix)
+                .and_then(|id| u64::from_str_radix(id, 16).ok())
+                .ok_or_else(|| Error::Corrupt {
+                    what: format!("merged-hint record {k:?}"),
+                    message: "the key does not end in a hint id".into(),
+                })
+        })
+        .collect()
+}
+
+/// Records the hints merged into the copy of `p` this node received.
+pub fn record_merged(store: &Store, p: PartitionId, ids: &[u64]) -> Result<()> {
+    for id in ids {
+        store.put_meta(&merged_key(p, *id), b"")?;
+    }
+    Ok(())
 }
 
 /// A hint's items as one record: a count, then each item with its length.

@@ -113,7 +113,10 @@ async fn receive_inner<H: Host>(
                     .with_vnode(p, move |v, ctx| v.handle_handoff_data(&item, ctx))
                     .await??;
             }
-            HandoffMessage::Finish { items } => {
+            HandoffMessage::Finish {
+                items,
+                merged_hints,
+            } => {
                 let got = progress.items.load(Ordering::Relaxed);
                 if items != got {
                     return Err(Error::Rpc(format!(
@@ -121,6 +124,9 @@ async fn receive_inner<H: Host>(
                     )));
                 }
                 c.master().barrier(p).await?;
+                // Before the ack: once the sender may flip, a hint merged
+                // into these items must count as merged here.
+                super::hinted::record_merged(c.store(), p, &merged_hints)?;
                 put_marker(c.store(), p, start.session)?;
                 out.send(Ok(HandoffAck::Finished(got)))
                     .await

@@ -267,7 +267,17 @@ async fn send_once<H: Host>(c: &H, t: &Transfer, progress: &Progress) -> Result<
         .await?
         .unwrap_or_default();
     progress.total.store(items.len() as u64, Ordering::Relaxed);
-    let streamed = stream_items(t, &tx, &mut acks, items, progress).await;
+    // The fold ran on the vnode's task after every merge it could see, and
+    // no hint is merged into `p` while it is handed off: these are exactly
+    // the merges in the items.
+    let merged = match c.master().barrier(p).await {
+        Ok(()) => super::hinted::merged_hints(c.store(), p),
+        Err(e) => Err(e),
+    };
+    let streamed = match merged {
+        Ok(merged) => stream_items(t, &tx, &mut acks, items, merged, progress).await,
+        Err(e) => Err(e),
+    };
     drop(tx);
     if let Err(e) = streamed {
         exec(c, p, fsm.on(Event::Failed), &fwd).await?;
@@ -304,6 +314,7 @@ async fn stream_items(
     tx: &mpsc::Sender<HandoffMessage>,
     acks: &mut AckStream,
     items: Vec<Vec<u8>>,
+    merged_hints: Vec<u64>,
     progress: &Progress,
 ) -> Result<()> {
     let closed = || Error::Rpc(format!("handoff stream to {} closed", t.to));
@@ -316,9 +327,12 @@ async fn stream_items(
         progress.items.fetch_add(1, Ordering::Relaxed);
         progress.bytes.fetch_add(len, Ordering::Relaxed);
     }
-    tx.send(HandoffMessage::Finish { items: n })
-        .await
-        .map_err(|_| closed())?;
+    tx.send(HandoffMessage::Finish {
+        items: n,
+        merged_hints,
+    })
+    .await
+    .map_err(|_| closed())?;
     match next_ack(&t.to, acks).await? {
         HandoffAck::Finished(k) if k == n => Ok(()),
         other => Err(Error::Rpc(format!("unexpected handoff ack {other:?}"))),
