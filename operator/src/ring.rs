@@ -121,12 +121,8 @@ pub async fn observe(addr: &str, cookie: &Credentials) -> Result<Observed> {
         .collect();
     let located = rs.owners.iter().any(|o| !o.location.is_empty());
     let warnings = if located && rs.short_location_preflists > 0 {
-        let mut zones: Vec<&str> = rs.owners.iter().map(|o| o.location.as_str()).collect();
-        zones.sort_unstable();
-        zones.dedup();
         let n = rs.n_val as usize;
-        // Three zones on a power-of-two ring: the counts forbid it, and the
-        // ring size can only be chosen for a new cluster; say which would do.
+        // Members per zone, zone by zone.
         let mut per_zone: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
             Default::default();
         for o in &rs.owners {
@@ -136,6 +132,8 @@ pub async fn observe(addr: &str, cookie: &Credentials) -> Result<Observed> {
                 .insert(o.node.as_str());
         }
         let per_zone: Vec<usize> = per_zone.values().map(|m| m.len()).collect();
+        // Three zones on a power-of-two ring: the counts forbid it, and the
+        // ring size can only be chosen for a new cluster; say which would do.
         let hint = ring_size_for_locations(rs.owners.len(), &per_zone, n)
             .map(|size| {
                 format!("; a ringSize of {size} would allow it (set when a cluster is created)")
@@ -145,7 +143,7 @@ pub async fn observe(addr: &str, cookie: &Credentials) -> Result<Observed> {
             "Not all replicas are on distinct locations: {} of {} preference lists of {n} partitions are not on {n} distinct zones (members are in {} zones){hint}",
             rs.short_location_preflists,
             rs.owners.len(),
-            zones.len(),
+            per_zone.len(),
         )]
     } else {
         Vec::new()

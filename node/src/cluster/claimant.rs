@@ -688,14 +688,7 @@ pub fn location_warning(
     location_of: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<String> {
     let members = owners.members();
-    let mut locations: Vec<Option<String>> = members.iter().map(|m| location_of(m)).collect();
-    // Members per location, one without a location standing alone.
-    let mut per_location: BTreeMap<String, usize> = BTreeMap::new();
-    for (m, l) in members.iter().zip(&locations) {
-        let key = l.as_ref().map_or_else(|| format!("\0{m}"), |l| l.clone());
-        *per_location.entry(key).or_default() += 1;
-    }
-    let per_location: Vec<usize> = per_location.into_values().collect();
+    let locations: Vec<Option<String>> = members.iter().map(|m| location_of(m)).collect();
     if locations.iter().all(Option::is_none) {
         return Vec::new();
     }
@@ -704,11 +697,15 @@ pub fn location_warning(
     if short == 0 {
         return Vec::new();
     }
-    // Members without a location count as one each.
-    let unlocated = locations.iter().filter(|l| l.is_none()).count();
-    locations.sort();
-    locations.dedup();
-    let distinct = locations.iter().flatten().count() + unlocated;
+    // Members per location, a member without a location counting as one
+    // of its own.
+    let mut per_location: BTreeMap<String, usize> = BTreeMap::new();
+    for (m, l) in members.iter().zip(&locations) {
+        let key = l.as_ref().map_or_else(|| format!("\0{m}"), |l| l.clone());
+        *per_location.entry(key).or_default() += 1;
+    }
+    let per_location: Vec<usize> = per_location.into_values().collect();
+    let distinct = per_location.len();
     let mut warnings = vec![
         "Not all replicas will be on distinct locations".into(),
         format!(

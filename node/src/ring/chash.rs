@@ -133,8 +133,9 @@ impl RingSize {
     pub fn parse_partition(self, decimal: &str) -> Result<PartitionId> {
         let invalid = || Error::InvalidPartition(decimal.to_string());
         let index: RingIndex = decimal.parse().map_err(|_| invalid())?;
-        let p = self.arcs_below(to_limbs(&index.0));
-        if self.arcs(p) == to_limbs(&index.0) {
+        let point = to_limbs(&index.0);
+        let p = self.arcs_below(point);
+        if self.arcs(p) == point {
             Ok(PartitionId(p))
         } else {
             Err(invalid())

@@ -1,9 +1,10 @@
 //! The consistent-hash ring, as riak_core's `chash`, `claim` and `apl` define it.
 //!
 //! The keyspace is the 2^160 integers of SHA-1. A ring of `size` partitions (a
-//! multiple of 4; riak's are powers of two) cuts it into equal arcs; partition
-//! `p` starts at index `p * floor(2^160 / size)`. A key belongs to the first partition whose index is
-//! strictly greater than its hash. Claim decides which member owns each
+//! multiple of 4; riak's are powers of two) cuts it into equal arcs (the last
+//! also takes the fewer than `size` points left over); partition `p` starts
+//! at index `p * floor(2^160 / size)`. A key belongs to the first partition
+//! whose index is strictly greater than its hash. Claim decides which member owns each
 //! partition; a preference list is a partition and its successors.
 //!
 //! - [`chash`]: ring sizes, key hashes, partition indices and their decimal form.

@@ -272,7 +272,6 @@ impl Drop for NodeProc {
     }
 }
 
-/// Stderr as text.
 /// Runs a command that should be refused at once (a bad flag, a bad
 /// size): its output, or, when it is still running after 30 s (it was not
 /// refused and is serving), SIGTERM (a devrel stops its nodes on it), then
@@ -306,6 +305,7 @@ pub fn refused_output(cmd: &mut Command) -> Output {
     }
 }
 
+/// Stderr as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -18,8 +18,8 @@
 //! failing seed prints the command that replays it. `SIM_SECONDS` sets the
 //! simulated length of the faulty part of a run (default 60); `SIM_RING` the
 //! ring size (default 16; CI also sweeps 24, a size that is not a power of
-//! two). `SIM_TRACE=1`
-//! prints the nodes' logs, `SIM_VERBOSE=1` a line for every seed.
+//! two). `SIM_TRACE=1` prints the nodes' logs, `SIM_VERBOSE=1` a line for
+//! every seed.
 //!
 //! The scenario scripts (`script.rs`) run on the same harness.
 
@@ -561,45 +561,36 @@ impl Sim {
         self.check(stats.total_ops, stats.partial).map_err(|e| {
             format!(
                 "after the availability check: {e}\n  partitions short: {}",
-                self.short_partitions(&stats)
+                self.partitions_off(&stats, std::cmp::Ordering::Less)
             )
         })
     }
 
-    /// Partitions whose count is below their acknowledged replies.
-    fn short_partitions(&self, stats: &flavio_node::app::Stats) -> String {
+    /// Vnodes holding fewer (`Less`) or more (`Greater`) operations than the
+    /// replies acknowledged for their partition. Fewer is a lost write; more
+    /// may be a failed add applied on some replicas, or a double merge.
+    fn partitions_off(&self, stats: &flavio_node::app::Stats, off: std::cmp::Ordering) -> String {
         let per = self
             .tally
             .per_partition
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sign = if off == std::cmp::Ordering::Less {
+            '<'
+        } else {
+            '>'
+        };
         stats
             .vnodes
             .iter()
             .filter_map(|v| {
                 let acked = per.get(&*v.partition).copied().unwrap_or(0);
-                (v.ops_count < acked)
-                    .then(|| format!("{} on {}: {} < {acked}", v.partition, v.node, v.ops_count))
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    /// Vnodes holding more than their acknowledged replies (failed adds may
-    /// explain some of it; a double merge shows here).
-    fn over_partitions(&self, stats: &flavio_node::app::Stats) -> String {
-        let per = self
-            .tally
-            .per_partition
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        stats
-            .vnodes
-            .iter()
-            .filter_map(|v| {
-                let acked = per.get(&*v.partition).copied().unwrap_or(0);
-                (v.ops_count > acked)
-                    .then(|| format!("{} on {}: {} > {acked}", v.partition, v.node, v.ops_count))
+                (v.ops_count.cmp(&acked) == off).then(|| {
+                    format!(
+                        "{} on {}: {} {sign} {acked}",
+                        v.partition, v.node, v.ops_count
+                    )
+                })
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -685,8 +676,8 @@ async fn run(
     sim.check(stats.total_ops, stats.partial).map_err(|e| {
         format!(
             "{e}\n  partitions short: {}\n  partitions over: {}",
-            sim.short_partitions(&stats),
-            sim.over_partitions(&stats)
+            sim.partitions_off(&stats, std::cmp::Ordering::Less),
+            sim.partitions_off(&stats, std::cmp::Ordering::Greater)
         )
     })?;
     sim.availability().await?;

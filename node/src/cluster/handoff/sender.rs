@@ -270,14 +270,12 @@ async fn send_once<H: Host>(c: &H, t: &Transfer, progress: &Progress) -> Result<
     // The fold ran on the vnode's task after every merge it could see, and
     // no hint is merged into `p` while it is handed off: these are exactly
     // the merges in the items.
-    let merged = match c.master().barrier(p).await {
-        Ok(()) => super::hinted::merged_hints(c.store(), p),
-        Err(e) => Err(e),
-    };
-    let streamed = match merged {
-        Ok(merged) => stream_items(t, &tx, &mut acks, items, merged, progress).await,
-        Err(e) => Err(e),
-    };
+    let streamed = async {
+        c.master().barrier(p).await?;
+        let merged = super::hinted::merged_hints(c.store(), p)?;
+        stream_items(t, &tx, &mut acks, items, merged, progress).await
+    }
+    .await;
     drop(tx);
     if let Err(e) = streamed {
         exec(c, p, fsm.on(Event::Failed), &fwd).await?;
